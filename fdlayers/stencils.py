@@ -1,0 +1,365 @@
+"""Finite-difference stencils: weights, standard stencils and edge plans.
+
+Pure NumPy and `fractions`; nothing here knows about tensors.
+
+Conventions. A stencil is a pair `(offsets, weights)` such that, on a grid of
+unit spacing,
+
+    f^(order)(0) ≈ Σ_k weights[k] · f(offsets[k]),
+
+exactly when `f` is a polynomial of degree < len(offsets). On a grid of
+spacing `h` the weights are divided by `h**order`. The *accuracy* of a stencil
+is the exponent `a` in its truncation error `O(h**a)`.
+"""
+
+import functools
+import math
+import numbers
+from fractions import Fraction
+from typing import NamedTuple
+
+import numpy as np
+
+#: Largest number of samples a stencil may use. Beyond this the weights grow
+#: like binomial coefficients (≈ 2**width), so in floating point the result is
+#: dominated by rounding; such a request is a mistake, refused before any work.
+MAX_WIDTH = 64
+
+KINDS = ("central", "forward", "backward")
+PADDINGS = ("same", "valid", "periodic", "causal")
+CENTRAL_PADDINGS = ("same", "valid", "periodic")
+
+
+def check_positive_int(name, value):
+    """Return `value` as an `int` if it is an integer ≥ 1, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_order_accuracy(order, accuracy, central):
+    """Validate a derivative order and an accuracy; return them as ints.
+
+    Central stencils are symmetric, so their accuracy is even; one-sided
+    stencils take any accuracy ≥ 1. The widest window the pair implies,
+    `order + accuracy` samples, must not exceed `MAX_WIDTH`.
+    """
+    order = check_positive_int("order", order)
+    accuracy = check_positive_int("accuracy", accuracy)
+    if central and accuracy % 2:
+        raise ValueError(
+            "`accuracy` must be even for a central stencil (padding 'same', "
+            "'valid' or 'periodic'); odd accuracies are available with "
+            f"padding='causal'. Received: accuracy={accuracy}"
+        )
+    if order + accuracy > MAX_WIDTH:
+        raise ValueError(
+            f"`order` + `accuracy` must be at most {MAX_WIDTH}: wider stencils "
+            "are dominated by rounding error. Received: "
+            f"order={order}, accuracy={accuracy}"
+        )
+    return order, accuracy
+
+
+def _fornberg(order, offsets):
+    """Fornberg's recurrence for the weights of the `order`-th derivative at 0.
+
+    B. Fornberg, "Generation of finite difference formulas on arbitrarily
+    spaced grids", Math. Comp. 51 (1988) 699-706; numerically stable in
+    float64 for any distinct offsets.
+    """
+    n = len(offsets)
+    # c[j, m]: weight of node j for the m-th derivative using the nodes so far.
+    c = np.zeros((n, order + 1))
+    c[0, 0] = 1.0
+    c1 = 1.0
+    c4 = offsets[0]
+    for i in range(1, n):
+        c2 = 1.0
+        c5 = c4
+        c4 = offsets[i]
+        top = min(i, order)
+        m = np.arange(1, top + 1)
+        for j in range(i):
+            c3 = offsets[i] - offsets[j]
+            c2 *= c3
+            if j == i - 1:
+                c[i, 1:top + 1] = c1 * (m * c[i - 1, :top] - c5 * c[i - 1, 1:top + 1]) / c2
+                c[i, 0] = -c1 * c5 * c[i - 1, 0] / c2
+            c[j, 1:top + 1] = (c4 * c[j, 1:top + 1] - m * c[j, :top]) / c3
+            c[j, 0] = c4 * c[j, 0] / c3
+        c1 = c2
+    return c[:, order]
+
+
+def _lagrange_exact(order, offsets):
+    """Exact weights from the Lagrange basis: w_j = L_j^(order)(0).
+
+    With P(x) = Π_k (x - x_k) and Q_j(x) = P(x) / (x - x_j), the basis
+    polynomial is L_j = Q_j / Q_j(x_j), so w_j = order! · [x^order] Q_j / Q_j(x_j).
+    Q_j comes from P by synthetic division, O(n) per node: with integer
+    offsets this is integer arithmetic until the final division, fast enough
+    for the widest stencils.
+    """
+    n = len(offsets)
+    poly = [1]  # coefficients of P, lowest degree first
+    for x in offsets:
+        shifted = [0] + poly
+        for i, coef in enumerate(poly):
+            shifted[i] -= x * coef
+        poly = shifted
+    weights = []
+    for xj in offsets:
+        # Synthetic division from the top: q_{i-1} = p_i + x_j q_i.
+        q = [0] * n
+        q[n - 1] = poly[n]
+        for i in range(n - 1, 0, -1):
+            q[i - 1] = poly[i] + xj * q[i]
+        value = 0
+        for coef in reversed(q):  # Horner: Q_j(x_j) = Π_{k≠j} (x_j - x_k)
+            value = value * xj + coef
+        weights.append(Fraction(math.factorial(order) * q[order]) / Fraction(value))
+    return weights
+
+
+def _as_fraction(value):
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, numbers.Integral):
+        return Fraction(int(value))
+    return Fraction(float(value))  # the exact binary value of the float
+
+
+def coefficients(order, offsets, exact=False):
+    """Weights of the `order`-th derivative at 0 from samples at `offsets`.
+
+    Returns `w` with `f^(order)(0) = Σ_k w[k]·f(offsets[k])` for every
+    polynomial `f` of degree < len(offsets), on unit spacing. The truncation
+    error on smooth `f` is `O(h**(len(offsets) - order))` in general, one order
+    better for offsets symmetric about 0 when that difference is odd.
+
+    Args:
+        order: integer ≥ 1, or 0 for interpolation weights.
+        offsets: 1-D sequence of distinct finite numbers (integers, floats or
+            `fractions.Fraction`), more than `order` of them. Non-integers
+            describe non-uniform grids.
+        exact: if True, return a list of `fractions.Fraction`, computed in
+            exact rational arithmetic (floats are taken at their exact binary
+            value).
+
+    Returns:
+        float64 ndarray of the same length as `offsets` (or a list of
+        `Fraction` when `exact=True`). For integer or rational offsets the
+        float weights are the exact rationals (Lagrange basis in rational
+        arithmetic) correctly rounded; otherwise they come from Fornberg's
+        recurrence in float64.
+
+    Raises:
+        TypeError, ValueError: for an invalid `order` or `offsets`.
+    """
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
+        raise TypeError(
+            f"`order` must be a non-negative integer. Received: order={order!r}"
+        )
+    if order < 0:
+        raise ValueError(
+            f"`order` must be a non-negative integer. Received: order={order!r}"
+        )
+    order = int(order)
+    values = list(offsets) if not isinstance(offsets, np.ndarray) else offsets.tolist()
+    if np.ndim(offsets) != 1:
+        raise ValueError(
+            "`offsets` must be a 1-D sequence of numbers. Received: "
+            f"offsets with {np.ndim(offsets)} dimensions"
+        )
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (numbers.Real, Fraction)):
+            raise TypeError(f"`offsets` must contain real numbers. Received: {v!r}")
+        if not math.isfinite(float(v)):
+            raise ValueError(f"`offsets` must be finite. Received: {v!r}")
+    if len(values) <= order:
+        raise ValueError(
+            f"`offsets` must have more than `order` entries ({order + 1} at "
+            f"least for order={order}). Received: {len(values)} offsets"
+        )
+    if len(values) > MAX_WIDTH:
+        raise ValueError(
+            f"`offsets` may have at most {MAX_WIDTH} entries. "
+            f"Received: {len(values)}"
+        )
+    if len(set(_as_fraction(v) for v in values)) != len(values):
+        raise ValueError(f"`offsets` must be distinct. Received: offsets={values}")
+
+    rational = all(
+        isinstance(v, (numbers.Integral, Fraction)) or float(v).is_integer()
+        for v in values
+    )
+    if exact or rational:
+        fractions_ = [_as_fraction(v) for v in values]
+        if all(f.denominator == 1 for f in fractions_):
+            fractions_ = [int(f) for f in fractions_]
+        weights = _lagrange_exact(order, fractions_)
+        if exact:
+            return weights
+        # Fraction -> float is correctly rounded.
+        return np.array([float(w) for w in weights], dtype=np.float64)
+    return _fornberg(order, [float(v) for v in values])
+
+
+def _offsets(order, accuracy, kind):
+    if kind == "central":
+        radius = (order - 1) // 2 + accuracy // 2
+        return list(range(-radius, radius + 1))
+    width = order + accuracy
+    if kind == "forward":
+        return list(range(width))
+    return list(range(1 - width, 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_stencil(order, accuracy, kind):
+    offsets = _offsets(order, accuracy, kind)
+    return tuple(offsets), tuple(coefficients(order, offsets, exact=True))
+
+
+def stencil(order, accuracy=2, kind="central"):
+    """The standard stencil of a derivative at a given accuracy.
+
+    - `central`: offsets `-r..r` with `r = (order - 1) // 2 + accuracy // 2`
+      (`2r + 1` samples); `accuracy` must be even.
+    - `forward`: offsets `0..order + accuracy - 1`.
+    - `backward`: offsets `-(order + accuracy - 1)..0`.
+
+    Each is exact for polynomials of degree < number of samples and has
+    truncation error `O(h**accuracy)`.
+
+    Returns:
+        `(offsets, weights)`: an int ndarray and a float64 ndarray (the exact
+        rational weights, correctly rounded), for unit spacing.
+    """
+    if kind not in KINDS:
+        raise ValueError(
+            f"`kind` must be one of {', '.join(map(repr, KINDS))}. "
+            f"Received: kind={kind!r}"
+        )
+    order, accuracy = check_order_accuracy(order, accuracy, kind == "central")
+    offsets, weights = _exact_stencil(order, accuracy, kind)
+    return (
+        np.array(offsets, dtype=np.int64),
+        np.array([float(w) for w in weights], dtype=np.float64),
+    )
+
+
+class Plan(NamedTuple):
+    """How to differentiate a whole sequence of length `n` (unit spacing).
+
+    The output is the concatenation, along the sequence axis, of
+
+    - `head @ x[:head.shape[1]]`: one row of weights per leading output;
+    - the interior: `Σ_k weights[k] · x[i + offsets[k]]` for every `i` whose
+      stencil lies inside the (wrapped, if `periodic`) sequence;
+    - `tail @ x[n - tail.shape[1]:]`: one row per trailing output.
+
+    `head_accuracy` and `tail_accuracy` give the formal accuracy of each edge
+    row (0 for a row that is identically zero). `min_length` is the shortest
+    sequence the plan can be applied to.
+    """
+
+    offsets: np.ndarray
+    weights: np.ndarray
+    head: np.ndarray
+    tail: np.ndarray
+    periodic: bool
+    min_length: int
+    head_accuracy: tuple
+    tail_accuracy: tuple
+
+    @property
+    def width(self):
+        """Number of samples spanned by the interior stencil."""
+        return int(self.offsets[-1] - self.offsets[0] + 1)
+
+    def output_length(self, length):
+        """Output length for an input of `length` steps (None if unknown)."""
+        if length is None or self.head.shape[0] + self.tail.shape[0] or self.periodic:
+            return length
+        return length - self.width + 1
+
+
+def _as_float_rows(rows, cols):
+    out = np.zeros((len(rows), cols), dtype=np.float64)
+    for i, (start, weights) in enumerate(rows):
+        out[i, start:start + len(weights)] = [float(w) for w in weights]
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def plan(order, accuracy=2, padding="same"):
+    """The stencil plan of `order` and `accuracy` under a padding mode.
+
+    - `same`: the central stencil wherever it fits; each of the `r` points
+      nearest an edge uses its own window of `order + accuracy` samples flush
+      with that edge (point `i < r` uses samples `0..order+accuracy-1`, i.e.
+      offsets `-i..order+accuracy-1-i`), so every point has accuracy at least
+      `accuracy`. Minimum length `order + accuracy`.
+    - `valid`: the central stencil only; `width - 1` fewer outputs.
+      Minimum length `width`.
+    - `periodic`: the central stencil on the sequence wrapped around.
+      Minimum length `width`.
+    - `causal`: the backward stencil of `order + accuracy` samples wherever it
+      fits; step `t < order + accuracy - 1` uses the backward stencil over all
+      `t + 1` samples it has (accuracy `t + 1 - order`), and steps
+      `t < order`, which have too few samples for any estimate, are 0.
+      Minimum length `order + accuracy`.
+
+    Returns:
+        A `Plan` with float64 weights for unit spacing.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {', '.join(map(repr, PADDINGS))}. "
+            f"Received: padding={padding!r}"
+        )
+    order, accuracy = check_order_accuracy(
+        order, accuracy, padding in CENTRAL_PADDINGS
+    )
+    empty = np.zeros((0, 0), dtype=np.float64)
+    if padding == "causal":
+        offsets, weights = stencil(order, accuracy, "backward")
+        width = order + accuracy
+        rows, head_accuracy = [], []
+        for t in range(width - 1):
+            if t < order:
+                rows.append((0, []))
+                head_accuracy.append(0)
+            else:
+                rows.append((0, _exact_stencil(order, t + 1 - order, "backward")[1]))
+                head_accuracy.append(t + 1 - order)
+        return Plan(offsets, weights, _as_float_rows(rows, width - 1), empty,
+                    False, width, tuple(head_accuracy), ())
+
+    offsets, weights = stencil(order, accuracy, "central")
+    width = len(offsets)
+    if padding in ("valid", "periodic"):
+        return Plan(offsets, weights, empty, empty, padding == "periodic",
+                    width, (), ())
+
+    radius = width // 2
+    window = order + accuracy
+    head, tail = [], []
+    for i in range(radius):
+        head.append((0, coefficients(order, range(-i, window - i), exact=True)))
+        # The mirror image: point n-1-i sees offsets -(window-1-i)..i.
+        tail.append((0, coefficients(order, range(i - window + 1, i + 1), exact=True)))
+    tail.reverse()
+    edge_accuracy = (accuracy,) * radius
+    return Plan(offsets, weights, _as_float_rows(head, window),
+                _as_float_rows(tail, window), False, window,
+                edge_accuracy, edge_accuracy)
