@@ -87,14 +87,14 @@ class FiniteDifference1D(keras.layers.Layer):
         self.axis = int(axis)
 
     def _check_input_shape(self, input_shape):
-        shape = fd_ops.output_shape(input_shape, self.order, self.accuracy,
-                                    self.padding, self.axis)
-        if self.axis % len(input_shape) == 0:
+        rank = len(input_shape)
+        if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
             raise ValueError(
                 f"`axis` must not be the batch axis: axis={self.axis} is the "
-                f"batch axis for an input of rank {len(input_shape)}"
+                f"batch axis for an input of rank {rank}"
             )
-        return shape
+        return fd_ops.output_shape(input_shape, self.order, self.accuracy,
+                                   self.padding, self.axis)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
