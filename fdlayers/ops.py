@@ -5,6 +5,7 @@ operations. It runs on every Keras backend; backend-specific code (such as
 TensorFlow's run-time length check) is confined to this module.
 """
 
+import functools
 import math
 import numbers
 
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import stencils
+from fdlayers import kernels, stencils
 
 # Half-precision inputs are differentiated in float32: the weights of a wide
 # or high-order stencil, scaled by spacing**-order, can exceed float16's range
@@ -33,12 +34,12 @@ def check_arguments(order, spacing, accuracy, padding):
             f"{', '.join(map(repr, stencils.PADDINGS))}. "
             f"Received: padding={padding!r}"
         )
-    padding = padding.lower()
-    if padding not in stencils.PADDINGS:
+    if padding.lower() not in stencils.PADDINGS:
         raise ValueError(
             f"`padding` must be one of {', '.join(map(repr, stencils.PADDINGS))}. "
             f"Received: padding={padding!r}"
         )
+    padding = padding.lower()
     order, accuracy = stencils.check_order_accuracy(
         order, accuracy, padding in stencils.CENTRAL_PADDINGS
     )
@@ -111,13 +112,6 @@ def _too_short_message(plan, padding, axis, length=None):
     )
 
 
-def _take(x, axis, start, stop):
-    """x[start:stop] along `axis` (Python slice semantics)."""
-    index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
-
-
 def _check_length(x, plan, padding, axis):
     """Fail at run time when the length is only known then (TensorFlow graphs).
 
@@ -135,49 +129,6 @@ def _check_length(x, plan, padding, axis):
     )
     with tf.control_dependencies([check]):
         return tf.identity(x)
-
-
-def _edge(x, rows, axis):
-    """`rows @ x[...]` along `axis`, the result's new axis put back at `axis`."""
-    y = ops.tensordot(x, ops.convert_to_tensor(rows.T, dtype=x.dtype),
-                      axes=[[axis], [0]])
-    return ops.moveaxis(y, -1, axis)
-
-
-def _apply(x, plan, scale, axis):
-    """Apply `plan` to a float tensor `x` along `axis` (weights × `scale`)."""
-    offsets = plan.offsets
-    span = int(offsets[-1] - offsets[0])
-    if plan.periodic:
-        radius = span // 2
-        x_in = ops.concatenate(
-            [_take(x, axis, -radius, None), x, _take(x, axis, None, radius)],
-            axis=axis,
-        )
-    else:
-        x_in = x
-
-    # Σ_k w_k · x[i + o_k] as shifted slices of the whole sequence; the k-th
-    # slice starts at o_k - o_0 and leaves span - (o_k - o_0) samples after.
-    interior = None
-    for offset, weight in zip(offsets, plan.weights * scale):
-        if weight == 0.0:
-            continue
-        start = int(offset - offsets[0])
-        term = _take(x_in, axis, start, (start - span) or None)
-        # A Python float keeps float64 weights exact and adopts x's dtype.
-        term = term * float(weight)
-        interior = term if interior is None else interior + term
-
-    parts = []
-    if plan.head.shape[0]:
-        parts.append(_edge(_take(x, axis, None, plan.head.shape[1]),
-                           plan.head * scale, axis))
-    parts.append(interior)
-    if plan.tail.shape[0]:
-        parts.append(_edge(_take(x, axis, -plan.tail.shape[1], None),
-                           plan.tail * scale, axis))
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
 def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
@@ -222,5 +173,100 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
     x = _check_length(x, plan, padding, axis)
     if dtype in _HALF_DTYPES:
         x = ops.cast(x, "float32")
-    y = _apply(x, plan, spacing ** -order, axis)
+    y = _kernel(x, order, accuracy, padding, spacing ** -order, axis)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
+
+
+# Below this many elements an eager call runs op by op: the whole call takes
+# well under a millisecond that way, less than compiling a fused kernel for a
+# new shape (≈ 0.1 s, see benchmarks/README.md).
+_EAGER_FUSION_MIN_SIZE = 1 << 20
+
+
+def _kernel(x, order, accuracy, padding, scale, axis):
+    """Apply the plan where the backend runs it fastest.
+
+    Shifted slices read and write the whole tensor once per stencil term when
+    their ops run one by one (≈ 3-6× an elementwise `x * 2.0`), but XLA fuses
+    them into a single pass (≈ 1.0-1.3×), whereas a depthwise convolution is
+    ≈ 3-5× without XLA and ≈ 30-90× with it on CPU. So TensorFlow and JAX run
+    the slices through XLA in every mode: eagerly, inside `tf.function` or
+    `jax.jit`, and nested in an outer XLA program (where the inner function
+    is simply inlined). PyTorch runs them op by op.
+    """
+    backend = keras.backend.backend()
+    key = (order, accuracy, padding, scale, axis)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        fused = not (tf.executing_eagerly()
+                     and _static_size(x) < _EAGER_FUSION_MIN_SIZE)
+        forward, transpose = _tensorflow_pair(*key, len(x.shape), fused)
+        return _with_transpose_gradient(x, forward, transpose)
+    if backend == "jax":
+        return _jax_forward(*key)(x)
+    return _linear_stencil(*key).forward(x)
+
+
+def _static_size(x):
+    size = 1
+    for dim in x.shape:
+        if dim is None:
+            return math.inf
+        size *= dim
+    return size
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_stencil(order, accuracy, padding, scale, axis):
+    return kernels.LinearStencil(stencils.plan(order, accuracy, padding),
+                                 scale, axis)
+
+
+@functools.lru_cache(maxsize=256)
+def _tensorflow_pair(order, accuracy, padding, scale, axis, rank, fused):
+    """(forward, transpose) of a stencil as TensorFlow callables.
+
+    Fused: XLA-compiled functions; reduce_retracing lets one trace serve
+    every length (XLA still compiles once per concrete shape and caches it),
+    and there is one pair per rank because a function traced for two ranks
+    generalises to an unknown rank. The callables are partials, not the bound
+    methods: TensorFlow pools retracing statistics by code object, and every
+    stencil would share the methods' code and warn of "excessive retracing".
+    """
+    import tensorflow as tf
+
+    stencil = _linear_stencil(order, accuracy, padding, scale, axis)
+    pair = (functools.partial(stencil.forward), functools.partial(stencil.transpose))
+    if not fused:
+        return pair
+    return tuple(tf.function(f, jit_compile=True, reduce_retracing=True,
+                             autograph=False) for f in pair)
+
+
+def _with_transpose_gradient(x, forward, transpose):
+    """`forward(x)` whose gradient is `transpose`, to any order.
+
+    XLA's in-place update has no registered TensorFlow gradient, and the
+    transpose is also a single fused pass, where autodiff of the forward
+    slices would add one pass per stencil term. The gradient of the transpose
+    is the forward map again, so higher derivatives work too.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def apply(x):
+        # stop_gradient: a watching tape would otherwise ask TensorFlow to
+        # differentiate the compiled function itself, in-place update and all.
+        y = forward(tf.stop_gradient(x))
+        return y, lambda g: _with_transpose_gradient(g, transpose, forward)
+
+    return apply(x)
+
+
+@functools.lru_cache(maxsize=256)
+def _jax_forward(order, accuracy, padding, scale, axis):
+    import jax
+
+    # JAX differentiates the in-place update itself.
+    return jax.jit(_linear_stencil(order, accuracy, padding, scale, axis).forward)

@@ -13,6 +13,7 @@ is the exponent `a` in its truncation error `O(h**a)`.
 """
 
 import functools
+import itertools
 import math
 import numbers
 from fractions import Fraction
@@ -137,6 +138,26 @@ def _as_fraction(value):
     return Fraction(float(value))  # the exact binary value of the float
 
 
+def _offset_list(offsets):
+    """`offsets` as a list, refused before it is built when it is too long."""
+    try:
+        count = str(len(offsets))
+    except TypeError:  # an iterator: take one more than allowed, no more
+        offsets = list(itertools.islice(offsets, MAX_WIDTH + 1))
+        count = f"more than {MAX_WIDTH}" if len(offsets) > MAX_WIDTH else ""
+    if len(offsets) > MAX_WIDTH:
+        raise ValueError(
+            f"`offsets` may have at most {MAX_WIDTH} entries. "
+            f"Received: {count} offsets"
+        )
+    if np.ndim(offsets) != 1:
+        raise ValueError(
+            "`offsets` must be a 1-D sequence of numbers. Received: "
+            f"offsets with {np.ndim(offsets)} dimensions"
+        )
+    return offsets.tolist() if isinstance(offsets, np.ndarray) else list(offsets)
+
+
 def coefficients(order, offsets, exact=False):
     """Weights of the `order`-th derivative at 0 from samples at `offsets`.
 
@@ -173,12 +194,7 @@ def coefficients(order, offsets, exact=False):
             f"`order` must be a non-negative integer. Received: order={order!r}"
         )
     order = int(order)
-    values = list(offsets) if not isinstance(offsets, np.ndarray) else offsets.tolist()
-    if np.ndim(offsets) != 1:
-        raise ValueError(
-            "`offsets` must be a 1-D sequence of numbers. Received: "
-            f"offsets with {np.ndim(offsets)} dimensions"
-        )
+    values = _offset_list(offsets)
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (numbers.Real, Fraction)):
             raise TypeError(f"`offsets` must contain real numbers. Received: {v!r}")
@@ -188,11 +204,6 @@ def coefficients(order, offsets, exact=False):
         raise ValueError(
             f"`offsets` must have more than `order` entries ({order + 1} at "
             f"least for order={order}). Received: {len(values)} offsets"
-        )
-    if len(values) > MAX_WIDTH:
-        raise ValueError(
-            f"`offsets` may have at most {MAX_WIDTH} entries. "
-            f"Received: {len(values)}"
         )
     if len(set(_as_fraction(v) for v in values)) != len(values):
         raise ValueError(f"`offsets` must be distinct. Received: offsets={values}")
@@ -264,8 +275,12 @@ class Plan(NamedTuple):
 
     - `head @ x[:head.shape[1]]`: one row of weights per leading output;
     - the interior: `Σ_k weights[k] · x[i + offsets[k]]` for every `i` whose
-      stencil lies inside the (wrapped, if `periodic`) sequence;
+      stencil lies inside the sequence;
     - `tail @ x[n - tail.shape[1]:]`: one row per trailing output.
+
+    When `periodic`, the edge windows wrap around: with `r` edge rows, the
+    head acts on `x[n-r:] ++ x[:cols-r]` and the tail on
+    `x[n-cols+r:] ++ x[:r]`, where `cols` is the number of columns.
 
     `head_accuracy` and `tail_accuracy` give the formal accuracy of each edge
     row (0 for a row that is identically zero). `min_length` is the shortest
@@ -288,7 +303,7 @@ class Plan(NamedTuple):
 
     def output_length(self, length):
         """Output length for an input of `length` steps (None if unknown)."""
-        if length is None or self.head.shape[0] + self.tail.shape[0] or self.periodic:
+        if length is None or self.head.shape[0] + self.tail.shape[0]:
             return length
         return length - self.width + 1
 
@@ -300,7 +315,6 @@ def _as_float_rows(rows, cols):
     return out
 
 
-@functools.lru_cache(maxsize=256)
 def plan(order, accuracy=2, padding="same"):
     """The stencil plan of `order` and `accuracy` under a padding mode.
 
@@ -330,6 +344,12 @@ def plan(order, accuracy=2, padding="same"):
     order, accuracy = check_order_accuracy(
         order, accuracy, padding in CENTRAL_PADDINGS
     )
+    # Cached only after the checks: True == 1 and 2.0 == 2 hash alike.
+    return _plan(order, accuracy, padding)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(order, accuracy, padding):
     empty = np.zeros((0, 0), dtype=np.float64)
     if padding == "causal":
         offsets, weights = stencil(order, accuracy, "backward")
@@ -347,11 +367,19 @@ def plan(order, accuracy=2, padding="same"):
 
     offsets, weights = stencil(order, accuracy, "central")
     width = len(offsets)
-    if padding in ("valid", "periodic"):
-        return Plan(offsets, weights, empty, empty, padding == "periodic",
-                    width, (), ())
-
     radius = width // 2
+    if padding == "valid":
+        return Plan(offsets, weights, empty, empty, False, width, (), ())
+    if padding == "periodic":
+        # Point i < r sees samples i-r..i+r: columns i..i+2r of the wrapped
+        # window x[n-r:] ++ x[:2r], and the tail is the same band shifted.
+        band = np.zeros((radius, 3 * radius))
+        for i in range(radius):
+            band[i, i:i + width] = weights
+        edge_accuracy = (accuracy,) * radius
+        return Plan(offsets, weights, band, band.copy(), True, width,
+                    edge_accuracy, edge_accuracy)
+
     window = order + accuracy
     head, tail = [], []
     for i in range(radius):

@@ -1,0 +1,152 @@
+"""A stencil plan as a linear map on tensors, and its transpose, in `keras.ops`.
+
+`forward(x)` applies a `fdlayers.stencils.Plan` along one axis; `transpose(g)`
+applies its adjoint, which is the gradient of `forward`. Both read their
+input once and write their output once when XLA fuses them; `fdlayers.ops`
+decides where they run.
+"""
+
+from keras import ops
+
+
+def _take(x, axis, start, stop):
+    """x[start:stop] along `axis` (Python slice semantics)."""
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _rows_times(x, rows, axis):
+    """`rows @ x` along `axis`, as sums over each row's nonzero weights.
+
+    Not a matrix product: a zero weight must not meet its sample, so that a
+    NaN or Inf reaches only the outputs whose stencil uses it (a causal edge
+    row must not see the future even as 0 · inf).
+    """
+    outputs = []
+    for row in rows:
+        total = None
+        for column, weight in enumerate(row):
+            if weight == 0.0:
+                continue
+            term = _take(x, axis, column, column + 1) * float(weight)
+            total = term if total is None else total + term
+        if total is None:
+            total = ops.zeros_like(_take(x, axis, 0, 1))
+        outputs.append(total)
+    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis)
+
+
+def _add_at(x, axis, start, part):
+    """`x` with `part` added to its slice from `start` along `axis`."""
+    size = part.shape[axis]
+    if start < 0:
+        start = ops.shape(x)[axis] + start
+    origin = [0] * len(x.shape)
+    origin[axis] = start
+    return ops.slice_update(x, origin, _take(x, axis, start, start + size) + part)
+
+
+class LinearStencil:
+    """`plan` scaled by `scale`, along `axis`, as a pair of linear maps.
+
+    The output is the interior `Σ_k w_k · x[i + o_k]` for every point with a
+    full stencil, padded with the edge rows: `head @ head_window(x)` before
+    and `tail @ tail_window(x)` after. An edge window is a concatenation of
+    segments of `x`; see `segments`.
+    """
+
+    def __init__(self, plan, scale, axis):
+        self.plan, self.axis = plan, axis
+        self.weights = plan.weights * scale
+        self.head = plan.head * scale
+        self.tail = plan.tail * scale
+        self.span = int(plan.offsets[-1] - plan.offsets[0])
+
+    def segments(self):
+        """`(head, tail)`: each a list of `(start, size)` slices of `x`.
+
+        An edge window is the concatenation of its slices, in order; a
+        negative start counts from the end, Python style.
+        """
+        plan = self.plan
+        head_cols, tail_cols = plan.head.shape[1], plan.tail.shape[1]
+        if not plan.periodic:
+            return ([(0, head_cols)] if head_cols else [],
+                    [(-tail_cols, tail_cols)] if tail_cols else [])
+        # The wrapped windows x[n-r:] ++ x[:cols-r] and x[n-cols+r:] ++ x[:r].
+        radius = plan.head.shape[0]
+        return ([(-radius, radius), (0, head_cols - radius)],
+                [(radius - tail_cols, tail_cols - radius), (0, radius)])
+
+    def _window(self, x, segments):
+        parts = [_take(x, self.axis, start, (start + size) or None)
+                 for start, size in segments]
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, self.axis)
+
+    def forward(self, x):
+        axis, span = self.axis, self.span
+        # Σ_k w_k · x[i + o_k] as shifted slices of the whole sequence; the
+        # k-th slice starts at s = o_k - o_0 and leaves span - s samples after.
+        interior = None
+        for start, weight in enumerate(self.weights):
+            if weight == 0.0:
+                continue
+            # A Python float keeps the float64 weight and adopts x's dtype.
+            term = _take(x, axis, start, (start - span) or None) * float(weight)
+            interior = term if interior is None else interior + term
+
+        head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
+        if not head_rows + tail_rows:
+            return interior
+        # The edges are written into the padded interior rather than
+        # concatenated with it: XLA fuses the pad into the stencil's single
+        # pass and updates the edge rows in place, where concatenating a long
+        # series costs ≈ 3× that pass (benchmarks/README.md).
+        widths = [(0, 0)] * len(x.shape)
+        widths[axis] = (head_rows, tail_rows)
+        y = ops.pad(interior, widths)
+        head_segments, tail_segments = self.segments()
+        origin = [0] * len(x.shape)
+        if head_rows:
+            head = _rows_times(self._window(x, head_segments), self.head, axis)
+            y = ops.slice_update(y, origin, head)
+        if tail_rows:
+            tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
+            origin[axis] = ops.shape(y)[axis] - tail_rows
+            y = ops.slice_update(y, origin, tail)
+        return y
+
+    def transpose(self, g):
+        """The adjoint of `forward`: its gradient, for an upstream `g`."""
+        axis, span = self.axis, self.span
+        head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
+        interior = _take(g, axis, head_rows, -tail_rows or None)
+        # x[j] met weight w_k in output i = j - s_k: a correlation with the
+        # reversed stencil over the interior padded by `span` zeros each side.
+        widths = [(0, 0)] * len(g.shape)
+        widths[axis] = (span, span)
+        padded = ops.pad(interior, widths)
+        dx = None
+        for start, weight in enumerate(self.weights):
+            if weight == 0.0:
+                continue
+            shift = span - start
+            term = _take(padded, axis, shift, (shift - span) or None) * float(weight)
+            dx = term if dx is None else dx + term
+
+        head_segments, tail_segments = self.segments()
+        for rows, count, first, segments in (
+            (self.head, head_rows, 0, head_segments),
+            (self.tail, tail_rows, -tail_rows, tail_segments),
+        ):
+            if not count:
+                continue
+            upstream = _take(g, axis, first, (first + count) or None)
+            window = _rows_times(upstream, rows.T, axis)
+            offset = 0
+            for start, size in segments:
+                dx = _add_at(dx, axis, start,
+                             _take(window, axis, offset, offset + size))
+                offset += size
+        return dx
