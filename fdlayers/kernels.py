@@ -6,6 +6,8 @@ input once and write their output once when XLA fuses them; `fdlayers.ops`
 decides where they run.
 """
 
+import math
+
 from keras import ops
 
 
@@ -35,6 +37,33 @@ def _rows_times(x, rows, axis):
             total = ops.zeros_like(_take(x, axis, 0, 1))
         outputs.append(total)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis)
+
+
+def _correlate(x, weights, axis):
+    """Σ_k weights[k] · x[i + k] along `axis`, for every i with a full window.
+
+    Shifted slices of the whole tensor, summed. The axes after `axis` are
+    merged into it first (a free reshape), so that a shift by k steps is a
+    shift by k·inner elements of one long contiguous axis: XLA vectorises
+    that loop, where a short innermost axis (channels) slows it down.
+    """
+    span = len(weights) - 1
+    trailing = tuple(x.shape[axis + 1:])
+    inner = math.prod(trailing) if None not in trailing else None
+    source = x
+    if inner is not None and inner > 1:
+        source = ops.reshape(x, tuple(ops.shape(x)[:axis]) + (-1,))
+    stride = inner if inner is not None and inner > 1 else 1
+    total = None
+    for k, weight in enumerate(weights):
+        if weight == 0.0:
+            continue
+        # A Python float keeps the float64 weight and adopts x's dtype.
+        term = _take(source, axis, k * stride, (k - span) * stride or None) * float(weight)
+        total = term if total is None else total + term
+    if source is x:
+        return total
+    return ops.reshape(total, tuple(ops.shape(total)[:axis]) + (-1,) + trailing)
 
 
 def _add_at(x, axis, start, part):
@@ -85,17 +114,8 @@ class LinearStencil:
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, self.axis)
 
     def forward(self, x):
-        axis, span = self.axis, self.span
-        # Σ_k w_k · x[i + o_k] as shifted slices of the whole sequence; the
-        # k-th slice starts at s = o_k - o_0 and leaves span - s samples after.
-        interior = None
-        for start, weight in enumerate(self.weights):
-            if weight == 0.0:
-                continue
-            # A Python float keeps the float64 weight and adopts x's dtype.
-            term = _take(x, axis, start, (start - span) or None) * float(weight)
-            interior = term if interior is None else interior + term
-
+        axis = self.axis
+        interior = _correlate(x, self.weights, axis)
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
         if not head_rows + tail_rows:
             return interior
@@ -122,18 +142,11 @@ class LinearStencil:
         axis, span = self.axis, self.span
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
         interior = _take(g, axis, head_rows, -tail_rows or None)
-        # x[j] met weight w_k in output i = j - s_k: a correlation with the
+        # x[j] met weight w_k in output i = j - k: a correlation with the
         # reversed stencil over the interior padded by `span` zeros each side.
         widths = [(0, 0)] * len(g.shape)
         widths[axis] = (span, span)
-        padded = ops.pad(interior, widths)
-        dx = None
-        for start, weight in enumerate(self.weights):
-            if weight == 0.0:
-                continue
-            shift = span - start
-            term = _take(padded, axis, shift, (shift - span) or None) * float(weight)
-            dx = term if dx is None else dx + term
+        dx = _correlate(ops.pad(interior, widths), self.weights[::-1], axis)
 
         head_segments, tail_segments = self.segments()
         for rows, count, first, segments in (
