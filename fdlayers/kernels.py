@@ -6,8 +6,6 @@ input once and write their output once when XLA fuses them; `fdlayers.ops`
 decides where they run.
 """
 
-import math
-
 from keras import ops
 
 
@@ -40,30 +38,16 @@ def _rows_times(x, rows, axis):
 
 
 def _correlate(x, weights, axis):
-    """Σ_k weights[k] · x[i + k] along `axis`, for every i with a full window.
-
-    Shifted slices of the whole tensor, summed. The axes after `axis` are
-    merged into it first (a free reshape), so that a shift by k steps is a
-    shift by k·inner elements of one long contiguous axis: XLA vectorises
-    that loop, where a short innermost axis (channels) slows it down.
-    """
+    """Σ_k weights[k] · x[i + k] along `axis`, for every i with a full window."""
     span = len(weights) - 1
-    trailing = tuple(x.shape[axis + 1:])
-    inner = math.prod(trailing) if None not in trailing else None
-    source = x
-    if inner is not None and inner > 1:
-        source = ops.reshape(x, tuple(ops.shape(x)[:axis]) + (-1,))
-    stride = inner if inner is not None and inner > 1 else 1
     total = None
     for k, weight in enumerate(weights):
         if weight == 0.0:
             continue
         # A Python float keeps the float64 weight and adopts x's dtype.
-        term = _take(source, axis, k * stride, (k - span) * stride or None) * float(weight)
+        term = _take(x, axis, k, (k - span) or None) * float(weight)
         total = term if total is None else total + term
-    if source is x:
-        return total
-    return ops.reshape(total, tuple(ops.shape(total)[:axis]) + (-1,) + trailing)
+    return total
 
 
 def _add_at(x, axis, start, part):
@@ -119,20 +103,30 @@ class LinearStencil:
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
         if not head_rows + tail_rows:
             return interior
-        # The edges are written into the padded interior rather than
-        # concatenated with it: XLA fuses the pad into the stencil's single
-        # pass and updates the edge rows in place, where concatenating a long
-        # series costs ≈ 3× that pass (benchmarks/README.md).
+        head_segments, tail_segments = self.segments()
+        head = tail = None
+        if head_rows:
+            head = _rows_times(self._window(x, head_segments), self.head, axis)
+        if tail_rows:
+            tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
+        trailing = x.shape[axis + 1:]
+        if max(head_rows, tail_rows) > 1 and not all(d == 1 for d in trailing):
+            # Measured with XLA on CPU (benchmarks/README.md): with channels
+            # after the sequence axis, concatenation runs at ≈ 1.2× a copy
+            # where padding and updating in place takes ≈ 2× ...
+            return ops.concatenate([p for p in (head, interior, tail)
+                                    if p is not None], axis=axis)
+        # ... and on a single long series it is the other way round: the
+        # pad fuses into the stencil's pass and the edge rows are updated in
+        # place, where concatenating costs ≈ 2-3× a copy. For one edge row
+        # each side, padding wins in both cases.
         widths = [(0, 0)] * len(x.shape)
         widths[axis] = (head_rows, tail_rows)
         y = ops.pad(interior, widths)
-        head_segments, tail_segments = self.segments()
         origin = [0] * len(x.shape)
-        if head_rows:
-            head = _rows_times(self._window(x, head_segments), self.head, axis)
+        if head is not None:
             y = ops.slice_update(y, origin, head)
-        if tail_rows:
-            tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
+        if tail is not None:
             origin[axis] = ops.shape(y)[axis] - tail_rows
             y = ops.slice_update(y, origin, tail)
         return y

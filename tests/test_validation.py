@@ -234,10 +234,11 @@ FLOAT32_CASES = [(1, 2), (2, 4), (3, 6), (4, 2), (4, 6)]
 @pytest.mark.parametrize("padding", ["same", "valid", "periodic", "causal"])
 @pytest.mark.parametrize("order,accuracy", FLOAT32_CASES)
 def test_float32_within_rounding_of_float64(order, accuracy, padding, rng):
-    """|y32 − y64| ≤ (m_i + 2) · eps32 · S_i, with m_i the number of samples point i
-    uses and S_i its rounding scale: rounding the input to float32 (u·S_i), the
-    weight·h**-order to float32 (u·S_i), the products and the m_i − 1 additions
-    (≈ m_i·u·S_i), u = eps32/2, so the bound has a factor-2 margin."""
+    """|y32 − y64| ≤ (m_i + 2) · u · S_i, the README's bound, with u = 2⁻²⁴ the
+    float32 unit roundoff, m_i the number of samples point i uses and S_i its
+    rounding scale: rounding the input to float32 (u·S_i), the
+    weight·h**-order to float32 (u·S_i), the products and the m_i − 1
+    additions (≈ m_i·u·S_i)."""
     n, h = 48, 0.1
     t = grid(n, h, (0.0, 5.0))
     x64 = np.sin(3 * t)[..., None] + 0.5 * rng.standard_normal((2, n, 3))
@@ -247,13 +248,13 @@ def test_float32_within_rounding_of_float64(order, accuracy, padding, rng):
     assert y32.dtype == np.float32 and y64.dtype == np.float64
     matrix = plan_matrix(order, accuracy, padding, n)
     used = np.count_nonzero(matrix, axis=1)[None, :, None]
-    bound = (used + 2) * EPS32 * rounding_scale(x64, matrix, h, order)
+    bound = (used + 2) * (EPS32 / 2) * rounding_scale(x64, matrix, h, order)
     error = np.abs(y32.astype(np.float64) - y64)
     worst = np.unravel_index(np.argmax(error / np.maximum(bound, 1e-300)), error.shape)
     assert np.all(error <= bound), (
         f"worst point {worst}: error {error[worst]:.3g}, bound {bound[worst]:.3g}, "
         f"= {error[worst] / bound[worst] * (used.ravel()[worst[1]] + 2):.3g} "
-        "eps32·S")
+        "u·S")
 
 
 # --------------------------------------------------------------------------
