@@ -50,9 +50,38 @@ def _correlate(x, weights, axis):
     return total
 
 
-def _add_at(x, axis, start, part):
-    """`x` with `part` added to its slice from `start` along `axis`."""
-    size = part.shape[axis]
+def _pad(x, axis, before, after):
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (before, after)
+    return ops.pad(x, widths)
+
+
+def _assemble(head, body, tail, axis, rows):
+    """head ++ body ++ tail along `axis`; `rows`: their lengths (0 for None).
+
+    Measured with XLA on CPU (benchmarks/README.md): with channels after the
+    sequence axis and ends of two or more rows, a concatenation runs at
+    ≈ 1.1× a copy where padding the body and updating the ends in place takes
+    ≈ 2×; on a single long series it is the reverse (the pad fuses into the
+    body's pass and the ends are written in place, where concatenating costs
+    ≈ 2-3× a copy); for one row at each end, padding wins in both cases.
+    """
+    trailing = body.shape[axis + 1:]
+    if max(rows) > 1 and not all(d == 1 for d in trailing):
+        return ops.concatenate([p for p in (head, body, tail) if p is not None],
+                               axis=axis)
+    y = _pad(body, axis, *rows)
+    origin = [0] * len(body.shape)
+    if head is not None:
+        y = ops.slice_update(y, origin, head)
+    if tail is not None:
+        origin[axis] = ops.shape(y)[axis] - rows[1]
+        y = ops.slice_update(y, origin, tail)
+    return y
+
+
+def _add_at(x, axis, start, part, size):
+    """`x` with `part` (`size` long) added to x[start:start + size] along `axis`."""
     if start < 0:
         start = ops.shape(x)[axis] + start
     origin = [0] * len(x.shape)
@@ -109,40 +138,40 @@ class LinearStencil:
             head = _rows_times(self._window(x, head_segments), self.head, axis)
         if tail_rows:
             tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
-        trailing = x.shape[axis + 1:]
-        if max(head_rows, tail_rows) > 1 and not all(d == 1 for d in trailing):
-            # Measured with XLA on CPU (benchmarks/README.md): with channels
-            # after the sequence axis, concatenation runs at ≈ 1.2× a copy
-            # where padding and updating in place takes ≈ 2× ...
-            return ops.concatenate([p for p in (head, interior, tail)
-                                    if p is not None], axis=axis)
-        # ... and on a single long series it is the other way round: the
-        # pad fuses into the stencil's pass and the edge rows are updated in
-        # place, where concatenating costs ≈ 2-3× a copy. For one edge row
-        # each side, padding wins in both cases.
-        widths = [(0, 0)] * len(x.shape)
-        widths[axis] = (head_rows, tail_rows)
-        y = ops.pad(interior, widths)
-        origin = [0] * len(x.shape)
-        if head is not None:
-            y = ops.slice_update(y, origin, head)
-        if tail is not None:
-            origin[axis] = ops.shape(y)[axis] - tail_rows
-            y = ops.slice_update(y, origin, tail)
-        return y
+        return _assemble(head, interior, tail, axis, (head_rows, tail_rows))
 
     def transpose(self, g):
-        """The adjoint of `forward`: its gradient, for an upstream `g`."""
+        """The adjoint of `forward`: its gradient, for an upstream `g`.
+
+        x[j] met weight w_k in output i = j - k, so the interior's share is a
+        correlation of the upstream interior with the reversed weights, over
+        that interior padded by `span` zeros each side. Where the length is
+        known, the pad is kept to the two ends (a bounds check on every read
+        of the long middle costs ≈ 2× a copy); the edge rows' shares are added
+        to those ends.
+        """
         axis, span = self.axis, self.span
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
         interior = _take(g, axis, head_rows, -tail_rows or None)
-        # x[j] met weight w_k in output i = j - k: a correlation with the
-        # reversed stencil over the interior padded by `span` zeros each side.
-        widths = [(0, 0)] * len(g.shape)
-        widths[axis] = (span, span)
-        dx = _correlate(ops.pad(interior, widths), self.weights[::-1], axis)
-
+        reverse = self.weights[::-1]
         head_segments, tail_segments = self.segments()
+        # The ends: long enough for the zero padding and for every edge window.
+        left = max([span] + [start + size for start, size in
+                             head_segments + tail_segments if start >= 0])
+        right = max([span] + [-start for start, _ in
+                              head_segments + tail_segments if start < 0])
+        length = interior.shape[axis]
+        if length is None or length + span - left - right < 1:
+            ends = [_correlate(_pad(interior, axis, span, span), reverse, axis)]
+        else:
+            ends = [
+                _correlate(_pad(_take(interior, axis, 0, left), axis, span, 0),
+                           reverse, axis),
+                _correlate(_take(interior, axis, left - span,
+                                 length - (right - span)), reverse, axis),
+                _correlate(_pad(_take(interior, axis, length - right, None),
+                                axis, 0, span), reverse, axis),
+            ]
         for rows, count, first, segments in (
             (self.head, head_rows, 0, head_segments),
             (self.tail, tail_rows, -tail_rows, tail_segments),
@@ -153,7 +182,12 @@ class LinearStencil:
             window = _rows_times(upstream, rows.T, axis)
             offset = 0
             for start, size in segments:
-                dx = _add_at(dx, axis, start,
-                             _take(window, axis, offset, offset + size))
+                # Into the left end, or the right end (the last part).
+                end = 0 if start >= 0 else -1
+                ends[end] = _add_at(ends[end], axis, start,
+                                    _take(window, axis, offset, offset + size),
+                                    size)
                 offset += size
-        return dx
+        if len(ends) == 1:
+            return ends[0]
+        return _assemble(ends[0], ends[1], ends[2], axis, (left, right))

@@ -227,9 +227,9 @@ def _linear_stencil(order, accuracy, padding, scale, axis):
 def _tensorflow_pair(order, accuracy, padding, scale, axis, rank, fused):
     """(forward, transpose) of a stencil as TensorFlow callables.
 
-    Fused: XLA-compiled functions; reduce_retracing lets one trace serve
-    every length (XLA still compiles once per concrete shape and caches it),
-    and there is one pair per rank because a function traced for two ranks
+    Fused: XLA-compiled functions; reduce_retracing lets one trace of the
+    forward map serve every length (XLA still compiles once per concrete
+    shape and caches it), and there is one pair per rank because a function traced for two ranks
     generalises to an unknown rank. The callables are partials, not the bound
     methods: TensorFlow pools retracing statistics by code object, and every
     stencil would share the methods' code and warn of "excessive retracing".
@@ -237,11 +237,17 @@ def _tensorflow_pair(order, accuracy, padding, scale, axis, rank, fused):
     import tensorflow as tf
 
     stencil = _linear_stencil(order, accuracy, padding, scale, axis)
-    pair = (functools.partial(stencil.forward), functools.partial(stencil.transpose))
+    forward = functools.partial(stencil.forward)
+    transpose = functools.partial(stencil.transpose)
     if not fused:
-        return pair
-    return tuple(tf.function(f, jit_compile=True, reduce_retracing=True,
-                             autograph=False) for f in pair)
+        return forward, transpose
+    return (
+        tf.function(forward, jit_compile=True, reduce_retracing=True,
+                    autograph=False),
+        # Traced per shape: the transpose is faster where it knows the length
+        # (LinearStencil.transpose), and XLA compiles per shape regardless.
+        tf.function(transpose, jit_compile=True, autograph=False),
+    )
 
 
 def _with_transpose_gradient(x, forward, transpose):

@@ -152,3 +152,32 @@ def test_half_precision_is_computed_in_float32():
     assert y.dtype == tf.float16
     want = fdlayers.derivative(x.astype(np.float32)[None, :], 2, h, 4)
     np.testing.assert_array_equal(y.numpy(), tf.cast(want, tf.float16).numpy())
+
+
+@pytest.mark.parametrize("order,accuracy,padding", CASES)
+@pytest.mark.parametrize("extra", [0, 1, 7])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_gradient_of_short_and_dynamic_sequences(order, accuracy, padding,
+                                                 extra, dynamic, rng):
+    """The transpose splits off its ends when the length is known and long
+    enough, and pads the whole sequence otherwise: both near the minimum
+    length, and with a length only known at run time."""
+    h = 0.5
+    n = fdlayers.stencils.plan(order, accuracy, padding).min_length + extra
+    matrix = reference_matrix(order, accuracy, padding, n, h)
+    x = rng.normal(size=(2, n, 3))
+    upstream = rng.normal(size=(2, matrix.shape[0], 3))
+
+    def gradient(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fdlayers.derivative(x, order, h, accuracy, padding)
+        return tape.gradient(y, x, output_gradients=upstream)
+
+    if dynamic:
+        spec = tf.TensorSpec([None, None, 3], tf.float64)
+        gradient = tf.function(gradient, input_signature=[spec, spec])
+    got = gradient(tf.constant(x), tf.constant(upstream)).numpy()
+    want = apply_along(matrix.T, upstream, 1)
+    scale = apply_along(abs(matrix.T), abs(upstream), 1)
+    np.testing.assert_array_less(abs(got - want), 1e-13 * scale + 1e-300)
