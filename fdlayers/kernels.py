@@ -56,8 +56,9 @@ def _pad(x, axis, before, after):
     return ops.pad(x, widths)
 
 
-def _assemble(head, body, tail, axis, rows):
-    """head ++ body ++ tail along `axis`; `rows`: their lengths (0 for None).
+def _assemble(head, body, tail, axis, rows, channels):
+    """head ++ body ++ tail along `axis`; `rows`: their lengths (0 for None);
+    `channels`: whether more than one element follows each step.
 
     Measured with XLA on CPU (benchmarks/README.md): with channels after the
     sequence axis and ends of two or more rows, a concatenation runs at
@@ -66,8 +67,7 @@ def _assemble(head, body, tail, axis, rows):
     body's pass and the ends are written in place, where concatenating costs
     ≈ 2-3× a copy); for one row at each end, padding wins in both cases.
     """
-    trailing = body.shape[axis + 1:]
-    if max(rows) > 1 and not all(d == 1 for d in trailing):
+    if max(rows) > 1 and channels:
         return ops.concatenate([p for p in (head, body, tail) if p is not None],
                                axis=axis)
     y = _pad(body, axis, *rows)
@@ -93,13 +93,15 @@ class LinearStencil:
     """`plan` scaled by `scale`, along `axis`, as a pair of linear maps.
 
     The output is the interior `Σ_k w_k · x[i + o_k]` for every point with a
-    full stencil, padded with the edge rows: `head @ head_window(x)` before
+    full stencil, joined with the edge rows: `head @ head_window(x)` before
     and `tail @ tail_window(x)` after. An edge window is a concatenation of
-    segments of `x`; see `segments`.
+    segments of `x`; see `segments`. `channels` says whether more than one
+    element follows each step along `axis`; it picks the faster way to join
+    the edges to the interior (`_assemble`).
     """
 
-    def __init__(self, plan, scale, axis):
-        self.plan, self.axis = plan, axis
+    def __init__(self, plan, scale, axis, channels=True):
+        self.plan, self.axis, self.channels = plan, axis, channels
         self.weights = plan.weights * scale
         self.head = plan.head * scale
         self.tail = plan.tail * scale
@@ -138,7 +140,8 @@ class LinearStencil:
             head = _rows_times(self._window(x, head_segments), self.head, axis)
         if tail_rows:
             tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
-        return _assemble(head, interior, tail, axis, (head_rows, tail_rows))
+        return _assemble(head, interior, tail, axis, (head_rows, tail_rows),
+                         self.channels)
 
     def transpose(self, g):
         """The adjoint of `forward`: its gradient, for an upstream `g`.
@@ -190,4 +193,5 @@ class LinearStencil:
                 offset += size
         if len(ends) == 1:
             return ends[0]
-        return _assemble(ends[0], ends[1], ends[2], axis, (left, right))
+        return _assemble(ends[0], ends[1], ends[2], axis, (left, right),
+                         self.channels)

@@ -195,7 +195,9 @@ def _kernel(x, order, accuracy, padding, scale, axis):
     is simply inlined). PyTorch runs them op by op.
     """
     backend = keras.backend.backend()
-    key = (order, accuracy, padding, scale, axis)
+    # Unknown trailing sizes count as channels; the choice is only for speed.
+    channels = any(dim != 1 for dim in x.shape[axis + 1:])
+    key = (order, accuracy, padding, scale, axis, channels)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -218,13 +220,14 @@ def _static_size(x):
 
 
 @functools.lru_cache(maxsize=256)
-def _linear_stencil(order, accuracy, padding, scale, axis):
+def _linear_stencil(order, accuracy, padding, scale, axis, channels):
     return kernels.LinearStencil(stencils.plan(order, accuracy, padding),
-                                 scale, axis)
+                                 scale, axis, channels)
 
 
 @functools.lru_cache(maxsize=256)
-def _tensorflow_pair(order, accuracy, padding, scale, axis, rank, fused):
+def _tensorflow_pair(order, accuracy, padding, scale, axis, channels, rank,
+                     fused):
     """(forward, transpose) of a stencil as TensorFlow callables.
 
     Fused: XLA-compiled functions; reduce_retracing lets one trace of the
@@ -236,7 +239,7 @@ def _tensorflow_pair(order, accuracy, padding, scale, axis, rank, fused):
     """
     import tensorflow as tf
 
-    stencil = _linear_stencil(order, accuracy, padding, scale, axis)
+    stencil = _linear_stencil(order, accuracy, padding, scale, axis, channels)
     forward = functools.partial(stencil.forward)
     transpose = functools.partial(stencil.transpose)
     if not fused:
@@ -271,8 +274,9 @@ def _with_transpose_gradient(x, forward, transpose):
 
 
 @functools.lru_cache(maxsize=256)
-def _jax_forward(order, accuracy, padding, scale, axis):
+def _jax_forward(order, accuracy, padding, scale, axis, channels):
     import jax
 
     # JAX differentiates the in-place update itself.
-    return jax.jit(_linear_stencil(order, accuracy, padding, scale, axis).forward)
+    return jax.jit(_linear_stencil(order, accuracy, padding, scale, axis,
+                                   channels).forward)
