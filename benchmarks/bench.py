@@ -15,7 +15,8 @@ Sections:
   3. forward + backward (gradient with respect to the input) against forward;
   4. time per element from 2**16 to 2**24 steps;
   5. first-call cost of a new sequence length in eager use;
-  6. peak extra memory of one call, in a fresh process.
+  6. peak extra memory of one call, in a fresh process;
+  7. the formulations tried for the stencil and its edges, side by side.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -263,6 +265,65 @@ def section_memory(shape):
     return results
 
 
+def _formulations(plan, x):
+    """The ways of computing padding 'same' that were tried, as functions."""
+    weights, span = plan.weights / SPACING, int(plan.offsets[-1] - plan.offsets[0])
+    rows = plan.head.shape[0]
+    cols = plan.head.shape[1]
+    n = x.shape[1]
+
+    def interior(x):
+        return tf.add_n([x[:, k:n - span + k] * float(w)
+                         for k, w in enumerate(weights) if w])
+
+    def edges(x):
+        head = tf.einsum("rc,bcz->brz", plan.head / SPACING, x[:, :cols])
+        tail = tf.einsum("rc,bcz->brz", plan.tail / SPACING, x[:, n - cols:])
+        return head, tail
+
+    def pad_update(x):
+        head, tail = edges(x)
+        y = tf.pad(interior(x), [[0, 0], [rows, rows], [0, 0]])
+        y = keras.ops.slice_update(y, [0, 0, 0], head)  # in place under XLA
+        return keras.ops.slice_update(y, [0, n - rows, 0], tail)
+
+    def concat(x):
+        head, tail = edges(x)
+        return tf.concat([head, interior(x), tail], axis=1)
+
+    channels = x.shape[2]
+    depthwise_filter = tf.constant(
+        np.repeat(weights[:, None, None, None], channels, axis=2), x.dtype)
+
+    def depthwise(x):
+        # Interior only: even without edges it is the slowest under XLA.
+        return tf.nn.depthwise_conv2d(x[:, :, None, :], depthwise_filter,
+                                      [1, 1, 1, 1], "VALID")[:, :, 0, :]
+
+    return {"interior only (padding 'valid')": interior,
+            "pad + in-place edge update": pad_update,
+            "concatenate edges": concat,
+            "depthwise convolution (interior)": depthwise}
+
+
+def section_formulations(x, rounds):
+    print(f"\n7. Formulations tried, input {tuple(x.shape)} float32, ratio to "
+          "x * 2.0 in the same mode")
+    print(f"{'formulation':<34} {'order':>5} {'acc':>3} {'mode':<12} "
+          f"{'ms':>8} {'ratio':>6}")
+    for order, accuracy in [(1, 2), (2, 4)]:
+        plan = fdlayers.stencils.plan(order, accuracy, "same")
+        for mode, wrap in list(_modes().items())[1:]:
+            candidates = {"floor": wrap(lambda: x * 2.0)}
+            for name, fn in _formulations(plan, x).items():
+                candidates[name] = wrap(lambda fn=fn: fn(x))
+            medians = interleaved(candidates, rounds)
+            floor = medians.pop("floor")
+            for name, seconds in medians.items():
+                print(f"{name:<34} {order:>5} {accuracy:>3} {mode:<12} "
+                      f"{seconds * 1e3:8.2f} {seconds / floor:6.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -283,6 +344,7 @@ def main(argv=None):
     section_first_call([1000, 1001, 2000, 5000] if args.quick
                        else [1000, 1001, 2000, 5000, 65536])
     section_memory((64, steps, 4))
+    section_formulations(x, rounds)
 
 
 if __name__ == "__main__":

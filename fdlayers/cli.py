@@ -59,7 +59,7 @@ def _errors(function, order, accuracy, padding, steps, spacing):
     elif padding == "causal":
         # Steps without the full history have reduced accuracy by design.
         y, truth, edge = y[plan.min_length - 1:], truth[plan.min_length - 1:], edge[plan.min_length - 1:]
-    else:
+    elif padding == "same":
         edge[:plan.head.shape[0]] = True
         edge[steps - plan.tail.shape[0]:] = True
     error = np.abs(y - truth)
@@ -143,24 +143,21 @@ def build_parser():
     return parser
 
 
-def _steps(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 16, got {value}")
-    return value
+def _number(kind, allowed, description):
+    """An argparse type: `kind(text)` where `allowed(value)`, else a message."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not allowed(value):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
+    return parse
 
 
-def _spacing(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_steps = _number(int, lambda n: n >= 16, "an integer ≥ 16")
+_spacing = _number(float, lambda h: math.isfinite(h) and h > 0, "a positive number")
 
 
 def main(argv=None):

@@ -127,9 +127,9 @@ rational_offsets = st.integers(0, 4).flatmap(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(integer_offsets)
-def test_exact_coefficients_integer_offsets(case):
+@settings(max_examples=120, deadline=None)
+@given(st.one_of(integer_offsets, rational_offsets))
+def test_exact_coefficients_integer_and_rational_offsets(case):
     order, offsets = case
     exact = fdlayers.coefficients(order, offsets, exact=True)
     assert all(isinstance(w, Fraction) for w in exact)
@@ -138,17 +138,6 @@ def test_exact_coefficients_integer_offsets(case):
     floats = fdlayers.coefficients(order, offsets)
     assert floats.dtype == np.float64
     np.testing.assert_array_equal(floats, [float(w) for w in exact])
-
-
-@settings(max_examples=60, deadline=None)
-@given(rational_offsets)
-def test_exact_coefficients_rational_offsets(case):
-    order, offsets = case
-    exact = fdlayers.coefficients(order, offsets, exact=True)
-    assert all(isinstance(w, Fraction) for w in exact)
-    assert moments(exact, offsets, len(offsets)) == expected_moments(order, len(offsets))
-    np.testing.assert_array_equal(fdlayers.coefficients(order, offsets),
-                                  [float(w) for w in exact])
 
 
 @pytest.mark.parametrize("offsets", [
