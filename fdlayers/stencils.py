@@ -391,3 +391,192 @@ def _plan(order, accuracy, padding):
     return Plan(offsets, weights, _as_float_rows(head, window),
                 _as_float_rows(tail, window), False, window,
                 edge_accuracy, edge_accuracy)
+
+
+# Non-uniform grids -----------------------------------------------------------
+
+#: Paddings defined on a non-uniform grid; 'periodic' needs a period, which a
+#: coordinate vector does not give.
+COORDINATE_PADDINGS = ("same", "valid", "causal")
+
+
+def fornberg(order, offsets):
+    """Fornberg's recurrence on a window of nodes, vectorised over points.
+
+    `offsets` is a list of the window's `m` node positions relative to the
+    evaluation point, each a number or an array (NumPy or tensor, one entry
+    per point, all of one shape); the result is the list of the `m` weights
+    of the `order`-th derivative at 0, of that shape. Only `+ - * /` are
+    used, so the same code computes static weights in float64 NumPy here and
+    per-sample weights inside a tensor graph (`fdlayers.ops`). Division by
+    zero (two equal nodes) gives inf or NaN weights.
+
+    B. Fornberg, Math. Comp. 51 (1988) 699-706: exact for polynomials of
+    degree < m, stable for any distinct nodes.
+    """
+    m = len(offsets)
+    c = [[0.0] * (order + 1) for _ in range(m)]
+    c[0][0] = 1.0
+    c1 = 1.0
+    c4 = offsets[0]
+    for i in range(1, m):
+        c2 = 1.0
+        c5 = c4
+        c4 = offsets[i]
+        top = min(i, order)
+        for j in range(i):
+            c3 = offsets[i] - offsets[j]
+            c2 = c2 * c3
+            if j == i - 1:
+                for k in range(top, 0, -1):
+                    c[i][k] = c1 * (k * c[i - 1][k - 1] - c5 * c[i - 1][k]) / c2
+                c[i][0] = -c1 * c5 * c[i - 1][0] / c2
+            # Downwards in k: each update reads the old value below it.
+            for k in range(top, 0, -1):
+                c[j][k] = (c4 * c[j][k] - k * c[j][k - 1]) / c3
+            c[j][0] = c4 * c[j][0] / c3
+        c1 = c2
+    return [c[j][order] for j in range(m)]
+
+
+class Windows(NamedTuple):
+    """The sample windows of a derivative on a non-uniform grid of `n` points.
+
+    Every window has at most `width = order + accuracy` samples:
+
+    - interior: output point `i` uses `x[i - left : i - left + width]`, for
+      every point whose window fits (`left ≤ i ≤ n - 1 - right`,
+      `right = width - 1 - left`);
+    - `head`: one `(point, size)` per leading output, before the interior:
+      the window `x[0:size]` at sample `point` (`size == 0`: the output is 0);
+    - `tail`: one `point` per trailing output, after the interior: the window
+      `x[n - width:]` at sample `n - width + point`.
+    """
+
+    width: int
+    left: int
+    head: tuple
+    tail: tuple
+
+    @property
+    def right(self):
+        return self.width - 1 - self.left
+
+    @property
+    def min_length(self):
+        return self.width
+
+    def output_length(self, length):
+        """Output length for an input of `length` steps (None if unknown)."""
+        if length is None or self.head or self.tail:
+            return length
+        return length - self.width + 1
+
+
+def windows(order, accuracy=2, padding="same"):
+    """The windows of a non-uniform-grid derivative under a padding mode.
+
+    A window of `m = order + accuracy` samples differentiates polynomials of
+    degree < m exactly, with error O(h**accuracy) on smooth data for any
+    spacing (a non-uniform grid has no symmetric stencil, so even orders
+    take one sample more than the uniform central stencil).
+
+    - `same`: point `i` uses the window with `left = (m - 1) // 2` samples
+      before it, clamped flush to the edges (the first `left` points use
+      `x[0:m]`, the last `m - 1 - left` use `x[n-m:]`);
+    - `valid`: only points whose window fits; `m - 1` fewer outputs;
+    - `causal`: the backward window `x[i-m+1 : i+1]`; point `t < m - 1`
+      uses its `t + 1` samples (accuracy `t + 1 - order`) and points
+      `t < order` are 0, as on a uniform grid.
+
+    Minimum length `m` for all three.
+    """
+    if padding not in COORDINATE_PADDINGS:
+        raise ValueError(
+            "`padding` must be one of "
+            f"{', '.join(map(repr, COORDINATE_PADDINGS))} with sample "
+            "coordinates: a coordinate vector does not define a period. "
+            f"Received: padding={padding!r}"
+        )
+    order, accuracy = check_order_accuracy(order, accuracy, padding != "causal")
+    m = order + accuracy
+    if padding == "causal":
+        head = tuple((t, t + 1 if t >= order else 0) for t in range(m - 1))
+        return Windows(m, m - 1, head, ())
+    left = (m - 1) // 2
+    if padding == "valid":
+        return Windows(m, left, (), ())
+    head = tuple((i, m) for i in range(left))
+    tail = tuple(range(left + 1, m))
+    return Windows(m, left, head, tail)
+
+
+def check_coordinates(coordinates, min_length=1):
+    """`coordinates` as a float64 vector, if 1-D, finite, strictly increasing
+    and at least `min_length` long; else a ValueError naming `spacing`."""
+    try:
+        values = np.asarray(coordinates, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "`spacing` must be a positive number or a 1-D array of sample "
+            f"coordinates. Received: spacing={coordinates!r}"
+        ) from None
+    if values.ndim != 1:
+        raise ValueError(
+            "`spacing` as coordinates must be a 1-D array, one coordinate "
+            f"per step. Received: spacing of shape {values.shape}"
+        )
+    if len(values) < min_length:
+        raise ValueError(
+            f"`spacing` has {len(values)} coordinates; this order and "
+            f"accuracy need at least {min_length} steps."
+        )
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(
+            "`spacing` coordinates must be finite. Received: "
+            f"spacing[{bad[0]}]={values[bad[0]]}"
+        )
+    steps = np.diff(values)
+    bad = np.flatnonzero(~(steps > 0))
+    if bad.size:
+        i = bad[0]
+        raise ValueError(
+            "`spacing` coordinates must be strictly increasing. Received: "
+            f"spacing[{i}]={values[i]!r} followed by spacing[{i + 1}]="
+            f"{values[i + 1]!r}"
+        )
+    return values
+
+
+def window_weights(coordinates, order, accuracy=2, padding="same"):
+    """Float64 weights of every output point on a non-uniform grid.
+
+    Args:
+        coordinates: 1-D strictly increasing sample positions (`n` of them).
+        order, accuracy, padding: as for `windows`.
+
+    Returns:
+        `(windows, head, interior, tail)`: the `Windows`; `head`, a list of
+        one weight vector per head row (its window's size); `interior`, an
+        `(n_interior, m)` array, row `r` for point `left + r`; `tail`, an
+        `(len(windows.tail), m)` array. Row `i` of the derivative is
+        `Σ_k weights[k] · x[start + k]` over its window (see `Windows`).
+    """
+    layout = windows(order, accuracy, padding)
+    m, left = layout.width, layout.left
+    t = check_coordinates(coordinates, layout.min_length)
+    n = len(t)
+    count = n - m + 1
+    # Row r: samples r..r+m-1 around point r+left; relative offsets first,
+    # so that large absolute coordinates do not cost digits.
+    nodes = np.lib.stride_tricks.sliding_window_view(t, m)
+    offsets = nodes - t[left:left + count, None]
+    interior = np.stack(fornberg(order, list(offsets.T)), axis=1)
+    head = [np.asarray(fornberg(order, list(t[:size] - t[point])))
+            if size else np.zeros(0) for point, size in layout.head]
+    tail = np.zeros((len(layout.tail), m))
+    for row, point in enumerate(layout.tail):
+        window = t[n - m:]
+        tail[row] = fornberg(order, list(window - window[point]))
+    return layout, head, interior, tail
