@@ -8,6 +8,8 @@ decides where they run.
 
 from keras import ops
 
+from fdlayers import stencils
+
 
 def _take(x, axis, start, stop):
     """x[start:stop] along `axis` (Python slice semantics)."""
@@ -195,3 +197,72 @@ class LinearStencil:
             return ends[0]
         return _assemble(ends[0], ends[1], ends[2], axis, (left, right),
                          self.channels)
+
+
+def apply_windows(x, layout, axis, head, interior, tail):
+    """A position-dependent stencil along `axis`: `y[i] = Σ_k W[i, k] · x[start(i) + k]`.
+
+    `layout` is a `fdlayers.stencils.Windows`. Each weight is a number or a
+    tensor that broadcasts against a slice of `x` along `axis`:
+
+    - `interior`: `width` weights, each against the interior slice
+      `x[k : k + n - width + 1]` (one weight per interior point: shifted
+      slices, like the uniform stencil, which XLA fuses into one pass);
+    - `head`: per head row, the weights of its window `x[0:size]`, each
+      against a single step;
+    - `tail`: per tail row, `width` weights of the window `x[n-width:]`.
+
+    Only slices, products, sums and one concatenation: every backend
+    differentiates it, with respect to `x` and to the weights.
+    """
+    width = layout.width
+    span = width - 1
+    parts = []
+    for (point, size), row in zip(layout.head, head):
+        terms = [_take(x, axis, k, k + 1) * w for k, w in zip(range(size), row)]
+        parts.append(_sum(terms) if terms else ops.zeros_like(_take(x, axis, 0, 1)))
+    parts.append(_sum([_take(x, axis, k, (k - span) or None) * w
+                       for k, w in enumerate(interior)]))
+    for row in tail:
+        parts.append(_sum([_take(x, axis, k - width, (k - span) or None) * w
+                           for k, w in enumerate(row)]))
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
+
+
+def _sum(terms):
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def time_weights(t, layout, order):
+    """Per-sample weights of `layout`'s windows from coordinates `t`, in the graph.
+
+    `t` has the sequence along its last axis, `(steps,)` or `(batch, steps)`.
+    Returns `(head, interior, tail)` for `apply_windows`, each weight shaped
+    like `t` with the steps axis cut to the rows it serves. Offsets are
+    differences `t[j] - t[i]` taken first, in `t`'s dtype, so that only the
+    spacing, not the size of the time stamps, limits the precision; Fornberg's
+    recurrence is then unrolled over the (static) window, vectorised over
+    batch and steps.
+    """
+    axis = len(t.shape) - 1
+    m, left = layout.width, layout.left
+    span = m - 1
+    centre = _take(t, axis, left, (left - span) or None)
+    interior = stencils.fornberg(
+        order, [_take(t, axis, k, (k - span) or None) - centre for k in range(m)])
+    head = []
+    for point, size in layout.head:
+        here = _take(t, axis, point, point + 1)
+        head.append(stencils.fornberg(
+            order, [_take(t, axis, k, k + 1) - here for k in range(size)])
+            if size else [])
+    tail = []
+    window = _take(t, axis, -m, None)
+    for point in layout.tail:
+        here = _take(window, axis, point, point + 1)
+        tail.append(stencils.fornberg(
+            order, [_take(window, axis, k, k + 1) - here for k in range(m)]))
+    return head, interior, tail

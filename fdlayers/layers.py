@@ -3,7 +3,10 @@
 The numerics live in `fdlayers.ops`; `call` is one line into it.
 """
 
+import numbers
+
 import keras
+import numpy as np
 
 from fdlayers import ops as fd_ops
 
@@ -36,9 +39,28 @@ class FiniteDifference1D(keras.layers.Layer):
       backward stencil over its `t + 1` samples (accuracy `t + 1 - order`),
       and steps `t < order`, with too few samples for any estimate, are 0.
 
+    Non-uniform grids: with `spacing` a coordinate vector, or with
+    per-sample coordinates `t` passed as `layer([x, t])`, every output point
+    uses a window of `m = order + accuracy` samples (exact for polynomials of
+    degree < m, error `O(h**accuracy)` on smooth data): `"same"` centres it
+    as far as possible (`(m - 1) // 2` samples before the point) and clamps
+    it flush to the edges, `"valid"` keeps the points whose window fits
+    (`m - 1` fewer outputs), `"causal"` uses the backward window as above;
+    `"periodic"` is refused. Static coordinates get float64 weights (Fornberg)
+    once; per-sample weights are computed in the graph, in the input's float
+    dtype, from `t` of shape `(batch, steps)` (then `axis` must be 1) or
+    `(steps,)`. Coordinates must be finite and strictly increasing: a
+    `ValueError` for static ones, and for per-sample ones whenever their
+    values are seen (eagerly; an `InvalidArgumentError` at run time in a
+    TensorFlow graph); under `jax.jit` nothing is checked and a repeated
+    time stamp gives inf or NaN at the outputs whose window holds it.
+
     Args:
         order: derivative order, an integer ≥ 1.
-        spacing: the sample spacing `h`, a positive finite number.
+        spacing: the sample spacing `h`, a positive finite number; or the
+            sample coordinates, a 1-D array of strictly increasing finite
+            positions, one per step (a non-uniform grid, see below). It is
+            unused when the layer is called on `[x, t]`.
         accuracy: formal order of accuracy, an integer ≥ 1; even for the
             central paddings `"same"`, `"valid"` and `"periodic"`.
         padding: `"same"`, `"valid"`, `"periodic"` or `"causal"`
@@ -47,7 +69,8 @@ class FiniteDifference1D(keras.layers.Layer):
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Input shape:
-        A tensor of rank ≥ 2, e.g. `(batch, steps, channels)`; the length
+        `x`, or a list `[x, t]` with `t` of shape `(batch, steps)` or
+        `(steps,)`. `x`: a tensor of rank ≥ 2, e.g. `(batch, steps, channels)`; the length
         along `axis` may be `None`. Integer inputs are cast to the layer's
         compute dtype.
 
@@ -86,15 +109,40 @@ class FiniteDifference1D(keras.layers.Layer):
             )
         self.axis = int(axis)
 
+    def _split(self, inputs):
+        """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) and (
+                isinstance(inputs[0], (list, tuple)) or
+                not isinstance(inputs[0], (numbers.Integral, type(None)))):
+            if len(inputs) != 2:
+                raise ValueError(
+                    "The layer takes a tensor `x` or a list `[x, t]` of the "
+                    "input and its per-sample coordinates. Received: a list "
+                    f"of {len(inputs)} inputs"
+                )
+            if isinstance(self.spacing, np.ndarray):
+                raise ValueError(
+                    "This layer has static coordinates (`spacing` is an "
+                    "array); per-sample coordinates `[x, t]` need a layer "
+                    "built with a number for `spacing` (which is then unused)."
+                )
+            return inputs[0], inputs[1]
+        return inputs, None
+
     def _check_input_shape(self, input_shape):
+        input_shape, times_shape = self._split(input_shape)
+        input_shape = tuple(input_shape)
         rank = len(input_shape)
         if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
             raise ValueError(
                 f"`axis` must not be the batch axis: axis={self.axis} is the "
                 f"batch axis for an input of rank {rank}"
             )
+        coordinates = (self.spacing if isinstance(self.spacing, np.ndarray)
+                       else None)
         return fd_ops.output_shape(input_shape, self.order, self.accuracy,
-                                   self.padding, self.axis)
+                                   self.padding, self.axis, coordinates,
+                                   times_shape)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -104,16 +152,20 @@ class FiniteDifference1D(keras.layers.Layer):
         return self._check_input_shape(input_shape)
 
     def call(self, inputs):
+        x, t = self._split(inputs)
         return fd_ops.derivative(
-            keras.ops.cast(inputs, self.compute_dtype), self.order,
-            self.spacing, self.accuracy, self.padding, self.axis,
+            keras.ops.cast(x, self.compute_dtype), self.order,
+            self.spacing if t is None else t, self.accuracy, self.padding,
+            self.axis,
         )
 
     def get_config(self):
         config = super().get_config()
+        spacing = self.spacing
         config.update({
             "order": self.order,
-            "spacing": self.spacing,
+            "spacing": (spacing.tolist() if isinstance(spacing, np.ndarray)
+                        else spacing),
             "accuracy": self.accuracy,
             "padding": self.padding,
             "axis": self.axis,

@@ -25,8 +25,13 @@ _HALF_DTYPES = ("float16", "bfloat16")
 def check_arguments(order, spacing, accuracy, padding):
     """Validate and normalise the arguments shared by `derivative` and layers.
 
+    `spacing` is a positive number (a uniform grid) or a 1-D array of
+    strictly increasing sample coordinates (a non-uniform grid, returned as a
+    float64 ndarray; not with padding 'periodic').
+
     Returns:
-        `(order, spacing, accuracy, padding)` as `(int, float, int, str)`.
+        `(order, spacing, accuracy, padding)` as `(int, float or ndarray,
+        int, str)`.
     """
     if not isinstance(padding, str):
         raise TypeError(
@@ -44,15 +49,15 @@ def check_arguments(order, spacing, accuracy, padding):
         order, accuracy, padding in stencils.CENTRAL_PADDINGS
     )
     if isinstance(spacing, bool) or not isinstance(spacing, numbers.Real):
-        if np.ndim(spacing) >= 1:
-            raise ValueError(
-                "`spacing` must be a positive number; coordinate arrays "
-                "(non-uniform grids) are not supported yet. Received: "
-                f"spacing of shape {np.shape(spacing)}"
-            )
+        if np.ndim(spacing) >= 1 and not ops.is_tensor(spacing):
+            # Coordinates of a non-uniform grid: windows() refuses 'periodic'.
+            layout = stencils.windows(order, accuracy, padding)
+            coordinates = stencils.check_coordinates(spacing, layout.min_length)
+            return order, coordinates, accuracy, padding
         raise TypeError(
-            "`spacing` must be a positive finite number. "
-            f"Received: spacing={spacing!r} of type {type(spacing).__name__}"
+            "`spacing` must be a positive finite number or a 1-D array of "
+            f"sample coordinates. Received: spacing={spacing!r} of type "
+            f"{type(spacing).__name__}"
         )
     spacing = float(spacing)
     if not (math.isfinite(spacing) and spacing > 0):
@@ -79,11 +84,15 @@ def check_axis(axis, rank=None):
     return int(axis) % rank
 
 
-def output_shape(input_shape, order=1, accuracy=2, padding="same", axis=1):
+def output_shape(input_shape, order=1, accuracy=2, padding="same", axis=1,
+                 coordinates=None, times_shape=None):
     """Shape of `derivative(x, ...)` for `x` of `input_shape` (None = unknown).
 
     Checks the rank (≥ 2), the axis, and, where it is known, that the length
-    along `axis` is at least the plan's minimum length.
+    along `axis` is at least the plan's minimum length. With static
+    `coordinates` (a 1-D array) the length must equal theirs; with per-sample
+    coordinates of shape `times_shape` (`(steps,)` or `(batch, steps)`),
+    their steps must match the input's where both are known.
     """
     input_shape = tuple(input_shape)
     rank = len(input_shape)
@@ -93,13 +102,55 @@ def output_shape(input_shape, order=1, accuracy=2, padding="same", axis=1):
             f"(batch, steps, channels). Received: input of shape {input_shape}"
         )
     axis = check_axis(axis, rank)
-    plan = stencils.plan(order, accuracy, padding)
+    irregular = coordinates is not None or times_shape is not None
+    plan = _layout(order, accuracy, padding, irregular)
     length = input_shape[axis]
     if length is not None and length < plan.min_length:
         raise ValueError(_too_short_message(plan, padding, axis, length))
+    if coordinates is not None and length is not None and length != len(coordinates):
+        raise ValueError(
+            f"The input has {length} steps along axis {axis} but `spacing` "
+            f"has {len(coordinates)} coordinates: one coordinate per step."
+        )
+    if times_shape is not None:
+        _check_times_shape(tuple(times_shape), input_shape, axis)
     shape = list(input_shape)
     shape[axis] = plan.output_length(length)
     return tuple(shape)
+
+
+def _layout(order, accuracy, padding, irregular):
+    if irregular:
+        return stencils.windows(order, accuracy, padding)
+    return stencils.plan(order, accuracy, padding)
+
+
+def _check_times_shape(times_shape, input_shape, axis):
+    if len(times_shape) not in (1, 2):
+        raise ValueError(
+            "Per-sample coordinates must have shape (steps,) or (batch, steps). "
+            f"Received: coordinates of shape {times_shape}"
+        )
+    if len(times_shape) == 2:
+        if axis != 1:
+            raise ValueError(
+                "Per-sample coordinates of shape (batch, steps) need axis=1 "
+                f"(the steps axis). Received: axis={axis}"
+            )
+        batch = (times_shape[0], input_shape[0])
+        if None not in batch and batch[0] != batch[1] and batch[0] != 1:
+            raise ValueError(
+                f"The coordinates have a batch of {batch[0]} but the input "
+                f"has {batch[1]}. Received: coordinates of shape {times_shape}"
+                f", input of shape {input_shape}"
+            )
+    steps = (times_shape[-1], input_shape[axis])
+    if None not in steps and steps[0] != steps[1]:
+        raise ValueError(
+            f"The coordinates have {steps[0]} steps but the input has "
+            f"{steps[1]} along axis {axis}: one coordinate per step. Received: "
+            f"coordinates of shape {times_shape}, input of shape {input_shape}"
+        )
 
 
 def _too_short_message(plan, padding, axis, length=None):
@@ -112,7 +163,7 @@ def _too_short_message(plan, padding, axis, length=None):
     )
 
 
-def _check_length(x, plan, padding, axis):
+def _check_length(x, plan, padding, axis, coordinates=None):
     """Fail at run time when the length is only known then (TensorFlow graphs).
 
     JAX and PyTorch always trace with concrete shapes, where `output_shape`
@@ -122,13 +173,65 @@ def _check_length(x, plan, padding, axis):
         return x
     import tensorflow as tf
 
-    check = tf.debugging.assert_greater_equal(
-        tf.shape(x)[axis],
-        plan.min_length,
-        message=_too_short_message(plan, padding, axis),
-    )
+    if coordinates is not None:
+        check = tf.debugging.assert_equal(
+            tf.shape(x)[axis], len(coordinates),
+            message=f"The input's length along axis {axis} must equal the "
+                    f"number of coordinates in `spacing`, {len(coordinates)}.")
+    else:
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(x)[axis],
+            plan.min_length,
+            message=_too_short_message(plan, padding, axis),
+        )
     with tf.control_dependencies([check]):
         return tf.identity(x)
+
+
+_TIMES_MESSAGE = (
+    "Per-sample coordinates must be finite and strictly increasing along the "
+    "steps axis, with one coordinate per step (a repeated time stamp would "
+    "divide by zero)."
+)
+
+
+def _check_times(t, x, axis):
+    """Check per-sample coordinates where the values can be seen.
+
+    Eagerly (every backend) a `ValueError`; in a TensorFlow graph an
+    assertion that fails at run time (`InvalidArgumentError`), dropped by
+    XLA when the graph is compiled as a whole (`jit_compile=True`); under
+    `jax.jit` no check: a repeated time stamp then gives inf or NaN at every
+    output whose window holds both samples.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if isinstance(t, jax.core.Tracer):
+            return t
+    if backend == "torch" and t.device.type == "meta":  # symbolic shapes
+        return t
+    steps = _take(t, -1, 1, None) - _take(t, -1, 0, -1)
+    ok = ops.logical_and(ops.all(ops.isfinite(t)), ops.all(steps > 0))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            lengths = tf.debugging.assert_equal(
+                tf.shape(t)[-1], tf.shape(x)[axis], message=_TIMES_MESSAGE)
+            values = tf.debugging.Assert(ok, [_TIMES_MESSAGE])
+            with tf.control_dependencies([lengths, values]):
+                return tf.identity(t)
+    if not bool(ops.convert_to_numpy(ok)):
+        raise ValueError(_TIMES_MESSAGE)
+    return t
+
+
+def _take(x, axis, start, stop):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
 
 
 def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
@@ -144,7 +247,14 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
             float16 and bfloat16 inputs are differentiated in float32 and the
             result is cast back.
         order: derivative order, integer ≥ 1.
-        spacing: grid spacing `h`, a positive finite number.
+        spacing: grid spacing `h`, a positive finite number; or the sample
+            coordinates: a 1-D array (NumPy or list) of strictly increasing
+            positions, one per step, whose weights are computed once in
+            float64; or a tensor of shape `(steps,)` or `(batch, steps)`
+            (then `axis` must be 1), whose weights are computed in the graph
+            in `x`'s float dtype (see `_per_sample`). Coordinates use
+            windows of `order + accuracy` samples
+            (`fdlayers.stencils.windows`) and refuse `padding="periodic"`.
         accuracy: formal order of accuracy, integer ≥ 1; even unless
             `padding="causal"`.
         padding: "same", "valid", "periodic" or "causal".
@@ -159,21 +269,36 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
             for the stencil (at run time in a TensorFlow graph whose length is
             only known then).
     """
+    times = None
+    if ops.is_tensor(spacing) or np.ndim(spacing) >= 2:
+        times, spacing = spacing, 1.0  # per-sample coordinates, in the graph
     order, spacing, accuracy, padding = check_arguments(
         order, spacing, accuracy, padding
     )
+    coordinates = spacing if isinstance(spacing, np.ndarray) else None
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not dtype.startswith(("float", "bfloat")):
         x = ops.cast(x, keras.config.floatx())
         dtype = keras.config.floatx()
-    output_shape(x.shape, order, accuracy, padding, axis)
+    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
+    if times is not None:
+        times = ops.cast(ops.convert_to_tensor(times), compute_dtype)
+    output_shape(x.shape, order, accuracy, padding, axis, coordinates,
+                 None if times is None else times.shape)
     axis = check_axis(axis, len(x.shape))
-    plan = stencils.plan(order, accuracy, padding)
-    x = _check_length(x, plan, padding, axis)
+    plan = _layout(order, accuracy, padding, times is not None
+                   or coordinates is not None)
+    x = _check_length(x, plan, padding, axis, coordinates)
     if dtype in _HALF_DTYPES:
         x = ops.cast(x, "float32")
-    y = _kernel(x, order, accuracy, padding, spacing ** -order, axis)
+    if times is not None:
+        y = _per_sample(x, _check_times(times, x, axis), order, accuracy,
+                        padding, axis)
+    elif coordinates is not None:
+        y = _static_coordinates(x, coordinates, order, accuracy, padding, axis)
+    else:
+        y = _kernel(x, order, accuracy, padding, spacing ** -order, axis)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
 
 
@@ -280,3 +405,102 @@ def _jax_forward(order, accuracy, padding, scale, axis, channels):
     # JAX differentiates the in-place update itself.
     return jax.jit(_linear_stencil(order, accuracy, padding, scale, axis,
                                    channels).forward)
+
+
+def _per_sample(x, t, order, accuracy, padding, axis):
+    """The derivative on per-sample coordinates `t`, weights computed in the graph.
+
+    Precision: offsets `t[j] - t[i]` and Fornberg's recurrence run in `x`'s
+    float dtype (float32 for half-precision inputs), so in float32 the
+    weights carry a relative error of a few units of 2⁻²⁴ times the ratio of
+    |t| to the local spacing: give time stamps relative to the series start.
+    """
+    fused = _fused(x)
+    fn = _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
+                        len(t.shape), fused)
+    return fn(x, t)
+
+
+def _fused(x):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not (tf.executing_eagerly()
+                    and _static_size(x) < _EAGER_FUSION_MIN_SIZE)
+    return backend == "jax"
+
+
+def _broadcast_along(weight, rank, axis):
+    """`weight`, whose last axis runs along the steps, against an input of `rank`."""
+    if isinstance(weight, float):
+        return weight
+    for _ in range(rank - axis - 1):
+        weight = ops.expand_dims(weight, -1)
+    return weight
+
+
+def _apply_per_sample(x, t, layout, order, axis):
+    head, interior, tail = kernels.time_weights(t, layout, order)
+    rank = len(x.shape)
+
+    def fit(row):
+        return [_broadcast_along(w, rank, axis) for w in row]
+
+    return kernels.apply_windows(x, layout, axis, [fit(r) for r in head],
+                                 fit(interior), [fit(r) for r in tail])
+
+
+def _compiled(fn, fused):
+    """`fn` run by XLA on TensorFlow and JAX when `fused`; as it is otherwise.
+
+    The position-dependent stencil is slices, products and a concatenation,
+    all differentiable, so autodiff gives its gradient on every backend.
+    """
+    if not fused:
+        return fn
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True, reduce_retracing=True,
+                           autograph=False)
+    import jax
+
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank, fused):
+    layout = stencils.windows(order, accuracy, padding)
+    return _compiled(functools.partial(_apply_per_sample, layout=layout,
+                                       order=order, axis=axis), fused)
+
+
+def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
+    """The derivative on a static non-uniform grid: float64 weights, once."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    fn = _static_fn(order, accuracy, padding, axis, len(x.shape), dtype,
+                    coordinates.tobytes(), _fused(x))
+    return fn(x)
+
+
+def _apply_static(x, layout, weights, axis):
+    head, interior, tail = weights
+    return kernels.apply_windows(x, layout, axis, head, interior, tail)
+
+
+@functools.lru_cache(maxsize=32)
+def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
+               fused):
+    coordinates = np.frombuffer(coordinates, dtype=np.float64)
+    layout, head, interior, tail = stencils.window_weights(
+        coordinates, order, accuracy, padding)
+    trailing = (1,) * (rank - axis - 1)
+    interior = [ops.convert_to_tensor(
+        column.reshape(column.shape + trailing).astype(dtype))
+        for column in interior.T]
+    head = [[float(w) for w in row] for row in head]
+    tail = [[float(w) for w in row] for row in tail]
+    return _compiled(functools.partial(_apply_static, layout=layout,
+                                       weights=(head, interior, tail),
+                                       axis=axis), fused)
