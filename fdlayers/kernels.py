@@ -208,24 +208,26 @@ def apply_windows(x, layout, axis, head, interior, tail):
     - `interior`: `width` weights, each against the interior slice
       `x[k : k + n - width + 1]` (one weight per interior point: shifted
       slices, like the uniform stencil, which XLA fuses into one pass);
-    - `head`: per head row, the weights of its window `x[0:size]`, each
-      against a single step;
-    - `tail`: per tail row, `width` weights of the window `x[n-width:]`.
+    - `head`: groups of leading rows, in order; a group is the list of
+      weights of the window `x[0:size]`, weight `k` against the single step
+      `x[k]`, with one entry per row of the group along `axis` (a number for
+      a group of one row; an empty group is one row of zeros);
+    - `tail`: groups of trailing rows against the window `x[n-width:]`.
 
     Only slices, products, sums and one concatenation: every backend
-    differentiates it, with respect to `x` and to the weights.
+    differentiates it.
     """
     width = layout.width
     span = width - 1
     parts = []
-    for (point, size), row in zip(layout.head, head):
-        terms = [_take(x, axis, k, k + 1) * w for k, w in zip(range(size), row)]
+    for group in head:
+        terms = [_take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
         parts.append(_sum(terms) if terms else ops.zeros_like(_take(x, axis, 0, 1)))
     parts.append(_sum([_take(x, axis, k, (k - span) or None) * w
                        for k, w in enumerate(interior)]))
-    for row in tail:
+    for group in tail:
         parts.append(_sum([_take(x, axis, k - width, (k - span) or None) * w
-                           for k, w in enumerate(row)]))
+                           for k, w in enumerate(group)]))
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
 
 
@@ -245,7 +247,8 @@ def time_weights(t, layout, order):
     differences `t[j] - t[i]` taken first, in `t`'s dtype, so that only the
     spacing, not the size of the time stamps, limits the precision; Fornberg's
     recurrence is then unrolled over the (static) window, vectorised over
-    batch and steps.
+    batch and steps. The edge rows that share a full window (padding 'same')
+    go through one recurrence together, which keeps the graph small.
     """
     axis = len(t.shape) - 1
     m, left = layout.width, layout.left
@@ -253,16 +256,24 @@ def time_weights(t, layout, order):
     centre = _take(t, axis, left, (left - span) or None)
     interior = stencils.fornberg(
         order, [_take(t, axis, k, (k - span) or None) - centre for k in range(m)])
-    head = []
-    for point, size in layout.head:
+    head, tail = [], []
+    if layout.tail:  # 'same': every edge row has the full window
+        rows = len(layout.head)
+        offsets = []
+        for k in range(m):
+            parts = [_take(t, axis, k - m, (k - span) or None)
+                     - _take(t, axis, -len(layout.tail), None)]
+            if rows:
+                parts.insert(0, _take(t, axis, k, k + 1) - _take(t, axis, 0, rows))
+            offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
+        weights = stencils.fornberg(order, offsets)
+        if rows:
+            head.append([_take(w, axis, 0, rows) for w in weights])
+        tail.append([_take(w, axis, rows, None) for w in weights])
+        return head, interior, tail
+    for point, size in layout.head:  # 'causal': windows of growing size
         here = _take(t, axis, point, point + 1)
         head.append(stencils.fornberg(
             order, [_take(t, axis, k, k + 1) - here for k in range(size)])
             if size else [])
-    tail = []
-    window = _take(t, axis, -m, None)
-    for point in layout.tail:
-        here = _take(window, axis, point, point + 1)
-        tail.append(stencils.fornberg(
-            order, [_take(window, axis, k, k + 1) - here for k in range(m)]))
     return head, interior, tail

@@ -441,6 +441,10 @@ def _broadcast_along(weight, rank, axis):
 
 
 def _apply_per_sample(x, t, layout, order, axis):
+    # The coordinates are data, not parameters: without this, autodiff of
+    # the unrolled recurrence (hundreds of ops for wide windows) is built and
+    # compiled along with every gradient with respect to x.
+    t = ops.stop_gradient(t)
     head, interior, tail = kernels.time_weights(t, layout, order)
     rank = len(x.shape)
 
@@ -486,6 +490,14 @@ def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
 
 def _apply_static(x, layout, weights, axis):
     head, interior, tail = weights
+    # Constants made here, in the graph being traced, not in the cache.
+    def constant(weights):
+        return [ops.convert_to_tensor(w) if isinstance(w, np.ndarray) else w
+                for w in weights]
+
+    head = [constant(group) for group in head]
+    tail = [constant(group) for group in tail]
+    interior = constant(interior)
     return kernels.apply_windows(x, layout, axis, head, interior, tail)
 
 
@@ -496,11 +508,17 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
     layout, head, interior, tail = stencils.window_weights(
         coordinates, order, accuracy, padding)
     trailing = (1,) * (rank - axis - 1)
-    interior = [ops.convert_to_tensor(
-        column.reshape(column.shape + trailing).astype(dtype))
-        for column in interior.T]
-    head = [[float(w) for w in row] for row in head]
-    tail = [[float(w) for w in row] for row in tail]
+    interior = [column.reshape(column.shape + trailing).astype(dtype)
+                for column in interior.T]
+    if padding == "same":  # one group per edge: rows along `axis`
+        head = [[column.reshape(column.shape + trailing).astype(dtype)
+                 for column in np.array(head).reshape(-1, len(interior)).T]]
+        tail = [[column.reshape(column.shape + trailing).astype(dtype)
+                 for column in tail.T]]
+        head = head if len(layout.head) else []
+    else:  # causal: one row per group
+        head = [[float(w) for w in row] for row in head]
+        tail = []
     return _compiled(functools.partial(_apply_static, layout=layout,
                                        weights=(head, interior, tail),
                                        axis=axis), fused)

@@ -560,7 +560,7 @@ def window_weights(coordinates, order, accuracy=2, padding="same"):
         `(windows, head, interior, tail)`: the `Windows`; `head`, a list of
         one weight vector per head row (its window's size); `interior`, an
         `(n_interior, m)` array, row `r` for point `left + r`; `tail`, an
-        `(len(windows.tail), m)` array. Row `i` of the derivative is
+        `(len(windows.tail), m)` array (window `x[n-m:]`). Row `i` of the derivative is
         `Σ_k weights[k] · x[start + k]` over its window (see `Windows`).
     """
     layout = windows(order, accuracy, padding)
@@ -575,8 +575,7 @@ def window_weights(coordinates, order, accuracy=2, padding="same"):
     interior = np.stack(fornberg(order, list(offsets.T)), axis=1)
     head = [np.asarray(fornberg(order, list(t[:size] - t[point])))
             if size else np.zeros(0) for point, size in layout.head]
-    tail = np.zeros((len(layout.tail), m))
-    for row, point in enumerate(layout.tail):
-        window = t[n - m:]
-        tail[row] = fornberg(order, list(window - window[point]))
+    window = t[n - m:]
+    tail = np.array([fornberg(order, list(window - window[point]))
+                     for point in layout.tail]).reshape(-1, m)
     return layout, head, interior, tail

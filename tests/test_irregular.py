@@ -1,0 +1,296 @@
+"""Non-uniform grids: static coordinate vectors and per-sample time stamps.
+
+References are independent of fdlayers: `numpy.gradient` on coordinates,
+analytic derivatives of polynomials and `sin`, and a dense matrix whose rows
+solve the Vandermonde system of each point's window (`np.linalg.solve`), the
+windows taken from the documented rules.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fdlayers
+from harness import run_layer_test
+
+FD = fdlayers.FiniteDifference1D
+
+
+def random_grid(rng, n, jitter=0.45, start=0.0):
+    """Strictly increasing coordinates: unit steps jittered by ±jitter."""
+    return start + np.cumsum(1.0 + rng.uniform(-jitter, jitter, n))
+
+
+def window(i, n, m, order, padding):
+    """(start, size) of point i's window by the documented rules, or None
+    for a point without output ('valid') and size 0 for a zero output."""
+    left = (m - 1) // 2
+    if padding == "same":
+        return min(max(i - left, 0), n - m), m
+    if padding == "valid":
+        return (i - left, m) if left <= i <= n - m + left else None
+    size = min(i + 1, m)  # causal
+    return i + 1 - size, (size if size > order else 0)
+
+
+def reference_matrix(t, order, accuracy, padding):
+    """Rows w with Σ_k w_k (t_k - t_i)^p = order! δ_p,order (p < size)."""
+    n, m = len(t), order + accuracy
+    rows = []
+    for i in range(n):
+        spec = window(i, n, m, order, padding)
+        if spec is None:
+            continue
+        start, size = spec
+        row = np.zeros(n)
+        if size:
+            d = t[start:start + size] - t[i]
+            vandermonde = d[None, :] ** np.arange(size)[:, None]
+            rhs = np.zeros(size)
+            rhs[order] = math.factorial(order)
+            row[start:start + size] = np.linalg.solve(vandermonde, rhs)
+        rows.append(row)
+    return np.array(rows)
+
+
+CASES = [(1, 2, "same"), (2, 2, "same"), (3, 4, "same"), (1, 4, "valid"),
+         (2, 2, "valid"), (1, 1, "causal"), (2, 3, "causal")]
+
+
+# 3. Validation ----------------------------------------------------------------
+
+def test_order_1_accuracy_2_is_numpy_gradient(rng):
+    t = random_grid(rng, 200, start=5.0)
+    x = rng.normal(size=(3, 200, 2))
+    want = np.gradient(x, t, axis=1, edge_order=2)
+    static = FD(1, t, 2, dtype="float64")(x)
+    np.testing.assert_allclose(static, want, rtol=1e-12, atol=1e-12)
+    per_sample = FD(1, accuracy=2, dtype="float64")([x, np.tile(t, (3, 1))])
+    np.testing.assert_allclose(per_sample, want, rtol=1e-12, atol=1e-12)
+    shared = fdlayers.derivative(x, 1, tf.constant(t), 2)
+    np.testing.assert_allclose(shared, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order,accuracy,padding", CASES)
+def test_polynomials_are_exact_at_every_point(order, accuracy, padding, rng):
+    m = order + accuracy
+    n = 3 * m + 5
+    degree = m - 1
+    t = np.stack([random_grid(rng, n, start=-n / 2) for _ in range(3)])
+    coefs = rng.normal(size=degree + 1)
+    poly = np.polynomial.Polynomial(coefs)
+    x = poly(t)[..., None]
+    want = poly.deriv(order)(t)[..., None]
+    per_sample = FD(order, accuracy=accuracy, padding=padding,
+                    dtype="float64")([x, t]).numpy()
+    static = np.concatenate([
+        FD(order, t[b], accuracy, padding, dtype="float64")(x[b:b + 1]).numpy()
+        for b in range(3)])
+    if padding == "valid":
+        left = (m - 1) // 2
+        want = want[:, left:n - (m - 1 - left)]
+    elif padding == "causal":  # full history from point m - 1 on
+        want, per_sample, static = (a[:, m - 1:] for a in (want, per_sample, static))
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(static, want, atol=1e-9 * scale)
+    np.testing.assert_allclose(per_sample, want, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("order,accuracy", [(1, 2), (1, 4), (2, 2), (2, 4)])
+def test_error_on_jittered_grids_falls_at_the_accuracy(order, accuracy):
+    """The slope of log(error) against log(mean spacing), fitted over five
+    halvings, each on a fresh jittered grid (RMS error: the maximum follows
+    the worst local spacing ratio of each draw)."""
+    rng = np.random.default_rng(7)
+    sizes = np.array([100, 200, 400, 800, 1600])
+    errors = []
+    for n in sizes:
+        h = 2 * np.pi / n
+        t = h * random_grid(rng, n, jitter=0.3)
+        y = FD(order, t, accuracy, dtype="float64")(np.sin(t)[None, :, None])
+        exact = np.sin(t + order * np.pi / 2)
+        errors.append(np.sqrt(np.mean((y.numpy()[0, :, 0] - exact) ** 2)))
+    slope = -np.polyfit(np.log(sizes), np.log(errors), 1)[0]
+    assert abs(slope - accuracy) < 0.5, (errors, slope)
+
+
+@pytest.mark.parametrize("order,accuracy,padding", CASES)
+def test_per_sample_equals_static_row_by_row(order, accuracy, padding, rng):
+    n = 40
+    t = np.stack([random_grid(rng, n, start=s) for s in (0.0, 100.0, -3.0)])
+    x = rng.normal(size=(3, n, 2))
+    per_sample = FD(order, accuracy=accuracy, padding=padding,
+                    dtype="float64")([x, t]).numpy()
+    for b in range(3):
+        static = FD(order, t[b], accuracy, padding, dtype="float64")(x[b:b + 1])
+        np.testing.assert_allclose(per_sample[b:b + 1], static, rtol=1e-10,
+                                   atol=1e-10 * np.abs(static).max())
+
+
+@pytest.mark.parametrize("order,accuracy,padding",
+                         [c for c in CASES if c != (3, 4, "same")])  # compile time
+@pytest.mark.parametrize("mode", ["eager", "tf.function", "XLA"])
+def test_value_and_gradient_match_the_dense_reference(order, accuracy, padding,
+                                                      mode, rng):
+    n = 23
+    t = np.stack([random_grid(rng, n) for _ in range(2)])
+    x = rng.normal(size=(2, n, 3))
+    matrices = [reference_matrix(t[b], order, accuracy, padding) for b in range(2)]
+    upstream = rng.normal(size=(2, matrices[0].shape[0], 3))
+    static_layer = FD(order, t[0], accuracy, padding, dtype="float64")
+    sample_layer = FD(order, accuracy=accuracy, padding=padding, dtype="float64")
+
+    def value_and_gradient(x, t, upstream):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y_static = static_layer(x)
+            y_sample = sample_layer([x, t])
+        return (y_static, y_sample,
+                tape.gradient(y_static, x, output_gradients=upstream),
+                tape.gradient(y_sample, x, output_gradients=upstream))
+
+    if mode == "tf.function":
+        spec = [tf.TensorSpec([None, None, 3], tf.float64),
+                tf.TensorSpec([None, None], tf.float64),
+                tf.TensorSpec([None, None, 3], tf.float64)]
+        value_and_gradient = tf.function(value_and_gradient, input_signature=spec)
+    elif mode == "XLA":
+        value_and_gradient = tf.function(value_and_gradient, jit_compile=True)
+    y_static, y_sample, g_static, g_sample = (
+        v.numpy() for v in value_and_gradient(
+            tf.constant(x), tf.constant(t), tf.constant(upstream)))
+    tol = 1e-11
+    np.testing.assert_allclose(y_static[0], matrices[0] @ x[0], atol=tol)
+    np.testing.assert_allclose(g_static[0], matrices[0].T @ upstream[0], atol=tol)
+    for b in range(2):
+        np.testing.assert_allclose(y_sample[b], matrices[b] @ x[b], atol=tol)
+        np.testing.assert_allclose(g_sample[b], matrices[b].T @ upstream[b],
+                                   atol=tol)
+
+
+def test_static_coordinates_along_another_axis(rng):
+    t = random_grid(rng, 17)
+    x = rng.normal(size=(2, 3, 17))
+    y = FD(2, t, 2, axis=-1, dtype="float64")(x).numpy()
+    matrix = reference_matrix(t, 2, 2, "same")
+    np.testing.assert_allclose(y, x @ matrix.T, atol=1e-11)
+
+
+def test_float32_per_sample_weights_with_time_stamps_relative_to_start(rng):
+    t = random_grid(rng, 300) * 0.01
+    x = np.sin(t)[None, :, None]
+    want = np.gradient(x, t, axis=1, edge_order=2)
+    got = FD(1)([x.astype("float32"), t[None].astype("float32")]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+# Layer contract: shapes, config, saving -------------------------------------
+
+def test_static_coordinates_layer_contract(rng, tmp_path):
+    t = random_grid(rng, 24)
+    x = rng.normal(size=(2, 24, 3)).astype("float32")
+    want = reference_matrix(t, 2, 2, "same") @ x.astype(np.float64)
+    run_layer_test(FD, {"order": 2, "spacing": t, "accuracy": 2}, x,
+                   expected_output=want, rtol=1e-4, atol=1e-4,
+                   dynamic_axes=[], tmp_path=tmp_path)
+    config = FD(2, t).get_config()
+    assert config["spacing"] == t.tolist()
+
+
+def test_functional_model_with_per_sample_time_stamps_saves_and_loads(rng,
+                                                                       tmp_path):
+    x_in = keras.Input(shape=(None, 2))
+    t_in = keras.Input(shape=(None,))
+    layer = FD(order=1, accuracy=2)
+    y = layer([x_in, t_in])
+    assert tuple(y.shape) == (None, None, 2)
+    model = keras.Model([x_in, t_in], keras.layers.Concatenate()([x_in, y]))
+    n = 50
+    t = np.stack([random_grid(rng, n), random_grid(rng, n)]).astype("float32")
+    x = np.sin(t)[..., None] * np.array([1.0, 2.0], "float32")
+    out = model.predict([x, t], verbose=0)
+    want = np.stack([np.gradient(x[b], t[b], axis=0, edge_order=2)
+                     for b in range(2)])
+    np.testing.assert_allclose(out[..., 2:], want, atol=2e-4)
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict([x, t], verbose=0), out)
+    # Another length through the same model.
+    t2, x2 = t[:, :20], x[:, :20]
+    assert model([x2, t2]).shape == (2, 20, 4)
+
+
+def test_shared_time_axis_of_shape_steps(rng):
+    t = random_grid(rng, 30)
+    x = rng.normal(size=(4, 30, 1))
+    y = fdlayers.derivative(x, 2, tf.constant(t), 2, "valid").numpy()
+    np.testing.assert_allclose(y[..., 0], x[..., 0] @ reference_matrix(
+        t, 2, 2, "valid").T, atol=1e-11)
+
+
+# 4. Bad input -----------------------------------------------------------------
+
+@pytest.mark.parametrize("spacing,message", [
+    ([0.0, 1.0, 1.0, 2.0], "strictly increasing"),
+    ([0.0, 2.0, 1.0, 3.0], "strictly increasing"),
+    ([0.0, 1.0, np.nan, 3.0], "finite"),
+    ([0.0, 1.0, 2.0, np.inf], "finite"),
+    ([[0.0, 1.0, 2.0, 3.0]], "1-D"),
+    ([0.0, 1.0], "at least 3"),
+])
+def test_bad_static_coordinates_fail_at_construction(spacing, message):
+    with pytest.raises(ValueError, match=message) as info:
+        FD(1, spacing)
+    assert "`spacing`" in str(info.value)
+
+
+def test_static_coordinates_refuse_periodic_and_wrong_lengths():
+    with pytest.raises(ValueError, match="period"):
+        FD(1, [0.0, 1.0, 2.5, 3.0], padding="periodic")
+    layer = FD(1, [0.0, 1.0, 2.5, 3.0])
+    with pytest.raises(ValueError, match="4 coordinates"):
+        layer(np.zeros((1, 5, 1)))
+    with pytest.raises(ValueError, match="4 coordinates"):
+        layer.compute_output_shape((None, 6, 2))
+    with pytest.raises(ValueError, match="static coordinates"):
+        layer([np.zeros((1, 4, 1)), np.arange(4.0)[None]])
+    graph = tf.function(layer, input_signature=[
+        tf.TensorSpec([None, None, 1], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="coordinates"):
+        graph(tf.zeros((1, 5, 1)))
+
+
+@pytest.mark.parametrize("t", [
+    [[0.0, 1.0, 1.0, 2.0, 3.0]],  # a repeated time stamp
+    [[0.0, 1.0, 0.5, 2.0, 3.0]],
+    [[0.0, 1.0, np.nan, 2.0, 3.0]],
+    [[0.0, 1.0, 2.0, 3.0, np.inf]],
+])
+def test_bad_per_sample_coordinates(t):
+    x = np.zeros((1, 5, 1), "float32")
+    t = np.array(t, "float32")
+    layer = FD(1)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        layer([x, t])
+    graph = tf.function(layer, input_signature=[[
+        tf.TensorSpec([None, None, 1], tf.float32),
+        tf.TensorSpec([None, None], tf.float32)]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="strictly increasing"):
+        graph([x, t])
+
+
+def test_per_sample_shape_errors():
+    layer = FD(1)
+    with pytest.raises(ValueError, match="6 steps but the input has 5"):
+        layer([np.zeros((1, 5, 1)), np.arange(6.0)[None]])
+    with pytest.raises(ValueError, match="axis=1"):
+        FD(1, axis=2)([np.zeros((1, 2, 5)), np.arange(5.0)[None]])
+    with pytest.raises(ValueError, match="period"):
+        FD(1, padding="periodic")([np.zeros((1, 5, 1)), np.arange(5.0)[None]])
+    with pytest.raises(ValueError, match="at least 3"):
+        layer([np.zeros((1, 2, 1)), np.arange(2.0)[None]])
