@@ -16,7 +16,10 @@ Sections:
   4. time per element from 2**16 to 2**24 steps;
   5. first-call cost of a new sequence length in eager use;
   6. peak extra memory of one call, in a fresh process;
-  7. the formulations tried for the stencil and its edges, side by side.
+  7. the formulations tried for the stencil and its edges, side by side;
+  8. per-sample time stamps (layer([x, t])) against the uniform grid.
+
+    python benchmarks/bench.py --only 8   # one section
 """
 
 import argparse
@@ -324,10 +327,33 @@ def section_formulations(x, rounds):
                       f"{seconds * 1e3:8.2f} {seconds / floor:6.2f}")
 
 
+def section_irregular(x, rounds):
+    print(f"\n8. Per-sample time stamps, layer([x, t]) with t of shape "
+          f"{tuple(x.shape[:2])}, against the uniform grid, order 1 "
+          f"accuracy 2, padding 'same', input {tuple(x.shape)} float32")
+    print(f"{'mode':<12} {'uniform ms':>10} {'per-sample ms':>13} {'ratio':>6}")
+    steps = SPACING * (1.0 + tf.random.uniform(x.shape[:2], -0.4, 0.4, seed=2))
+    t = tf.cumsum(steps, axis=1)
+    uniform = fdlayers.FiniteDifference1D(1, SPACING, 2)
+    per_sample = fdlayers.FiniteDifference1D(1, accuracy=2)
+    results = {}
+    for mode, wrap in _modes().items():
+        medians = interleaved({"uniform": wrap(lambda: uniform(x)),
+                               "per-sample": wrap(lambda: per_sample([x, t]))},
+                              rounds)
+        ratio = medians["per-sample"] / medians["uniform"]
+        results[mode] = ratio
+        print(f"{mode:<12} {medians['uniform'] * 1e3:10.2f} "
+              f"{medians['per-sample'] * 1e3:13.2f} {ratio:6.2f}")
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
+    parser.add_argument("--only", type=int, choices=range(1, 9),
+                        help="run one section (8: per-sample time stamps)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -335,6 +361,9 @@ def main(argv=None):
           f"NumPy {np.__version__}, Python {platform.python_version()}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     x = tf.random.normal((64, steps, 4), seed=0)
+    if args.only == 8:
+        section_irregular(x, rounds)
+        return
     long = tf.random.normal((1, 64 * steps * 4, 1), seed=1)
     section_modes(x, rounds)
     section_modes(long, rounds)
@@ -345,6 +374,7 @@ def main(argv=None):
                        else [1000, 1001, 2000, 5000, 65536])
     section_memory((64, steps, 4))
     section_formulations(x, rounds)
+    section_irregular(x, rounds)
 
 
 if __name__ == "__main__":
