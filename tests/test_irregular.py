@@ -294,3 +294,11 @@ def test_per_sample_shape_errors():
         FD(1, padding="periodic")([np.zeros((1, 5, 1)), np.arange(5.0)[None]])
     with pytest.raises(ValueError, match="at least 3"):
         layer([np.zeros((1, 2, 1)), np.arange(2.0)[None]])
+
+
+def test_shared_time_axis_along_another_axis(rng):
+    t = random_grid(rng, 19)
+    x = rng.normal(size=(2, 3, 19))
+    y = fdlayers.derivative(x, 1, tf.constant(t), 2, axis=2).numpy()
+    np.testing.assert_allclose(y, np.gradient(x, t, axis=2, edge_order=2),
+                               atol=1e-11)
