@@ -11,7 +11,7 @@ from keras import ops
 from fdlayers import stencils
 
 
-def _take(x, axis, start, stop):
+def take(x, axis, start, stop):
     """x[start:stop] along `axis` (Python slice semantics)."""
     index = [slice(None)] * len(x.shape)
     index[axis] = slice(start, stop)
@@ -31,10 +31,10 @@ def _rows_times(x, rows, axis):
         for column, weight in enumerate(row):
             if weight == 0.0:
                 continue
-            term = _take(x, axis, column, column + 1) * float(weight)
+            term = take(x, axis, column, column + 1) * float(weight)
             total = term if total is None else total + term
         if total is None:
-            total = ops.zeros_like(_take(x, axis, 0, 1))
+            total = ops.zeros_like(take(x, axis, 0, 1))
         outputs.append(total)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis)
 
@@ -47,7 +47,7 @@ def _correlate(x, weights, axis):
         if weight == 0.0:
             continue
         # A Python float keeps the float64 weight and adopts x's dtype.
-        term = _take(x, axis, k, (k - span) or None) * float(weight)
+        term = take(x, axis, k, (k - span) or None) * float(weight)
         total = term if total is None else total + term
     return total
 
@@ -88,7 +88,7 @@ def _add_at(x, axis, start, part, size):
         start = ops.shape(x)[axis] + start
     origin = [0] * len(x.shape)
     origin[axis] = start
-    return ops.slice_update(x, origin, _take(x, axis, start, start + size) + part)
+    return ops.slice_update(x, origin, take(x, axis, start, start + size) + part)
 
 
 class LinearStencil:
@@ -126,7 +126,7 @@ class LinearStencil:
                 [(radius - tail_cols, tail_cols - radius), (0, radius)])
 
     def _window(self, x, segments):
-        parts = [_take(x, self.axis, start, (start + size) or None)
+        parts = [take(x, self.axis, start, (start + size) or None)
                  for start, size in segments]
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, self.axis)
 
@@ -157,7 +157,7 @@ class LinearStencil:
         """
         axis, span = self.axis, self.span
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
-        interior = _take(g, axis, head_rows, -tail_rows or None)
+        interior = take(g, axis, head_rows, -tail_rows or None)
         reverse = self.weights[::-1]
         head_segments, tail_segments = self.segments()
         # The ends: long enough for the zero padding and for every edge window.
@@ -170,11 +170,11 @@ class LinearStencil:
             ends = [_correlate(_pad(interior, axis, span, span), reverse, axis)]
         else:
             ends = [
-                _correlate(_pad(_take(interior, axis, 0, left), axis, span, 0),
+                _correlate(_pad(take(interior, axis, 0, left), axis, span, 0),
                            reverse, axis),
-                _correlate(_take(interior, axis, left - span,
+                _correlate(take(interior, axis, left - span,
                                  length - (right - span)), reverse, axis),
-                _correlate(_pad(_take(interior, axis, length - right, None),
+                _correlate(_pad(take(interior, axis, length - right, None),
                                 axis, 0, span), reverse, axis),
             ]
         for rows, count, first, segments in (
@@ -183,14 +183,14 @@ class LinearStencil:
         ):
             if not count:
                 continue
-            upstream = _take(g, axis, first, (first + count) or None)
+            upstream = take(g, axis, first, (first + count) or None)
             window = _rows_times(upstream, rows.T, axis)
             offset = 0
             for start, size in segments:
                 # Into the left end, or the right end (the last part).
                 end = 0 if start >= 0 else -1
                 ends[end] = _add_at(ends[end], axis, start,
-                                    _take(window, axis, offset, offset + size),
+                                    take(window, axis, offset, offset + size),
                                     size)
                 offset += size
         if len(ends) == 1:
@@ -221,12 +221,12 @@ def apply_windows(x, layout, axis, head, interior, tail):
     span = width - 1
     parts = []
     for group in head:
-        terms = [_take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
-        parts.append(_sum(terms) if terms else ops.zeros_like(_take(x, axis, 0, 1)))
-    parts.append(_sum([_take(x, axis, k, (k - span) or None) * w
+        terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
+        parts.append(_sum(terms) if terms else ops.zeros_like(take(x, axis, 0, 1)))
+    parts.append(_sum([take(x, axis, k, (k - span) or None) * w
                        for k, w in enumerate(interior)]))
     for group in tail:
-        parts.append(_sum([_take(x, axis, k - width, (k - span) or None) * w
+        parts.append(_sum([take(x, axis, k - width, (k - span) or None) * w
                            for k, w in enumerate(group)]))
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
 
@@ -253,27 +253,27 @@ def time_weights(t, layout, order):
     axis = len(t.shape) - 1
     m, left = layout.width, layout.left
     span = m - 1
-    centre = _take(t, axis, left, (left - span) or None)
+    centre = take(t, axis, left, (left - span) or None)
     interior = stencils.fornberg(
-        order, [_take(t, axis, k, (k - span) or None) - centre for k in range(m)])
+        order, [take(t, axis, k, (k - span) or None) - centre for k in range(m)])
     head, tail = [], []
     if layout.tail:  # 'same': every edge row has the full window
         rows = len(layout.head)
         offsets = []
         for k in range(m):
-            parts = [_take(t, axis, k - m, (k - span) or None)
-                     - _take(t, axis, -len(layout.tail), None)]
+            parts = [take(t, axis, k - m, (k - span) or None)
+                     - take(t, axis, -len(layout.tail), None)]
             if rows:
-                parts.insert(0, _take(t, axis, k, k + 1) - _take(t, axis, 0, rows))
+                parts.insert(0, take(t, axis, k, k + 1) - take(t, axis, 0, rows))
             offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
         weights = stencils.fornberg(order, offsets)
         if rows:
-            head.append([_take(w, axis, 0, rows) for w in weights])
-        tail.append([_take(w, axis, rows, None) for w in weights])
+            head.append([take(w, axis, 0, rows) for w in weights])
+        tail.append([take(w, axis, rows, None) for w in weights])
         return head, interior, tail
     for point, size in layout.head:  # 'causal': windows of growing size
-        here = _take(t, axis, point, point + 1)
+        here = take(t, axis, point, point + 1)
         head.append(stencils.fornberg(
-            order, [_take(t, axis, k, k + 1) - here for k in range(size)])
+            order, [take(t, axis, k, k + 1) - here for k in range(size)])
             if size else [])
     return head, interior, tail

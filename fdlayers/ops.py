@@ -1,8 +1,8 @@
-"""`derivative()`: apply a finite-difference plan to a tensor with `keras.ops`.
+"""`derivative()`: argument checks, and where each backend runs a stencil.
 
-This module turns a stencil plan (from `fdlayers.stencils`) into tensor
-operations. It runs on every Keras backend; backend-specific code (such as
-TensorFlow's run-time length check) is confined to this module.
+The tensor operations themselves live in `fdlayers.kernels`; the weights in
+`fdlayers.stencils`. Backend-specific code (XLA compilation, TensorFlow's
+custom gradient and run-time checks) is confined to this module.
 """
 
 import functools
@@ -212,7 +212,7 @@ def _check_times(t, x, axis):
             return t
     if backend == "torch" and t.device.type == "meta":  # symbolic shapes
         return t
-    steps = _take(t, -1, 1, None) - _take(t, -1, 0, -1)
+    steps = kernels.take(t, -1, 1, None) - kernels.take(t, -1, 0, -1)
     ok = ops.logical_and(ops.all(ops.isfinite(t)), ops.all(steps > 0))
     if backend == "tensorflow":
         import tensorflow as tf
@@ -226,12 +226,6 @@ def _check_times(t, x, axis):
     if not bool(ops.convert_to_numpy(ok)):
         raise ValueError(_TIMES_MESSAGE)
     return t
-
-
-def _take(x, axis, start, stop):
-    index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
 
 
 def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
