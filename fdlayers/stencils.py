@@ -69,37 +69,6 @@ def check_order_accuracy(order, accuracy, central):
     return order, accuracy
 
 
-def _fornberg(order, offsets):
-    """Fornberg's recurrence for the weights of the `order`-th derivative at 0.
-
-    B. Fornberg, "Generation of finite difference formulas on arbitrarily
-    spaced grids", Math. Comp. 51 (1988) 699-706; numerically stable in
-    float64 for any distinct offsets.
-    """
-    n = len(offsets)
-    # c[j, m]: weight of node j for the m-th derivative using the nodes so far.
-    c = np.zeros((n, order + 1))
-    c[0, 0] = 1.0
-    c1 = 1.0
-    c4 = offsets[0]
-    for i in range(1, n):
-        c2 = 1.0
-        c5 = c4
-        c4 = offsets[i]
-        top = min(i, order)
-        m = np.arange(1, top + 1)
-        for j in range(i):
-            c3 = offsets[i] - offsets[j]
-            c2 *= c3
-            if j == i - 1:
-                c[i, 1:top + 1] = c1 * (m * c[i - 1, :top] - c5 * c[i - 1, 1:top + 1]) / c2
-                c[i, 0] = -c1 * c5 * c[i - 1, 0] / c2
-            c[j, 1:top + 1] = (c4 * c[j, 1:top + 1] - m * c[j, :top]) / c3
-            c[j, 0] = c4 * c[j, 0] / c3
-        c1 = c2
-    return c[:, order]
-
-
 def _lagrange_exact(order, offsets):
     """Exact weights from the Lagrange basis: w_j = L_j^(order)(0).
 
@@ -221,7 +190,8 @@ def coefficients(order, offsets, exact=False):
             return weights
         # Fraction -> float is correctly rounded.
         return np.array([float(w) for w in weights], dtype=np.float64)
-    return _fornberg(order, [float(v) for v in values])
+    # Fornberg's recurrence (see `fornberg`), stable in float64.
+    return np.array(fornberg(order, [float(v) for v in values]), dtype=np.float64)
 
 
 def _offsets(order, accuracy, kind):
