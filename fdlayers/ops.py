@@ -318,11 +318,7 @@ def _kernel(x, order, accuracy, padding, scale, axis):
     channels = any(dim != 1 for dim in x.shape[axis + 1:])
     key = (order, accuracy, padding, scale, axis, channels)
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        fused = not (tf.executing_eagerly()
-                     and _static_size(x) < _EAGER_FUSION_MIN_SIZE)
-        forward, transpose = _tensorflow_pair(*key, len(x.shape), fused)
+        forward, transpose = _tensorflow_pair(*key, len(x.shape), _fused(x))
         return _with_transpose_gradient(x, forward, transpose)
     if backend == "jax":
         return _jax_forward(*key)(x)
@@ -416,6 +412,8 @@ def _per_sample(x, t, order, accuracy, padding, axis):
 
 
 def _fused(x):
+    """Whether to run through XLA: JAX always, TensorFlow but for small eager
+    inputs (see `_EAGER_FUSION_MIN_SIZE`), PyTorch never."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
