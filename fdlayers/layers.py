@@ -71,15 +71,18 @@ class FiniteDifference1D(keras.layers.Layer):
     Input shape:
         `x`, or a list `[x, t]` with `t` of shape `(batch, steps)` or
         `(steps,)`. `x`: a tensor of rank ≥ 2, e.g. `(batch, steps, channels)`; the length
-        along `axis` may be `None`. Integer inputs are cast to the layer's
-        compute dtype.
+        along `axis` may be `None`. Integer and float inputs are cast to
+        the layer's `input_dtype` (see Returns).
 
     Output shape:
         The input shape; for `padding="valid"` the length along `axis` is
         shorter by `2r`.
 
     Returns:
-        The derivative, in the layer's compute dtype.
+        The derivative, in the layer's `input_dtype`: the compute dtype of
+        its dtype policy, but float32 under `"mixed_float16"` and
+        `"mixed_bfloat16"`, where the layer also reads its input in float32
+        (Keras would otherwise round it to half precision first).
 
     Raises:
         TypeError, ValueError: for invalid arguments, an input of rank < 2, the
@@ -144,6 +147,20 @@ class FiniteDifference1D(keras.layers.Layer):
                                    self.padding, self.axis, coordinates,
                                    times_shape)
 
+    @property
+    def input_dtype(self):
+        """The dtype float inputs are cast to, which is also the output dtype.
+
+        The policy's variable dtype: its compute dtype, except under a mixed
+        policy (`"mixed_float16"`, `"mixed_bfloat16"`), where it is float32.
+        A derivative amplifies the rounding of its input by
+        `spacing**-order · Σ|w|` (≈ 4·10⁴ for `order=2, spacing=0.01`), so a
+        half-precision input or output would lose every significant digit
+        (or overflow float16); the layer has no variables that could use the
+        half-precision speed anyway.
+        """
+        return self.variable_dtype
+
     def build(self, input_shape):
         self._check_input_shape(input_shape)
         self.built = True
@@ -151,10 +168,16 @@ class FiniteDifference1D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self._check_input_shape(input_shape)
 
+    def compute_output_spec(self, inputs):
+        # Keras' default would give the compute dtype; `call` returns input_dtype.
+        shapes = keras.tree.map_structure(lambda v: tuple(v.shape), inputs)
+        return keras.KerasTensor(self._check_input_shape(shapes),
+                                 dtype=self.input_dtype)
+
     def call(self, inputs):
         x, t = self._split(inputs)
         return fd_ops.derivative(
-            keras.ops.cast(x, self.compute_dtype), self.order,
+            keras.ops.cast(x, self.input_dtype), self.order,
             self.spacing if t is None else t, self.accuracy, self.padding,
             self.axis,
         )

@@ -136,12 +136,36 @@ def _check_saving(layer_cls, model, x, output, directory):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), output)
 
 
-def _check_mixed_precision(layer_cls, init_kwargs, x, expected_output_shape):
-    layer = layer_cls(**init_kwargs, dtype="mixed_float16")
-    y = layer(x)
-    assert keras.backend.standardize_dtype(y.dtype) == "float16", y.dtype
-    assert _shape(y.shape) == expected_output_shape
-    _assert_no_weights(layer)
+def _check_mixed_precision(layer_cls, init_kwargs, x, output, directory):
+    """Under mixed policies an fdlayers layer reads and returns float32.
+
+    A derivative of half-precision-rounded samples is noise (see
+    `FiniteDifference1D.input_dtype`), so the result must be the float32
+    layer's, bit for bit, with a symbolic output dtype that says so, and the
+    policy must survive a `.keras` save/load.
+    """
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        layer = layer_cls(**init_kwargs, dtype=policy)
+        y = layer(x)
+        _assert_no_weights(layer)
+        dtype = keras.backend.standardize_dtype(y.dtype)
+        if x.dtype == np.float32:
+            assert dtype == "float32", (policy, dtype)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(y), output)
+
+        model = _functional_model(layer_cls(**init_kwargs, dtype=policy),
+                                  _shape(x.shape))
+        symbolic = keras.backend.standardize_dtype(model.outputs[0].dtype)
+        assert symbolic == dtype, (
+            f"{policy}: symbolic output dtype {symbolic}, call returns {dtype}")
+        path = os.path.join(directory, "mixed_precision.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert loaded.layers[-1].dtype_policy.name == policy
+        y = loaded(x)
+        assert keras.backend.standardize_dtype(y.dtype) == dtype, (policy, y.dtype)
+        if x.dtype == np.float32:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(y), output)
 
 
 def run_layer_test(layer_cls, init_kwargs, input_data, expected_output=None,
@@ -163,8 +187,9 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output=None,
       `.keras` save/load of a model holding it (written under `tmp_path`, or a
       temporary directory), with the same config and bitwise-identical
       outputs;
-    - computes in float16 under the "mixed_float16" policy
-      (`run_mixed_precision_check`).
+    - reads and returns float32 under the "mixed_float16" and
+      "mixed_bfloat16" policies, equal to the float32 result, symbolically
+      and after a save/load (`run_mixed_precision_check`).
 
     Args:
         layer_cls: the layer class.
@@ -198,11 +223,9 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output=None,
     model = _check_static_and_dynamic_shapes(layer_cls, init_kwargs, x, output,
                                              dynamic_axes)
     _check_config_round_trips(layer_cls, layer, x, output)
-    if tmp_path is None:
-        with tempfile.TemporaryDirectory() as directory:
-            _check_saving(layer_cls, model, x, output, directory)
-    else:
-        _check_saving(layer_cls, model, x, output, str(tmp_path))
-    if run_mixed_precision_check and "dtype" not in init_kwargs:
-        _check_mixed_precision(layer_cls, init_kwargs, x, output.shape)
+    with tempfile.TemporaryDirectory() as directory:
+        directory = directory if tmp_path is None else str(tmp_path)
+        _check_saving(layer_cls, model, x, output, directory)
+        if run_mixed_precision_check and "dtype" not in init_kwargs:
+            _check_mixed_precision(layer_cls, init_kwargs, x, output, directory)
     return output

@@ -159,6 +159,61 @@ def test_harness_catches_weights():
                        run_mixed_precision_check=False)
 
 
+def test_harness_catches_a_half_precision_output():
+    """A layer that computes in its policy's float16 fails the harness."""
+
+    @keras.saving.register_keras_serializable(package="fdlayers_tests")
+    class HalfOutput(FD):
+        @property
+        def input_dtype(self):
+            return self.compute_dtype
+
+        def compute_output_spec(self, inputs):
+            return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                                     dtype=self.compute_dtype)
+
+    with pytest.raises(AssertionError, match="float16"):
+        run_layer_test(HalfOutput, {}, smooth_series((2, 8, 1)))
+
+
+# ---------------------------------------------------------------------------
+# Mixed precision.
+
+@pytest.fixture
+def global_policy():
+    """Set Keras' global dtype policy for one test, then restore it."""
+    before = keras.config.dtype_policy()
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy(before)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_differentiates_float32_samples(policy, global_policy):
+    """sin'' with h = 0.01 under a mixed policy: float32 in, float32 out.
+
+    Rounding the samples to half precision first, as Keras does for a layer
+    that computes in its policy's dtype, is off by O(1) to O(100).
+    """
+    global_policy(policy)
+    t = np.arange(0.0, 10.0, 0.01)
+    x = np.sin(t).astype("float32").reshape(1, -1, 1)
+    model = keras.Sequential([keras.Input((None, 1)),
+                              FD(order=2, spacing=0.01),
+                              keras.layers.Dense(1, kernel_initializer="ones")])
+    assert model.layers[0].dtype_policy.name == policy
+    features = model.layers[0].output
+    assert keras.backend.standardize_dtype(features.dtype) == "float32"
+    y = keras.ops.convert_to_numpy(model.layers[0](x))
+    assert y.dtype == np.float32
+    error = np.abs(y[0, :, 0] + np.sin(t)).max()
+    assert error < 0.05, error
+
+    half = "float16" if policy == "mixed_float16" else "bfloat16"
+    rounded = keras.ops.cast(keras.ops.cast(x, half), "float32")
+    naive = keras.ops.convert_to_numpy(FD(order=2, spacing=0.01)(rounded))
+    assert np.abs(naive[0, :, 0] + np.sin(t)).max() > 100 * error
+
+
 # ---------------------------------------------------------------------------
 # The original question's numbers.
 
