@@ -52,7 +52,8 @@ def _correlate(x, weights, axis):
     return total
 
 
-def _pad(x, axis, before, after):
+def pad(x, axis, before, after):
+    """`x` with `before` and `after` zeros along `axis`."""
     widths = [(0, 0)] * len(x.shape)
     widths[axis] = (before, after)
     return ops.pad(x, widths)
@@ -72,7 +73,7 @@ def _assemble(head, body, tail, axis, rows, channels):
     if max(rows) > 1 and channels:
         return ops.concatenate([p for p in (head, body, tail) if p is not None],
                                axis=axis)
-    y = _pad(body, axis, *rows)
+    y = pad(body, axis, *rows)
     origin = [0] * len(body.shape)
     if head is not None:
         y = ops.slice_update(y, origin, head)
@@ -167,14 +168,14 @@ class LinearStencil:
                               head_segments + tail_segments if start < 0])
         length = interior.shape[axis]
         if length is None or length + span - left - right < 1:
-            ends = [_correlate(_pad(interior, axis, span, span), reverse, axis)]
+            ends = [_correlate(pad(interior, axis, span, span), reverse, axis)]
         else:
             ends = [
-                _correlate(_pad(take(interior, axis, 0, left), axis, span, 0),
+                _correlate(pad(take(interior, axis, 0, left), axis, span, 0),
                            reverse, axis),
                 _correlate(take(interior, axis, left - span,
                                  length - (right - span)), reverse, axis),
-                _correlate(_pad(take(interior, axis, length - right, None),
+                _correlate(pad(take(interior, axis, length - right, None),
                                 axis, 0, span), reverse, axis),
             ]
         for rows, count, first, segments in (
@@ -222,16 +223,17 @@ def apply_windows(x, layout, axis, head, interior, tail):
     parts = []
     for group in head:
         terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
-        parts.append(_sum(terms) if terms else ops.zeros_like(take(x, axis, 0, 1)))
-    parts.append(_sum([take(x, axis, k, (k - span) or None) * w
+        parts.append(sum_terms(terms) if terms else ops.zeros_like(take(x, axis, 0, 1)))
+    parts.append(sum_terms([take(x, axis, k, (k - span) or None) * w
                        for k, w in enumerate(interior)]))
     for group in tail:
-        parts.append(_sum([take(x, axis, k - width, (k - span) or None) * w
+        parts.append(sum_terms([take(x, axis, k - width, (k - span) or None) * w
                            for k, w in enumerate(group)]))
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
 
 
-def _sum(terms):
+def sum_terms(terms):
+    """terms[0] + terms[1] + ..., left to right."""
     total = terms[0]
     for term in terms[1:]:
         total = total + term

@@ -55,6 +55,16 @@ class FiniteDifference1D(keras.layers.Layer):
     TensorFlow graph); under `jax.jit` nothing is checked and a repeated
     time stamp gives inf or NaN at the outputs whose window holds it.
 
+    Masking: the layer supports Keras masks (`(batch, steps)`, e.g. from
+    `keras.layers.Masking` or `Embedding(mask_zero=True)`) and never reads a
+    masked step. With `axis=1`, each run of unmasked steps is differentiated
+    as a sequence of its own: for `"same"` and `"causal"` with the edge
+    stencils at the run's ends (a `"same"` run shorter than
+    `order + accuracy` steps is masked in the output); for `"valid"` and
+    `"periodic"` the outputs whose stencil reaches a masked step are masked.
+    The mask passes through unchanged for any other `axis`. Masked outputs
+    are 0.
+
     Args:
         order: derivative order, an integer ≥ 1.
         spacing: the sample spacing `h`, a positive finite number; or the
@@ -111,6 +121,7 @@ class FiniteDifference1D(keras.layers.Layer):
                 "`axis` must not be the batch axis 0. Received: axis=0"
             )
         self.axis = int(axis)
+        self.supports_masking = True
 
     def _split(self, inputs):
         """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
@@ -168,18 +179,35 @@ class FiniteDifference1D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self._check_input_shape(input_shape)
 
-    def compute_output_spec(self, inputs):
+    def compute_output_spec(self, inputs, mask=None):
         # Keras' default would give the compute dtype; `call` returns input_dtype.
         shapes = keras.tree.map_structure(lambda v: tuple(v.shape), inputs)
         return keras.KerasTensor(self._check_input_shape(shapes),
                                  dtype=self.input_dtype)
 
-    def call(self, inputs):
+    def _input_mask(self, mask):
+        """The mask of `x` (of `[x, t]`, where each may have one)."""
+        if not isinstance(mask, (list, tuple)):
+            return mask
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        return (masks[0] if len(masks) == 1
+                else keras.ops.logical_and(masks[0], masks[1]))
+
+    def compute_mask(self, inputs, mask=None):
+        x, t = self._split(inputs)
+        return fd_ops.derivative_mask(
+            self._input_mask(mask), len(x.shape), self.order, self.accuracy,
+            self.padding, self.axis,
+            irregular=t is not None or isinstance(self.spacing, np.ndarray))
+
+    def call(self, inputs, mask=None):
         x, t = self._split(inputs)
         return fd_ops.derivative(
             keras.ops.cast(x, self.input_dtype), self.order,
             self.spacing if t is None else t, self.accuracy, self.padding,
-            self.axis,
+            self.axis, mask=self._input_mask(mask),
         )
 
     def get_config(self):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import kernels, stencils
+from fdlayers import kernels, masking, stencils
 
 # Half-precision inputs are differentiated in float32: the weights of a wide
 # or high-order stencil, scaled by spacing**-order, can exceed float16's range
@@ -228,7 +228,8 @@ def _check_times(t, x, axis):
     return t
 
 
-def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
+def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
+               mask=None):
     """The `order`-th derivative of `x` along `axis` by finite differences.
 
     `x` holds samples `x[..., i, ...] = f(t0 + i·spacing)` along `axis`; the
@@ -253,6 +254,11 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
             `padding="causal"`.
         padding: "same", "valid", "periodic" or "causal".
         axis: the axis to differentiate along (default 1, the steps axis).
+        mask: optional boolean Keras mask of shape `(batch, steps)`, True
+            where axis 1 holds data. No masked step is read: along axis 1,
+            each unmasked run is differentiated as a sequence of its own
+            (`fdlayers.masking`); masked outputs are 0. `derivative_mask`
+            gives the output's mask.
 
     Returns:
         A tensor of `x`'s float dtype, of `x`'s shape except along `axis`
@@ -286,6 +292,22 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
     x = _check_length(x, plan, padding, axis, coordinates)
     if dtype in _HALF_DTYPES:
         x = ops.cast(x, "float32")
+    if mask is not None:
+        mask = _check_mask(mask, x)
+    if mask is not None and axis == 1 and padding in ("same", "causal"):
+        if times is None and coordinates is None:
+            y = _masked_fn(order, accuracy, padding, spacing ** -order,
+                           len(x.shape), _fused(x))(x, mask)
+        else:
+            t = times if times is not None else ops.convert_to_tensor(
+                coordinates.astype(keras.backend.standardize_dtype(x.dtype)))
+            y = _masked_windows_fn(plan, order, len(x.shape), _fused(x))(
+                x, mask, _check_times(t, x, axis))
+        return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
+    if mask is not None:
+        # Masked samples are never read (here: they become 0), and outputs
+        # whose stencil would need one are masked.
+        x = masking.zero_masked(x, mask)
     if times is not None:
         y = _per_sample(x, _check_times(times, x, axis), order, accuracy,
                         padding, axis)
@@ -293,7 +315,54 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1):
         y = _static_coordinates(x, coordinates, order, accuracy, padding, axis)
     else:
         y = _kernel(x, order, accuracy, padding, spacing ** -order, axis)
+    if mask is not None:
+        y = masking.zero_masked(
+            y, mask if axis != 1 else masking.output_mask(mask, plan, padding))
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
+
+
+def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
+                    irregular=False):
+    """The Keras mask of `derivative(x, ..., mask=mask)` for `x` of `rank`.
+
+    Along axis 1 (the axis Keras masks): the input mask for `causal`; for
+    `same`, without the runs shorter than the minimum length; for `valid`
+    and `periodic`, the steps whose whole stencil is unmasked (see
+    `fdlayers.masking`). Along any other axis, the input mask. `irregular`:
+    whether the derivative uses coordinates (`stencils.windows`).
+    """
+    if mask is None:
+        return None
+    if check_axis(axis, rank) != 1:
+        return mask
+    return masking.output_mask(mask, _layout(order, accuracy, padding, irregular),
+                               padding)
+
+
+def _check_mask(mask, x):
+    mask = ops.convert_to_tensor(mask)
+    shape, expected = tuple(mask.shape), tuple(x.shape[:2])
+    if len(shape) != 2 or any(None not in pair and pair[0] != pair[1]
+                              for pair in zip(shape, expected)):
+        raise ValueError(
+            "`mask` must have the shape (batch, steps) of the input's first "
+            f"two axes, {expected}. Received: mask of shape {shape}"
+        )
+    return ops.cast(mask, "bool")
+
+
+# One compiled function per rank, as in `_tensorflow_pair`.
+@functools.lru_cache(maxsize=64)
+def _masked_fn(order, accuracy, padding, scale, rank, fused):
+    rows = masking.stencil_rows(stencils.plan(order, accuracy, padding), scale)
+    return _compiled(functools.partial(masking.masked_forward, rows=rows),
+                     fused)
+
+
+@functools.lru_cache(maxsize=64)
+def _masked_windows_fn(layout, order, rank, fused):
+    return _compiled(functools.partial(masking.masked_windows, layout=layout,
+                                       order=order), fused)
 
 
 # Below this many elements an eager call runs op by op: the whole call takes

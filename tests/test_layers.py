@@ -168,7 +168,7 @@ def test_harness_catches_a_half_precision_output():
         def input_dtype(self):
             return self.compute_dtype
 
-        def compute_output_spec(self, inputs):
+        def compute_output_spec(self, inputs, mask=None):
             return keras.KerasTensor(self.compute_output_shape(inputs.shape),
                                      dtype=self.compute_dtype)
 

@@ -1,0 +1,220 @@
+"""Derivatives of masked sequences: every unmasked run is a sequence of its own.
+
+A Keras mask `(batch, steps)` marks the steps of a padded batch that hold
+data. A derivative along the steps axis never reads a masked step:
+
+- `same`: each maximal run of unmasked steps is differentiated as if it were
+  the whole sequence, with the plan's edge rows at both of its ends, so the
+  accuracy holds up to the last real sample of every run. A run shorter than
+  the plan's minimum length has no estimate of that accuracy: its steps are
+  masked in the output.
+- `causal`: likewise, with the plan's history-less rows at the start of each
+  run; the output mask is the input mask (whether a run will be long enough
+  is not known causally, and every causal row is defined).
+- `valid` and `periodic`: an output is kept where its stencil (wrapped
+  around, for `periodic`) reads unmasked steps only; the others are masked.
+
+Masked outputs are 0, and masked samples are replaced by 0 before any
+arithmetic, so whatever they hold (NaN included) reaches no output.
+
+Everything here is `keras.ops` on the steps axis 1 of tensors whose batch axis
+is 0, as Keras masks are; `fdlayers.ops` decides where it runs.
+"""
+
+from keras import ops
+
+from fdlayers import kernels, stencils
+
+
+def _shift(flags, k):
+    """`flags[:, i - k]` for every step `i` (k may be negative), 0 outside."""
+    reach = abs(k)
+    padded = kernels.pad(flags, 1, reach, reach)
+    return kernels.take(padded, 1, reach - k, (-reach - k) or None)
+
+
+def run_extents(mask, before, after):
+    """How many unmasked steps precede and follow each step within its run.
+
+    Returns int32 tensors `(a, b)` shaped like `mask`: `a[i]` counts the
+    consecutive unmasked steps just before step `i`, capped at `before`;
+    `b[i]` those just after, capped at `after`.
+    """
+    flags = ops.cast(mask, "int32")  # 0/1: padding and products on every backend
+    counts = []
+    for direction, cap in ((1, before), (-1, after)):
+        run = total = ops.zeros_like(flags)
+        for k in range(1, cap + 1):
+            shifted = _shift(flags, direction * k)
+            run = shifted if k == 1 else run * shifted
+            total = total + run
+        counts.append(total)
+    return tuple(counts)
+
+
+def _covered(mask, offsets, periodic):
+    """Whether `mask` holds at every `i + o`, `o` in `offsets`: one entry per
+    step whose offsets all fall inside the sequence (wrapped when `periodic`).
+    """
+    low, high = min(0, *offsets), max(0, *offsets)
+    if periodic:  # x[n - r:] ++ x ++ x[:r]: every step keeps its window.
+        parts = [p for p in (kernels.take(mask, 1, low, None) if low else None,
+                             mask,
+                             kernels.take(mask, 1, 0, high) if high else None)
+                 if p is not None]
+        mask = ops.concatenate(parts, 1) if len(parts) > 1 else mask
+    span = high - low
+    covered = None
+    for o in offsets:
+        part = kernels.take(mask, 1, o - low, (o - low - span) or None)
+        covered = part if covered is None else ops.logical_and(covered, part)
+    return covered
+
+
+def output_mask(mask, layout, padding):
+    """The mask of the derivative of a sequence masked by `mask`.
+
+    `layout` is the `stencils.Plan` (uniform grid) or `stencils.Windows`
+    (coordinates) that differentiates it; see the module docstring.
+    """
+    mask = ops.cast(mask, "bool")
+    if padding == "causal":
+        return mask
+    if padding == "same":
+        cap = layout.min_length - 1
+        before, after = run_extents(mask, cap, cap)
+        return ops.logical_and(mask, before + after + 1 >= layout.min_length)
+    if isinstance(layout, stencils.Windows):
+        offsets = range(layout.width)
+    else:
+        offsets = [int(o) for o in layout.offsets]
+    return _covered(mask, offsets, padding == "periodic")
+
+
+def _along(condition, rank):
+    """A `(batch, steps)` condition against a rank-`rank` tensor's axes 0, 1."""
+    for _ in range(rank - 2):
+        condition = ops.expand_dims(condition, -1)
+    return condition
+
+
+def zero_masked(x, mask):
+    """`x` with the masked steps set to 0."""
+    return ops.where(_along(mask, len(x.shape)), x, ops.zeros_like(x))
+
+
+def _shifted_sum(padded, reach, offsets, weights):
+    """Σ_k weights[k] · x[i + offsets[k]] for every step of `x`, where
+    `padded` is `x` with `reach` zeros before and after along axis 1.
+
+    Terms in column order and zero weights skipped, as `kernels` does, so
+    that a run covering the whole sequence gets the unmasked result.
+    """
+    total = None
+    for o, w in zip(offsets, weights):
+        if w == 0.0:
+            continue
+        term = kernels.take(padded, 1, reach + o, (o - reach) or None) * float(w)
+        total = term if total is None else total + term
+    if total is None:
+        return ops.zeros_like(kernels.take(padded, 1, reach, -reach or None))
+    return total
+
+
+def stencil_rows(plan, scale):
+    """The rows `masked_forward` picks from, for a `same` or `causal` plan.
+
+    Plain Python numbers (they are constants of a traced function), as
+    `(min_length, causal, interior, candidates)`: `interior` is
+    `(offsets, weights)` relative to the output step; each candidate is
+    `(side, count, offsets, weights)`, the row of a step with exactly
+    `count` unmasked steps on `side` ("before" or "after") in its run.
+    """
+    def plain(offsets, weights):
+        return (tuple(int(o) for o in offsets),
+                tuple(float(w) * scale for w in weights))
+
+    candidates = []
+    cols = plan.tail.shape[1]
+    for j, row in enumerate(plan.tail):
+        after = plan.tail.shape[0] - 1 - j
+        candidates.append(("after", after) + plain(
+            [c - cols + 1 + after for c in range(cols)], row))
+    # Head rows last: at the start of a run they win over any tail row.
+    for j, row in enumerate(plan.head):
+        candidates.append(("before", j) + plain(
+            [c - j for c in range(plan.head.shape[1])], row))
+    return (plan.min_length, not plan.tail.shape[0],
+            plain(plan.offsets, plan.weights), tuple(candidates))
+
+
+def masked_forward(x, mask, rows):
+    """The derivative along axis 1 of `x` masked by `mask`, on a uniform grid.
+
+    `rows` is `stencil_rows(plan, scale)`. Every step's row is picked from
+    its place in its run: a head row for the first steps of a run, a tail
+    row for the last, the interior stencil elsewhere; each candidate is one
+    shifted-slice pass over the whole (zero-padded) tensor, and `where`
+    keeps the right one.
+    """
+    min_length, causal, interior, candidates = rows
+    mask = ops.cast(mask, "bool")
+    rank = len(x.shape)
+    cap = max([min_length - 1] + [count for _, count, _, _ in candidates])
+    before, after = run_extents(mask, cap, 0 if causal else cap)
+    counts = {"before": before, "after": after}
+    reach = max(abs(o) for offsets, _ in
+                [interior] + [c[2:] for c in candidates] for o in offsets)
+    padded = kernels.pad(zero_masked(x, mask), 1, reach, reach)
+
+    y = _shifted_sum(padded, reach, *interior)
+    for side, count, offsets, weights in candidates:
+        y = ops.where(_along(counts[side] == count, rank),
+                      _shifted_sum(padded, reach, offsets, weights), y)
+    if causal:
+        return zero_masked(y, mask)
+    return zero_masked(y, ops.logical_and(mask, before + after + 1 >= min_length))
+
+
+def _gather_steps(x, index):
+    """`x[b, index[b, i], ...]` for a `(batch, steps)` integer `index`."""
+    return ops.take_along_axis(x, _along(index, len(x.shape)), axis=1)
+
+
+def masked_windows(x, mask, t, layout, order):
+    """The derivative along axis 1 of `x` masked by `mask`, on coordinates `t`.
+
+    `t` is `(steps,)` or `(batch, steps)`; `layout` a `same` or `causal`
+    `stencils.Windows`. Every step takes the window the unmasked layout
+    would give it if its run were the whole sequence (clamped flush to the
+    run's ends for `same`, backward and shorter at a run's start for
+    `causal`); its weights come from Fornberg's recurrence on the gathered
+    coordinates, in `t`'s dtype, vectorised over batch and steps.
+    """
+    mask = ops.cast(mask, "bool")
+    t = ops.stop_gradient(t) + ops.zeros_like(ops.cast(mask, t.dtype))
+    x = zero_masked(x, mask)
+    m, left = layout.width, layout.left
+    causal = not layout.tail
+    before, after = run_extents(mask, m - 1, 0 if causal else m - 1)
+    steps = ops.shape(x)[1]
+    here = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)
+
+    def window(start, size):
+        index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
+        offsets = [_gather_steps(t, i) - t for i in index]
+        weights = stencils.fornberg(order, offsets)
+        return kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
+                                  for w, i in zip(weights, index)])
+
+    if causal:
+        size = ops.minimum(before, m - 1) + 1
+        y = ops.zeros_like(x)
+        for points in range(order + 1, m + 1):
+            y = ops.where(_along(size == points, len(x.shape)),
+                          window(here - (points - 1), points), y)
+        return zero_masked(y, mask)
+    right = m - 1 - left
+    start = (here - ops.minimum(before, left)
+             - ops.maximum(right - after, 0))
+    return zero_masked(window(start, m), output_mask(mask, layout, "same"))

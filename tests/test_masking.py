@@ -1,0 +1,299 @@
+"""Keras masks: no masked step is ever read; each unmasked run is a sequence.
+
+Backend-neutral: NumPy inputs and `keras.ops` only.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import fdlayers
+from fdlayers import ops as fd_ops
+from fdlayers import stencils
+
+FD = fdlayers.FiniteDifference1D
+
+# Runs of every kind: a post-padded row, a pre-padded row with a hole, a row
+# with a run too short for most stencils, and a fully unmasked row.
+MASK = np.ones((4, 24), dtype=bool)
+MASK[0, 15:] = False
+MASK[1, :6] = False
+MASK[1, 11] = False
+MASK[2, 2:4] = False
+MASK[2, 6:9] = False
+
+
+def _runs(row):
+    steps = np.flatnonzero(row)
+    return np.split(steps, np.flatnonzero(np.diff(steps) > 1) + 1)
+
+
+def _data(rng, channels=2, dtype="float64"):
+    x = rng.standard_normal((4, 24, channels)).astype(dtype)
+    poisoned = x.copy()
+    poisoned[~MASK] = np.nan  # what a masked step holds must not matter
+    return x, poisoned
+
+
+def _numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def _assert_close(actual, desired, x, order, accuracy, padding, spacing=0.5):
+    """Equal up to rounding: where the two sums ran in different orders (one
+    fused by XLA, say), to a few units in the last place of the rounding
+    scale `max|x| · max_row Σ|w| / spacing**order` in `actual`'s dtype."""
+    plan = stencils.plan(order, accuracy, padding)
+    rows = [plan.weights] + list(plan.head) + list(plan.tail)
+    scale = (np.nanmax(np.abs(x)) * max(np.abs(r).sum() for r in rows)
+             / spacing ** order)
+    eps = np.finfo(np.asarray(actual).dtype).eps
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=16 * eps * scale)
+
+
+CASES = [(1, 2), (2, 2), (1, 4), (3, 2)]
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "periodic", "causal"])
+@pytest.mark.parametrize("order,accuracy", CASES)
+def test_a_full_mask_changes_nothing(order, accuracy, padding, rng):
+    """All steps unmasked: bit for bit the unmasked derivative."""
+    accuracy += padding == "causal"
+    x, _ = _data(rng)
+    full = np.ones(MASK.shape, dtype=bool)
+    args = (order, 0.5, accuracy, padding)
+    _assert_close(_numpy(fd_ops.derivative(x, *args, mask=full)),
+                  _numpy(fd_ops.derivative(x, *args)), x, order, accuracy, padding)
+    np.testing.assert_array_equal(
+        _numpy(fd_ops.derivative_mask(full, 3, order, accuracy, padding)),
+        np.ones(_numpy(fd_ops.derivative(x, *args)).shape[:2], dtype=bool))
+
+
+def _spacings(kind, rng):
+    """(spacing argument, the same coordinates as a (batch, steps) array)."""
+    if kind == "uniform":
+        return 0.5, np.broadcast_to(0.5 * np.arange(24.0), MASK.shape)
+    if kind == "coordinates":
+        coordinates = np.cumsum(rng.uniform(0.5, 1.5, 24))
+        return coordinates, np.broadcast_to(coordinates, MASK.shape)
+    times = np.cumsum(rng.uniform(0.5, 1.5, MASK.shape), axis=1)
+    return keras.ops.convert_to_tensor(times), times
+
+
+@pytest.mark.parametrize("kind", ["uniform", "coordinates", "per-sample"])
+@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("order,accuracy", CASES[:3])
+def test_each_run_is_differentiated_as_its_own_sequence(
+        order, accuracy, padding, kind, rng):
+    """The derivative on a run equals the derivative of the run cut out.
+
+    Masked steps hold NaN; none reaches an output. A `same` run shorter than
+    the minimum length is masked; `causal` keeps the input mask.
+    """
+    accuracy += padding == "causal" and order > 1
+    x, poisoned = _data(rng)
+    spacing, coordinates = _spacings(kind, rng)
+    irregular = kind != "uniform"
+    y = _numpy(fd_ops.derivative(poisoned, order, spacing, accuracy, padding,
+                                 mask=MASK))
+    mask = _numpy(fd_ops.derivative_mask(MASK, 3, order, accuracy, padding,
+                                         irregular=irregular))
+    minimum = (stencils.windows if irregular else stencils.plan)(
+        order, accuracy, padding).min_length
+    assert not np.isnan(y).any()
+    np.testing.assert_array_equal(y[~mask], 0.0)
+    long_runs = 0
+    for b in range(len(MASK)):
+        for run in _runs(MASK[b]):
+            if padding == "same" and len(run) < minimum:
+                assert not mask[b, run].any(), (b, run)
+                continue
+            assert mask[b, run].all(), (b, run)
+            run_spacing = 0.5 if kind == "uniform" else coordinates[b, run]
+            if len(run) < minimum:  # causal: every row of a short run is defined
+                continue
+            want = _numpy(fd_ops.derivative(x[b:b + 1, run], order, run_spacing,
+                                            accuracy, padding))
+            # Non-uniform weights: their size sets the scale, not the plan's.
+            _assert_close(y[b:b + 1, run], want, x, order, accuracy, padding,
+                          0.5 if kind == "uniform" else 0.25)
+            long_runs += 1
+    assert long_runs >= 4
+    np.testing.assert_array_equal(mask & ~MASK, False)
+
+
+def _eroded(offsets, periodic):
+    """NumPy: whether every step `i + o` is unmasked, per output step."""
+    low, high = min(offsets), max(offsets)
+    steps = MASK.shape[1]
+    outputs = range(steps) if periodic else range(-low, steps - high)
+    return np.array([[all(row[(i + o) % steps] if periodic else row[i + o]
+                          for o in offsets) for i in outputs] for row in MASK])
+
+
+@pytest.mark.parametrize("padding", ["valid", "periodic"])
+@pytest.mark.parametrize("order,accuracy", CASES)
+def test_valid_and_periodic_mask_what_reaches_a_masked_step(
+        order, accuracy, padding, rng):
+    x, poisoned = _data(rng)
+    y = _numpy(fd_ops.derivative(poisoned, order, 0.5, accuracy, padding,
+                                 mask=MASK))
+    mask = _numpy(fd_ops.derivative_mask(MASK, 3, order, accuracy, padding))
+    offsets = list(stencils.plan(order, accuracy, padding).offsets)
+    np.testing.assert_array_equal(mask, _eroded(offsets, padding == "periodic"))
+    want = _numpy(fd_ops.derivative(x, order, 0.5, accuracy, padding))
+    _assert_close(y[mask], want[mask], x, order, accuracy, padding)
+    np.testing.assert_array_equal(y[~mask], 0.0)
+
+
+def test_valid_on_coordinates_masks_what_reaches_a_masked_step(rng):
+    x, poisoned = _data(rng)
+    coordinates = np.cumsum(rng.uniform(0.5, 1.5, 24))
+    y = _numpy(fd_ops.derivative(poisoned, 2, coordinates, 2, "valid",
+                                 mask=MASK))
+    mask = _numpy(fd_ops.derivative_mask(MASK, 3, 2, 2, "valid",
+                                         irregular=True))
+    np.testing.assert_array_equal(mask, _eroded(range(4), False))
+    want = _numpy(fd_ops.derivative(x, 2, coordinates, 2, "valid"))
+    _assert_close(y[mask], want[mask], x, 2, 2, "valid", 0.25)
+    np.testing.assert_array_equal(y[~mask], 0.0)
+
+
+def test_along_another_axis_the_mask_passes_through(rng):
+    x, poisoned = _data(rng, channels=6)
+    y = _numpy(fd_ops.derivative(poisoned, 1, 1.0, 2, "valid", axis=2,
+                                 mask=MASK))
+    np.testing.assert_array_equal(
+        _numpy(fd_ops.derivative_mask(MASK, 3, 1, 2, "valid", axis=2)), MASK)
+    want = _numpy(fd_ops.derivative(x, 1, 1.0, 2, "valid", axis=2))
+    _assert_close(y[MASK], want[MASK], x, 1, 2, "valid", 1.0)
+    np.testing.assert_array_equal(y[~MASK], 0.0)
+
+
+@pytest.mark.parametrize("mask,shape", [
+    (np.ones((4, 23), bool), "(4, 23)"),
+    (np.ones((4,), bool), "(4,)"),
+    (np.ones((4, 24, 2), bool), "(4, 24, 2)"),
+])
+def test_a_mask_of_the_wrong_shape_is_refused(mask, shape, rng):
+    x, _ = _data(rng)
+    with pytest.raises(ValueError, match=r"`mask` must have the shape "
+                       r"\(batch, steps\).*Received: mask of shape "
+                       + shape.replace("(", r"\(").replace(")", r"\)")):
+        fd_ops.derivative(x, mask=mask)
+
+
+def _lengths_and_padded(rng, pre):
+    lengths = [24, 17, 9, 5]
+    x = np.zeros((4, 24, 2), dtype="float32")
+    series = [rng.standard_normal((n, 2)).astype("float32") + 2.0
+              for n in lengths]
+    for row, s in zip(x, series):
+        if pre:
+            row[24 - len(s):] = s
+        else:
+            row[:len(s)] = s
+    return series, x
+
+
+@pytest.mark.parametrize("pre", [False, True], ids=["post-padded", "pre-padded"])
+def test_masking_then_derivative_then_lstm(pre, rng):
+    """Masking → FiniteDifference1D → LSTM sees each series as if unpadded.
+
+    No "destroy the mask" warning; each row's LSTM state equals the state
+    after the unpadded series alone, and `predict` (compiled) agrees.
+    """
+    series, x = _lengths_and_padded(rng, pre)
+    inputs = keras.Input((None, 2))
+    masked = keras.layers.Masking(0.0)(inputs)
+    features = FD(order=1, spacing=0.1)(masked)
+    outputs = keras.layers.LSTM(3, seed=1)(features)
+    model = keras.Model(inputs, outputs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*mask.*")
+        y = _numpy(model(x))
+        predicted = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predicted, y, rtol=1e-5, atol=1e-6)
+    for row, s in zip(y, series):
+        alone = _numpy(model(s[None]))[0]
+        np.testing.assert_allclose(row, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_the_layer_computes_and_propagates_the_mask(rng):
+    x = rng.standard_normal((4, 24, 2)).astype("float32")
+    x[~MASK] = 0.0
+    for padding in ("same", "valid", "periodic", "causal"):
+        layer = FD(order=2, padding=padding)
+        masked = keras.layers.Masking(0.0)
+        inputs = keras.Input((24, 2))
+        symbolic = layer(masked(inputs))
+        model = keras.Model(inputs, symbolic)
+        assert model.outputs[0].shape[1] == (22 if padding == "valid" else 24)
+        mask = _numpy(layer.compute_mask(x, keras.ops.convert_to_tensor(MASK)))
+        np.testing.assert_array_equal(
+            mask, _numpy(fd_ops.derivative_mask(MASK, 3, 2, 2, padding)))
+        y = _numpy(model(x))
+        np.testing.assert_array_equal(y[~mask], 0.0)
+        np.testing.assert_array_equal(
+            y, _numpy(fd_ops.derivative(x, 2, 1.0, 2, padding, mask=MASK)))
+
+
+def test_a_masked_per_sample_layer_takes_the_mask_of_x(rng):
+    x, poisoned = _data(rng, dtype="float32")
+    times = np.cumsum(rng.uniform(0.5, 1.5, MASK.shape), axis=1)
+    layer = FD(order=1)
+    y = _numpy(layer([poisoned, times.astype("float32")],
+                     mask=[keras.ops.convert_to_tensor(MASK), None]))
+    want = _numpy(fd_ops.derivative(poisoned, 1, times.astype("float32"),
+                                    mask=MASK))
+    np.testing.assert_array_equal(y, want)
+    assert not np.isnan(y).any()
+
+
+def _input_gradient(fn, x):
+    """d Σ fn(x) / dx on the current backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(fn(x))
+        return tape.gradient(total, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
+@pytest.mark.parametrize("padding", ["same", "causal", "valid"])
+def test_the_gradient_stays_inside_each_run(padding, rng):
+    """Masked steps get no gradient, even holding NaN; each run's gradient
+    is that of the run alone."""
+    x, poisoned = _data(rng, dtype="float32")
+    weights = rng.standard_normal(x.shape).astype("float32")
+    if padding == "valid":
+        weights = weights[:, 1:-1]
+
+    def loss(v, mask=MASK):
+        return keras.ops.multiply(
+            fd_ops.derivative(v, 1, 0.5, 2, padding, mask=mask), weights)
+
+    grad = _input_gradient(loss, poisoned)
+    assert not np.isnan(grad).any()
+    np.testing.assert_array_equal(grad[~MASK], 0.0)
+    if padding != "valid":  # same, causal: compare with each long run alone
+        for b, run in [(0, _runs(MASK[0])[0]), (1, _runs(MASK[1])[1])]:
+            alone = _input_gradient(
+                lambda v: keras.ops.multiply(
+                    fd_ops.derivative(v, 1, 0.5, 2, padding),
+                    weights[b:b + 1, run]), x[b:b + 1, run])
+            _assert_close(grad[b:b + 1, run], alone, weights, 1, 2, padding)
