@@ -4,8 +4,10 @@ Public API:
 
 - `coefficients(order, offsets, exact=False)` and `stencil(order, accuracy, kind)`:
   stencil mathematics (NumPy only);
-- `derivative(x, order, spacing, accuracy, padding, axis)`: the tensor op;
-- `FiniteDifference1D`: the Keras layer.
+- `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
+- `FiniteDifference1D`: the Keras layer;
+- `input_derivatives(model, x, order)`: a model's derivatives with respect to
+  its input by autodiff, zeros where the truth is zero (never None).
 """
 
 __version__ = "0.1.0"
@@ -13,6 +15,7 @@ __version__ = "0.1.0"
 from fdlayers.stencils import coefficients, stencil  # noqa: E402
 from fdlayers.ops import derivative  # noqa: E402
 from fdlayers.layers import FiniteDifference1D  # noqa: E402
+from fdlayers.autodiff import input_derivatives  # noqa: E402
 
-__all__ = ["FiniteDifference1D", "coefficients", "derivative", "stencil",
-           "__version__"]
+__all__ = ["FiniteDifference1D", "coefficients", "derivative",
+           "input_derivatives", "stencil", "__version__"]
