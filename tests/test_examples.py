@@ -66,3 +66,34 @@ def test_series_derivative_prints_three_everywhere(run_example):
         line = re.search(rf"{label}:\s*\[([^\]]*)\]", out)
         assert line, out
         assert [float(v) for v in line.group(1).split()] == [3.0] * 4, line.group(0)
+
+
+def test_second_derivative_none_answers_with_zeros(run_example):
+    out = run_example("second_derivative_none.py").stdout
+    assert "linear network, nested GradientTapes: dy/dx has shape (1025, 1), " \
+           "d2y/dx2 is None" in out, out
+    assert re.search(r"linear network, input_derivatives: dy/dx in "
+                     r"\[(\S+), \1\], d2y/dx2 in \[0\.0000, 0\.0000\]", out), out
+    assert "tanh network, nested GradientTapes: dy/dx has shape (1025, 1), " \
+           "d2y/dx2 is (1025, 1)" in out, out
+    # Autodiff and finite differences agree (accuracy 4, h = 1/256).
+    errors = [float(e) for e in re.findall(r"autodiff\| = (\S+)", out)]
+    assert len(errors) == 4 and max(errors) < 1e-8, out
+
+
+def test_convergence_slopes_are_the_accuracies(run_example, tmp_path):
+    out = run_example("convergence.py").stdout
+    rows = re.findall(r"^\s+(\d)\s+(\d)\s+(\S+)\s+(\S+)$", out, flags=re.M)
+    assert len(rows) == 6, out
+    for order, accuracy, interior, edges in rows:
+        for fitted in (interior, edges):
+            assert abs(float(fitted) - int(accuracy)) < 0.3, (order, accuracy, out)
+
+
+def test_learn_dynamics_recovers_the_coefficients(run_example):
+    out = run_example("learn_dynamics.py").stdout
+    true = re.search(r"true\s+(\S+)\s+(\S+)", out)
+    learned = re.search(r"learned, clean samples\s+(\S+)\s+(\S+)", out)
+    assert true and learned, out
+    for want, got in zip(true.groups(), learned.groups()):
+        assert abs(float(got) / float(want) - 1) < 1e-3, out
