@@ -1,13 +1,25 @@
 """The `fdlayers` command line.
 
-    fdlayers demo      differentiate tf.range series and report the errors
-                       against the analytic derivatives
+    fdlayers demo   differentiate tf.range series and print the errors against
+                    the analytic derivatives (--plot also draws them)
+    fdlayers diff   differentiate the columns of a CSV or .npy file
+
+Exit status: 0 on success; 2 for an error in the arguments or in the data,
+reported as one line on stderr (`fdlayers diff: error: ...`), never as a
+traceback. matplotlib is optional: only `--plot` needs it.
 """
 
 import argparse
+import csv
+import dataclasses
 import math
 import os
 import sys
+
+
+class CommandError(Exception):
+    """An error in the arguments or the data: one line on stderr, status 2."""
+
 
 # (name, f, derivative of order n) on float64 tensors; the derivatives are
 # written out analytically so that the demo compares with the truth.
@@ -73,7 +85,10 @@ def _edge_text(error):
 
 
 def demo(args):
-    """Print the error table and the original tf.range example."""
+    """Print the error table and the original tf.range example; with
+    `--plot`, draw the derivatives and the convergence to a figure."""
+    if args.plot:
+        _check_figure_path(args.plot)
     import keras
     import numpy as np
 
@@ -118,13 +133,492 @@ def demo(args):
           "log2 of the worst error's\nratio when h halves; it approaches the "
           "accuracy (or exceeds it where the leading\nerror term vanishes). "
           "Polynomials of degree < order + accuracy are exact.")
+    if args.plot:
+        _demo_figure(args.plot)
+        print(f"\nwrote {args.plot}")
     return 0
 
 
+def _demo_figure(path):
+    """Two panels: sin(t) on a coarse grid and its derivatives of orders 1-3
+    (edges included); the max |error| against h, whose slope is the accuracy."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    import fdlayers
+
+    def derivative(x, order, h, accuracy):
+        y = fdlayers.derivative(x.reshape(1, -1, 1), order, h, accuracy)
+        return np.asarray(y)[0, :, 0]
+
+    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    t = np.linspace(0, 2 * np.pi, 17)
+    fine = np.linspace(0, 2 * np.pi, 400)
+    for order, color in zip(range(4), ("0.4", "C0", "C1", "C2")):
+        left.plot(fine, np.sin(fine + order * np.pi / 2), color=color, lw=1,
+                  label="sin t" if order == 0 else f"order {order}")
+        if order:
+            left.plot(t, derivative(np.sin(t), order, t[1] - t[0], 2), "o",
+                      color=color, ms=4, fillstyle="none")
+    left.set(xlabel="t", title="sin t, 17 samples: derivatives (accuracy 2, "
+             "marks) and truth (lines)")
+    left.title.set_fontsize(9)
+    left.legend(fontsize=8)
+
+    # e^(t/2) on [0, 2]: smooth but not periodic, so the edges count.
+    for order, accuracy in [(1, 2), (1, 4), (1, 6), (2, 2), (2, 4), (3, 2)]:
+        hs, errors = [], []
+        for steps in (16, 32, 64, 128, 256, 512):
+            t = np.linspace(0, 2, steps)
+            y = derivative(np.exp(t / 2), order, t[1] - t[0], accuracy)
+            hs.append(t[1] - t[0])
+            errors.append(np.abs(y - np.exp(t / 2) / 2 ** order).max())
+        right.loglog(hs, errors, "o-", ms=3, lw=1,
+                     label=f"order {order}, accuracy {accuracy}")
+    right.set(xlabel="spacing h", ylabel="max |error|, edges included",
+              title="e^(t/2) on [0, 2]: the error falls as h^accuracy\n"
+                    "until float64 rounding takes over")
+    right.title.set_fontsize(9)
+    right.legend(fontsize=8)
+    _save_figure(figure, path)
+
+
+# diff ------------------------------------------------------------------------
+
+_DATA_EXTENSIONS = (".csv", ".npy")
+
+
+@dataclasses.dataclass
+class Table:
+    """A data file as read, ready to differentiate.
+
+    Attributes:
+        header: the names of all its columns, for CSV output; `rows` their
+            cells as text, one list per sample (None for .npy: `cells` makes
+            them from `values`).
+        names: the columns to differentiate; `values` their samples,
+            float64 of shape (steps, channels).
+        time: the time column's name and `times` its float64 samples, or
+            None and None.
+        copied: the columns neither differentiated nor time (not numeric).
+        vector: whether the file held one series as a 1-D .npy array.
+    """
+
+    header: list
+    rows: list
+    names: list
+    values: object
+    time: str = None
+    times: object = None
+    copied: list = dataclasses.field(default_factory=list)
+    vector: bool = False
+
+    @property
+    def steps(self):
+        return self.values.shape[0]
+
+    def cells(self, start, stop):
+        """Rows `start:stop` of all the columns, as text."""
+        if self.rows is not None:
+            return self.rows[start:stop]
+        return [[repr(v) for v in row] for row in self.values[start:stop].tolist()]
+
+
+def _extension(path, what):
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in _DATA_EXTENSIONS:
+        raise CommandError(
+            f"{what} {path} has the unknown extension "
+            f"{extension or '(none)'!r}: expected .csv or .npy")
+    return extension
+
+
+def _read_error(path, error):
+    if isinstance(error, FileNotFoundError):
+        return CommandError(f"no such file: {path}")
+    if isinstance(error, IsADirectoryError):
+        return CommandError(f"{path} is a directory, not a data file")
+    return CommandError(f"cannot read {path}: {error.strerror or error}")
+
+
+def _number(text):
+    """`text` as a float, or None where it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _listing(names, limit=8):
+    """`a, b, c`, shortened to `a, b, ... z (N columns)` past `limit`."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit - 2])}, ..., {names[-1]} ({len(names)} columns)"
+
+
+def read_csv(path, columns=None, time_column=None, header=True):
+    """Read a CSV file: a header row of names, then one row per sample.
+
+    Differentiates `columns` (names), else every numeric column but the time
+    column: a column is numeric when any of its values is a number, and then
+    every value must be a finite number. Blank lines are skipped.
+    """
+    try:
+        # utf-8-sig: spreadsheets often start their CSV exports with a BOM.
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file)
+            records = [(reader.line_num, row) for row in reader if row]
+    except OSError as error:
+        raise _read_error(path, error) from None
+    except UnicodeDecodeError:
+        raise CommandError(f"cannot read {path}: it is not UTF-8 text") from None
+    except csv.Error as error:
+        raise CommandError(f"cannot read {path} as CSV: {error}") from None
+    if not records:
+        raise CommandError(f"{path} is empty")
+    if header:
+        (line, names), records = records[0], records[1:]
+        names = [name.strip() or f"col{k + 1}" for k, name in enumerate(names)]
+        if all(_number(name) is not None for name in names):
+            raise CommandError(
+                f"{path} line {line} holds numbers, not column names: add a "
+                "header row, or pass --no-header")
+        for k, name in enumerate(names):
+            if name in names[:k]:
+                raise CommandError(
+                    f"{path} has two columns named {name!r} (columns "
+                    f"{names.index(name) + 1} and {k + 1})")
+        if not records:
+            raise CommandError(f"{path} has a header but no data rows")
+    else:
+        names = [f"col{k + 1}" for k in range(len(records[0][1]))]
+    for line, row in records:
+        if len(row) != len(names):
+            raise CommandError(
+                f"{path} line {line} has {len(row)} fields, but there are "
+                f"{len(names)} columns ({_listing(names)})")
+
+    def find(name):
+        if name not in names:
+            raise CommandError(
+                f"no column {name!r} in {path}; its columns are {_listing(names, 20)}")
+        return names.index(name)
+
+    time = None if time_column is None else find(time_column)
+    if columns:
+        chosen = [find(name) for name in dict.fromkeys(columns)]
+        if time in chosen:
+            raise CommandError(
+                f"column {time_column!r} is the time column; it cannot be "
+                "differentiated too")
+    else:
+        chosen = [k for k in range(len(names)) if k != time and any(
+            _number(row[k]) is not None for _, row in records)]
+        if not chosen:
+            raise CommandError(
+                f"{path} has no numeric column to differentiate; its "
+                f"columns are {_listing(names, 20)}")
+    values = [_column(path, records, k, names[k]) for k in chosen]
+    times = None
+    if time is not None:
+        times = _column(path, records, time, names[time])
+        _check_increasing(path, records, time, names[time], times)
+    copied = [name for k, name in enumerate(names) if k != time and k not in chosen]
+    import numpy as np
+
+    return Table(names, [row for _, row in records],
+                 [names[k] for k in chosen], np.stack(values, axis=1),
+                 time_column, times, copied)
+
+
+def _column(path, records, k, name):
+    """Column `k` as float64, or a CommandError naming the line of a bad value."""
+    import numpy as np
+
+    values = np.empty(len(records))
+    for i, (line, row) in enumerate(records):
+        value = _number(row[k])
+        if value is None or not math.isfinite(value):
+            where = f"{path} line {line}, column {name!r}"
+            if not row[k].strip():
+                raise CommandError(f"{where} is empty")
+            kind = "number" if value is None else "finite number"
+            raise CommandError(f"{where}: {row[k]!r} is not a {kind}")
+        values[i] = value
+    return values
+
+
+def _check_increasing(path, records, k, name, times):
+    import numpy as np
+
+    bad = np.flatnonzero(~(np.diff(times) > 0))
+    if bad.size:
+        i = bad[0]
+        (line, row), (next_line, next_row) = records[i], records[i + 1]
+        raise CommandError(
+            f"time column {name!r} must increase strictly: {path} line "
+            f"{next_line} has {next_row[k].strip()} after {row[k].strip()} "
+            f"on line {line}")
+
+
+def read_npy(path):
+    """Read a .npy file: a 1-D series (steps,) or a 2-D array (steps,
+    channels) of real numbers, all finite; axis 0 is the steps axis."""
+    import numpy as np
+
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        raise _read_error(path, error) from None
+    except (OSError, ValueError, EOFError):
+        # np.load names pickles for any file without the .npy magic number.
+        raise CommandError(f"cannot read {path}: it is not a NumPy .npy file") from None
+    if not isinstance(values, np.ndarray):
+        raise CommandError(f"cannot read {path}: it is not a NumPy .npy file")
+    if values.dtype.kind not in "iuf":
+        raise CommandError(
+            f"{path} holds values of dtype {values.dtype}: expected real numbers")
+    if values.ndim not in (1, 2):
+        raise CommandError(
+            f"{path} has shape {values.shape}: expected a 1-D series (steps,) "
+            "or a 2-D array (steps, channels)")
+    values = values.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        index = ", ".join(map(str, bad[0]))
+        raise CommandError(
+            f"{path}[{index}] is {values[tuple(bad[0])]}: values must be finite")
+    vector = values.ndim == 1
+    if vector:
+        names, values = ["x"], values[:, np.newaxis]
+    else:
+        names = [f"x{k}" for k in range(values.shape[1])]
+    return Table(names, None, names, values, vector=vector)
+
+
+def _check_arguments(args):
+    """fdlayers' own checks of order, accuracy, padding and spacing.
+
+    Returns:
+        The stencil layout: its `min_length`, and for padding 'valid' how
+        many rows each end loses.
+    """
+    from fdlayers import ops, stencils
+
+    try:
+        order, _, accuracy, padding = ops.check_arguments(
+            args.order, args.spacing, args.accuracy, args.padding)
+        if args.time_column is not None:
+            return stencils.windows(order, accuracy, padding)
+        return stencils.plan(order, accuracy, padding)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
+
+
+def _edge_rows(layout, padding):
+    """Rows without an output at the start and at the end of the series."""
+    if padding.lower() != "valid":
+        return 0, 0
+    from fdlayers import stencils
+
+    if isinstance(layout, stencils.Windows):  # a non-uniform grid
+        return layout.left, layout.right
+    radius = layout.width // 2  # the central stencil of a uniform grid
+    return radius, radius
+
+
+def _output_path(args):
+    if args.output is None:
+        stem, extension = os.path.splitext(args.file)
+        return f"{stem}.d{args.order}{extension}"
+    _extension(args.output, "output")
+    if os.path.exists(args.output) and os.path.samefile(args.output, args.file):
+        raise CommandError(f"refusing to overwrite the input file {args.file}")
+    return args.output
+
+
+def _read(args, extension):
+    if extension == ".csv":
+        return read_csv(args.file, args.column, args.time_column, args.header)
+    for option, given in (("--column", args.column),
+                          ("--time-column", args.time_column),
+                          ("--no-header", not args.header)):
+        if given:
+            raise CommandError(
+                f"{option} needs a CSV file; every column of a .npy file "
+                "is differentiated, with a uniform --spacing")
+    return read_npy(args.file)
+
+
+def _write(output, table, names, derivative, first, stop):
+    """Write the derivative of rows `first:stop`; return the columns written."""
+    import numpy as np
+
+    try:
+        if output.lower().endswith(".npy"):
+            with open(output, "wb") as file:  # np.save(name) appends ".npy"
+                np.save(file, derivative[:, 0] if table.vector else derivative)
+            return names
+        with open(output, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(table.header + names)
+            for row, values in zip(table.cells(first, stop), derivative.tolist()):
+                # repr: the shortest text that reads back as the same float64.
+                writer.writerow(row + [repr(v) for v in values])
+        return table.header + names
+    except OSError as error:
+        raise CommandError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def diff(args):
+    """Differentiate a data file and write the derivative next to it."""
+    import numpy as np
+
+    import fdlayers
+
+    extension = _extension(args.file, "input file")
+    layout = _check_arguments(args)
+    if args.plot:
+        _check_figure_path(args.plot)
+    table = _read(args, extension)
+    output = _output_path(args)
+    padding = args.padding.lower()
+    steps = "rows" if extension == ".csv" else "steps"
+    if table.steps < layout.min_length:
+        raise CommandError(
+            f"{args.file} has {table.steps} "
+            f"{'rows' if extension == '.csv' else 'steps along axis 0'}; order "
+            f"{args.order}, accuracy {args.accuracy}, padding {padding!r} need "
+            f"at least {layout.min_length}")
+    names = [f"d{args.order}_{name}" for name in table.names]
+    if output.lower().endswith(".csv"):
+        for name in names:
+            if name in table.header:
+                raise CommandError(
+                    f"{args.file} already has a column {name!r}; pick the "
+                    "columns to differentiate with --column")
+
+    spacing = table.times if table.times is not None else args.spacing
+    derivative = np.asarray(fdlayers.derivative(
+        table.values[np.newaxis], args.order, spacing, args.accuracy, padding))[0]
+    first, last = _edge_rows(layout, padding)
+    stop = table.steps - last
+    columns = _write(output, table, names, derivative, first, stop)
+
+    if table.time is not None:
+        times = table.times
+        along = f"along column {table.time!r} ({times[0]:g} to {times[-1]:g})"
+    else:
+        times = np.arange(table.steps) * args.spacing
+        along = f"with spacing {args.spacing:g}"
+    copied = f"; copying {_listing(table.copied)} (not numeric)" if table.copied else ""
+    dropped = (f" (padding 'valid' drops {first} at the start and {last} at "
+               "the end)" if first or last else "")
+    print(f"{args.file}: {table.steps} {steps}; differentiating "
+          f"{_listing(table.names)} {along}{copied}")
+    print(f"order {args.order}, accuracy {args.accuracy}, padding {padding!r}, float64")
+    print(f"wrote {output}: {stop - first} {steps}{dropped}; "
+          f"columns {_listing(columns)}")
+    if args.plot:
+        _diff_figure(args.plot, table, times, slice(first, stop), derivative,
+                     names, f"{os.path.basename(args.file)}: order {args.order}, "
+                     f"accuracy {args.accuracy}, padding {padding!r}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _diff_figure(path, table, times, rows, derivative, names, title):
+    """The data (top) and its derivative (bottom) against time."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    style = {"marker": "." if table.steps <= 200 else None, "lw": 1}
+    for k, name in enumerate(table.names):
+        line, = top.plot(times, table.values[:, k], label=name, **style)
+        bottom.plot(times[rows], derivative[:, k], label=names[k],
+                    color=line.get_color(), **style)
+    top.set(ylabel="data", title=title)
+    bottom.set(xlabel=table.time or "t = step × spacing", ylabel="derivative")
+    if len(names) <= 10:  # a longer legend would hide the curves
+        top.legend(fontsize=8)
+        bottom.legend(fontsize=8)
+    _save_figure(figure, path)
+
+
+def _check_figure_path(path):
+    """Fail early, before any work: without matplotlib, or for a format
+    matplotlib cannot write."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CommandError(
+            "--plot needs matplotlib, which is not installed "
+            "(pip install matplotlib)") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in formats:
+        raise CommandError(
+            f"--plot {path}: matplotlib cannot write {extension!r}; use one "
+            f"of .{', .'.join(sorted(formats))}")
+
+
+def _save_figure(figure, path):
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+# parser ----------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `prog: error: message`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+_DIFF_EPILOG = """\
+files:
+  CSV    a header row of column names, then one row per sample, comma
+         separated, UTF-8. Every numeric column but the time column is
+         differentiated unless --column picks some; columns of text (labels,
+         dates) are copied unchanged. Any non-number in a numeric column,
+         an empty value, nan or inf is an error naming its line.
+  .npy   a 1-D series (steps,) or a 2-D array (steps, channels): axis 0 is
+         the steps axis, every channel is differentiated, with --spacing.
+
+output (-o OUT, by extension; default next to the data with the order in
+the name: data.csv -> data.d1.csv, data.npy -> data.d1.npy):
+  CSV    the original columns, then d<order>_<name> for each differentiated
+         column (a .npy input's columns are x, or x0, x1, ...), each value
+         written as the shortest text that reads back as the same float64.
+  .npy   the derivative alone, float64: (steps,) for a 1-D .npy input,
+         else (steps, channels), channels in column order.
+
+padding:
+  same      every row, one-sided stencils of the same accuracy at the ends
+  valid     only rows with a full stencil: the rows at each end are dropped,
+            and with them their time and other columns, so rows stay aligned
+  causal    past rows only; the first <order> rows have no estimate and are 0
+  periodic  the series wraps around (uniform spacing only)
+
+Exit status: 0 on success, 2 for any error in the
+arguments or the data (one line on stderr).
+
+example:
+  fdlayers diff walk.csv --time-column t --order 2 --accuracy 4 --plot walk.png
+"""
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fdlayers",
         description="Finite-difference derivatives of sampled series.",
+        epilog="Errors exit with status 2 and one line on stderr.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
@@ -139,11 +633,56 @@ def build_parser():
                              help="number of samples (default 64)")
     demo_parser.add_argument("--spacing", type=_spacing, default=0.1,
                              help="sample spacing h (default 0.1)")
-    demo_parser.set_defaults(run=demo)
+    demo_parser.add_argument(
+        "--plot", nargs="?", const="fdlayers-demo.png", metavar="PNG",
+        help="also draw derivatives of sin t and the error against h to a "
+             "figure (default name fdlayers-demo.png; needs matplotlib)")
+    demo_parser.set_defaults(run=demo, parser=demo_parser)
+
+    diff_parser = commands.add_parser(
+        "diff",
+        help="differentiate the columns of a CSV or .npy file",
+        description="Differentiate the columns of a CSV or .npy file along "
+                    "its rows with\nfdlayers, in float64, and write the "
+                    "derivative next to the data.",
+        epilog=_DIFF_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diff_parser.add_argument("file", metavar="FILE", help="a .csv or .npy file")
+    diff_parser.add_argument(
+        "--column", action="append", metavar="NAME",
+        help="a CSV column to differentiate; repeat for several (default: "
+             "every numeric column but the time column)")
+    diff_parser.add_argument("--order", type=int, default=1, metavar="N",
+                             help="derivative order, an integer ≥ 1 (default 1)")
+    diff_parser.add_argument(
+        "--accuracy", type=int, default=2, metavar="A",
+        help="formal order of accuracy, an integer ≥ 1, even unless "
+             "--padding causal (default 2)")
+    diff_parser.add_argument(
+        "--padding", default="same", metavar="P",
+        help="same, valid, causal or periodic (default same; see below)")
+    where = diff_parser.add_mutually_exclusive_group()
+    where.add_argument("--spacing", type=float, default=1.0, metavar="H",
+                       help="uniform sample spacing (default 1)")
+    where.add_argument(
+        "--time-column", metavar="NAME",
+        help="a CSV column of sample times, strictly increasing, possibly "
+             "non-uniform; it is copied, not differentiated")
+    diff_parser.add_argument(
+        "--no-header", dest="header", action="store_false",
+        help="the CSV has no header row; its columns are col1, col2, ...")
+    diff_parser.add_argument("-o", "--output", metavar="OUT",
+                             help="output file, .csv or .npy (default: see below)")
+    diff_parser.add_argument(
+        "--plot", metavar="PNG",
+        help="also draw the data and the derivative against time (any "
+             "format matplotlib writes: .png, .pdf, .svg, ...)")
+    diff_parser.set_defaults(run=diff, parser=diff_parser)
     return parser
 
 
-def _number(kind, allowed, description):
+def _number_type(kind, allowed, description):
     """An argparse type: `kind(text)` where `allowed(value)`, else a message."""
     def parse(text):
         try:
@@ -156,14 +695,22 @@ def _number(kind, allowed, description):
     return parse
 
 
-_steps = _number(int, lambda n: n >= 16, "an integer ≥ 16")
-_spacing = _number(float, lambda h: math.isfinite(h) and h > 0, "a positive number")
+_steps = _number_type(int, lambda n: n >= 16, "an integer ≥ 16")
+_spacing = _number_type(float, lambda h: math.isfinite(h) and h > 0, "a positive number")
 
 
 def main(argv=None):
+    """Run the command in `argv` (default `sys.argv[1:]`); return 0.
+
+    Errors exit through `SystemExit(2)` after one line on stderr, as
+    argparse's own do; `--help` exits with `SystemExit(0)`.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        args.parser.error(str(error))
 
 
 if __name__ == "__main__":
