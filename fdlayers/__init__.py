@@ -6,6 +6,7 @@ Public API:
   stencil mathematics (NumPy only);
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
+- `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
 - `input_derivatives(model, x, order)`: a model's derivatives with respect to
   its input by autodiff, zeros where the truth is zero (never None).
 """
@@ -14,8 +15,8 @@ __version__ = "0.1.0"
 
 from fdlayers.stencils import coefficients, stencil  # noqa: E402
 from fdlayers.ops import derivative  # noqa: E402
-from fdlayers.layers import FiniteDifference1D  # noqa: E402
+from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402
 from fdlayers.autodiff import input_derivatives  # noqa: E402
 
-__all__ = ["FiniteDifference1D", "coefficients", "derivative",
-           "input_derivatives", "stencil", "__version__"]
+__all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
+           "derivative", "input_derivatives", "stencil", "__version__"]

@@ -9,10 +9,64 @@ import keras
 import numpy as np
 
 from fdlayers import ops as fd_ops
+from fdlayers import savgol
+
+
+class _SequenceLayer(keras.layers.Layer):
+    """What fdlayers' layers share: the axis, dtypes, shapes and masks.
+
+    A subclass sets its arguments, then implements `_check_input_shape`
+    (the output shape, or an error), `compute_mask` and `call`.
+    """
+
+    def __init__(self, axis=1, **kwargs):
+        super().__init__(**kwargs)
+        fd_ops.check_axis(axis)
+        if axis == 0:
+            raise ValueError(
+                "`axis` must not be the batch axis 0. Received: axis=0"
+            )
+        self.axis = int(axis)
+        self.supports_masking = True
+
+    def _check_rank_and_axis(self, input_shape):
+        rank = len(input_shape)
+        if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
+            raise ValueError(
+                f"`axis` must not be the batch axis: axis={self.axis} is the "
+                f"batch axis for an input of rank {rank}"
+            )
+
+    @property
+    def input_dtype(self):
+        """The dtype float inputs are cast to, which is also the output dtype.
+
+        The policy's variable dtype: its compute dtype, except under a mixed
+        policy (`"mixed_float16"`, `"mixed_bfloat16"`), where it is float32.
+        A derivative amplifies the rounding of its input by
+        `spacing**-order · Σ|w|` (≈ 4·10⁴ for `order=2, spacing=0.01`), so a
+        half-precision input or output would lose every significant digit
+        (or overflow float16); the layer has no variables that could use the
+        half-precision speed anyway.
+        """
+        return self.variable_dtype
+
+    def build(self, input_shape):
+        self._check_input_shape(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self._check_input_shape(input_shape)
+
+    def compute_output_spec(self, inputs, mask=None):
+        # Keras' default would give the compute dtype; `call` returns input_dtype.
+        shapes = keras.tree.map_structure(lambda v: tuple(v.shape), inputs)
+        return keras.KerasTensor(self._check_input_shape(shapes),
+                                 dtype=self.input_dtype)
 
 
 @keras.saving.register_keras_serializable(package="fdlayers")
-class FiniteDifference1D(keras.layers.Layer):
+class FiniteDifference1D(_SequenceLayer):
     """The `order`-th derivative of a sampled series along its steps axis.
 
     For inputs `x[b, i, c] = f_bc(t0 + i·spacing)` the layer returns an
@@ -111,17 +165,10 @@ class FiniteDifference1D(keras.layers.Layer):
 
     def __init__(self, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
                  **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(axis, **kwargs)
         self.order, self.spacing, self.accuracy, self.padding = (
             fd_ops.check_arguments(order, spacing, accuracy, padding)
         )
-        fd_ops.check_axis(axis)
-        if axis == 0:
-            raise ValueError(
-                "`axis` must not be the batch axis 0. Received: axis=0"
-            )
-        self.axis = int(axis)
-        self.supports_masking = True
 
     def _split(self, inputs):
         """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
@@ -146,44 +193,12 @@ class FiniteDifference1D(keras.layers.Layer):
     def _check_input_shape(self, input_shape):
         input_shape, times_shape = self._split(input_shape)
         input_shape = tuple(input_shape)
-        rank = len(input_shape)
-        if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
-            raise ValueError(
-                f"`axis` must not be the batch axis: axis={self.axis} is the "
-                f"batch axis for an input of rank {rank}"
-            )
+        self._check_rank_and_axis(input_shape)
         coordinates = (self.spacing if isinstance(self.spacing, np.ndarray)
                        else None)
         return fd_ops.output_shape(input_shape, self.order, self.accuracy,
                                    self.padding, self.axis, coordinates,
                                    times_shape)
-
-    @property
-    def input_dtype(self):
-        """The dtype float inputs are cast to, which is also the output dtype.
-
-        The policy's variable dtype: its compute dtype, except under a mixed
-        policy (`"mixed_float16"`, `"mixed_bfloat16"`), where it is float32.
-        A derivative amplifies the rounding of its input by
-        `spacing**-order · Σ|w|` (≈ 4·10⁴ for `order=2, spacing=0.01`), so a
-        half-precision input or output would lose every significant digit
-        (or overflow float16); the layer has no variables that could use the
-        half-precision speed anyway.
-        """
-        return self.variable_dtype
-
-    def build(self, input_shape):
-        self._check_input_shape(input_shape)
-        self.built = True
-
-    def compute_output_shape(self, input_shape):
-        return self._check_input_shape(input_shape)
-
-    def compute_output_spec(self, inputs, mask=None):
-        # Keras' default would give the compute dtype; `call` returns input_dtype.
-        shapes = keras.tree.map_structure(lambda v: tuple(v.shape), inputs)
-        return keras.KerasTensor(self._check_input_shape(shapes),
-                                 dtype=self.input_dtype)
 
     def _input_mask(self, mask):
         """The mask of `x` (of `[x, t]`, where each may have one)."""
@@ -218,6 +233,106 @@ class FiniteDifference1D(keras.layers.Layer):
             "spacing": (spacing.tolist() if isinstance(spacing, np.ndarray)
                         else spacing),
             "accuracy": self.accuracy,
+            "padding": self.padding,
+            "axis": self.axis,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fdlayers")
+class SavitzkyGolay1D(_SequenceLayer):
+    """A noise-robust derivative: Savitzky–Golay smoothing and differentiation.
+
+    Each output is the `order`-th derivative, at its point, of the
+    polynomial of degree `polyorder` fitted by least squares to the `window`
+    samples centred on it (`order=0` smooths). It is exact for polynomials
+    of degree ≤ `polyorder`; on noisy samples it averages over the window,
+    where a finite difference multiplies white noise of deviation σ by
+    `≈ spacing**-order · ‖w‖₂` (e.g. `σ·√2/(2h)` for `order=1`). The weights
+    are exact rationals rounded once to float64; the layer has no trainable
+    weights.
+
+    Edges, by `padding`:
+
+    - `"same"` (default): output as long as the input. The first and last
+      `window // 2` points take the derivative of the polynomial fitted to
+      the first and last `window` samples: the result equals
+      `scipy.signal.savgol_filter(x, window, polyorder, deriv=order,
+      delta=spacing, axis=1, mode="interp")`.
+    - `"valid"`: only points with a full window; `window - 1` fewer outputs.
+    - `"periodic"`: the series wraps around (scipy's `mode="wrap"`).
+
+    Masks, dtypes and mixed precision as for `FiniteDifference1D`: under a
+    mask each unmasked run is filtered as a sequence of its own (a `"same"`
+    run shorter than `window` is masked).
+
+    Args:
+        order: derivative order, an integer ≥ 0 and ≤ `polyorder`.
+        window: the number of samples in each fit, an odd integer ≥ 1
+            (at most 255).
+        polyorder: the degree of the fitted polynomial, an integer
+            `0 ≤ polyorder < window` (at most 32).
+        spacing: the sample spacing `h`, a positive finite number.
+        padding: `"same"`, `"valid"` or `"periodic"` (case-insensitive).
+        axis: the axis to filter along; any axis but the batch axis.
+        **kwargs: standard layer arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        A tensor of rank ≥ 2, e.g. `(batch, steps, channels)`, at least
+        `window` steps long; the length along `axis` may be `None`.
+
+    Output shape:
+        The input shape; for `padding="valid"` shorter by `window - 1`
+        along `axis`.
+
+    Example:
+
+    >>> import numpy as np, fdlayers
+    >>> t = np.arange(0.0, 6.0, 0.01)
+    >>> x = (np.sin(t) + np.random.default_rng(0).normal(0, 0.01, t.size))
+    >>> layer = fdlayers.SavitzkyGolay1D(order=1, window=41, polyorder=3,
+    ...                                  spacing=0.01, dtype="float64")
+    >>> bool(np.abs(layer(x.reshape(1, -1, 1))[0, :, 0] - np.cos(t)).max() < 0.2)
+    True
+    """
+
+    def __init__(self, order=1, window=5, polyorder=2, spacing=1.0,
+                 padding="same", axis=1, **kwargs):
+        super().__init__(axis, **kwargs)
+        self.order, self.window, self.polyorder = savgol.check_arguments(
+            order, window, polyorder)
+        self.spacing = fd_ops.check_spacing(spacing)
+        if not isinstance(padding, str) or padding.lower() not in savgol.PADDINGS:
+            raise ValueError(
+                "`padding` must be one of "
+                f"{', '.join(map(repr, savgol.PADDINGS))}. Received: "
+                f"padding={padding!r}")
+        self.padding = padding.lower()
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        self._check_rank_and_axis(input_shape)
+        return fd_ops.savitzky_golay_shape(input_shape, self.order, self.window,
+                                           self.polyorder, self.padding,
+                                           self.axis)
+
+    def compute_mask(self, inputs, mask=None):
+        return fd_ops.savitzky_golay_mask(mask, len(inputs.shape), self.order,
+                                          self.window, self.polyorder,
+                                          self.padding, self.axis)
+
+    def call(self, inputs, mask=None):
+        return fd_ops.savitzky_golay(
+            keras.ops.cast(inputs, self.input_dtype), self.order, self.window,
+            self.polyorder, self.spacing, self.padding, self.axis, mask=mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "order": self.order,
+            "window": self.window,
+            "polyorder": self.polyorder,
+            "spacing": self.spacing,
             "padding": self.padding,
             "axis": self.axis,
         })

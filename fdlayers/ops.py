@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import kernels, masking, stencils
+from fdlayers import kernels, masking, savgol, stencils
 
 # Half-precision inputs are differentiated in float32: the weights of a wide
 # or high-order stencil, scaled by spacing**-order, can exceed float16's range
@@ -59,12 +59,7 @@ def check_arguments(order, spacing, accuracy, padding):
             f"sample coordinates. Received: spacing={spacing!r} of type "
             f"{type(spacing).__name__}"
         )
-    spacing = float(spacing)
-    if not (math.isfinite(spacing) and spacing > 0):
-        raise ValueError(
-            f"`spacing` must be a positive finite number. Received: spacing={spacing}"
-        )
-    return order, spacing, accuracy, padding
+    return order, check_spacing(spacing), accuracy, padding
 
 
 def check_axis(axis, rank=None):
@@ -94,6 +89,13 @@ def output_shape(input_shape, order=1, accuracy=2, padding="same", axis=1,
     coordinates of shape `times_shape` (`(steps,)` or `(batch, steps)`),
     their steps must match the input's where both are known.
     """
+    irregular = coordinates is not None or times_shape is not None
+    return _output_shape(input_shape, _layout(order, accuracy, padding, irregular),
+                         padding, axis, coordinates, times_shape)
+
+
+def _output_shape(input_shape, plan, padding, axis, coordinates=None,
+                  times_shape=None):
     input_shape = tuple(input_shape)
     rank = len(input_shape)
     if rank < 2:
@@ -102,8 +104,6 @@ def output_shape(input_shape, order=1, accuracy=2, padding="same", axis=1,
             f"(batch, steps, channels). Received: input of shape {input_shape}"
         )
     axis = check_axis(axis, rank)
-    irregular = coordinates is not None or times_shape is not None
-    plan = _layout(order, accuracy, padding, irregular)
     length = input_shape[axis]
     if length is not None and length < plan.min_length:
         raise ValueError(_too_short_message(plan, padding, axis, length))
@@ -158,7 +158,7 @@ def _too_short_message(plan, padding, axis, length=None):
                 else "Received: a shorter sequence (its length follows)")
     return (
         f"The input is too short along axis {axis}: padding={padding!r} "
-        f"needs at least {plan.min_length} steps for this order and accuracy. "
+        f"needs at least {plan.min_length} steps for this stencil. "
         + received
     )
 
@@ -276,49 +276,127 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
         order, spacing, accuracy, padding
     )
     coordinates = spacing if isinstance(spacing, np.ndarray) else None
+    x, dtype = _float_input(x)
+    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
+    if times is None and coordinates is None:
+        return _uniform(x, dtype, ("difference", order, accuracy, padding),
+                        spacing ** -order, axis, mask)
+    if times is not None:
+        times = ops.cast(ops.convert_to_tensor(times), compute_dtype)
+    plan = _layout(order, accuracy, padding, True)
+    _output_shape(x.shape, plan, padding, axis, coordinates,
+                  None if times is None else times.shape)
+    axis = check_axis(axis, len(x.shape))
+    x = _check_length(x, plan, padding, axis, coordinates)
+    x = ops.cast(x, compute_dtype)
+    if mask is not None:
+        mask = _check_mask(mask, x)
+    if mask is not None and axis == 1 and padding in ("same", "causal"):
+        t = times if times is not None else ops.convert_to_tensor(
+            coordinates.astype(compute_dtype))
+        y = _masked_windows_fn(plan, order, len(x.shape), _fused(x))(
+            x, mask, _check_times(t, x, axis))
+        return ops.cast(y, dtype)
+    if mask is not None:
+        x = masking.zero_masked(x, mask)
+    if times is not None:
+        y = _per_sample(x, _check_times(times, x, axis), order, accuracy,
+                        padding, axis)
+    else:
+        y = _static_coordinates(x, coordinates, order, accuracy, padding, axis)
+    return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
+
+
+def savitzky_golay(x, order=1, window=5, polyorder=2, spacing=1.0,
+                   padding="same", axis=1, mask=None):
+    """The `order`-th derivative of a Savitzky–Golay fit, along `axis`.
+
+    Each output is the `order`-th derivative, at its point, of the
+    polynomial of degree `polyorder` fitted by least squares to the `window`
+    samples around it (order 0 smooths); see `fdlayers.savgol.plan` for the
+    edges under each `padding` ("same": scipy's `savgol_filter(...,
+    mode="interp")`; "valid"; "periodic"). Dtypes, `axis` and `mask` as in
+    `derivative`.
+    """
+    order, window, polyorder = savgol.check_arguments(order, window, polyorder)
+    if not isinstance(padding, str) or padding.lower() not in savgol.PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {', '.join(map(repr, savgol.PADDINGS))} "
+            f"for a Savitzky–Golay filter. Received: padding={padding!r}")
+    spacing = check_spacing(spacing)
+    x, dtype = _float_input(x)
+    return _uniform(x, dtype, ("savgol", order, window, polyorder,
+                               padding.lower()), spacing ** -order, axis, mask)
+
+
+def savitzky_golay_shape(input_shape, order=1, window=5, polyorder=2,
+                         padding="same", axis=1):
+    """Shape of `savitzky_golay(x, ...)` for `x` of `input_shape`, checked
+    as `output_shape` checks a derivative's."""
+    return _output_shape(input_shape, savgol.plan(order, window, polyorder,
+                                                  padding), padding, axis)
+
+
+def check_spacing(spacing):
+    """A uniform spacing: a positive finite number, as a float."""
+    if isinstance(spacing, bool) or not isinstance(spacing, numbers.Real):
+        raise TypeError(
+            "`spacing` must be a positive finite number. Received: "
+            f"spacing={spacing!r} of type {type(spacing).__name__}")
+    spacing = float(spacing)
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise ValueError(
+            f"`spacing` must be a positive finite number. Received: spacing={spacing}"
+        )
+    return spacing
+
+
+def _float_input(x):
+    """`x` as a float tensor (integers to floatx), and its dtype."""
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not dtype.startswith(("float", "bfloat")):
         x = ops.cast(x, keras.config.floatx())
         dtype = keras.config.floatx()
-    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
-    if times is not None:
-        times = ops.cast(ops.convert_to_tensor(times), compute_dtype)
-    output_shape(x.shape, order, accuracy, padding, axis, coordinates,
-                 None if times is None else times.shape)
+    return x, dtype
+
+
+def _plan_of(spec):
+    """The `stencils.Plan` named by `spec`: `("difference", order, accuracy,
+    padding)` or `("savgol", order, window, polyorder, padding)`."""
+    if spec[0] == "difference":
+        return stencils.plan(*spec[1:])
+    return savgol.plan(*spec[1:])
+
+
+def _uniform(x, dtype, spec, scale, axis, mask):
+    """The plan `spec` scaled by `scale` along `axis` of a float tensor `x`:
+    shape checks, half precision in float32, masks, and the kernel."""
+    plan, padding = _plan_of(spec), spec[-1]
+    _output_shape(x.shape, plan, padding, axis)
     axis = check_axis(axis, len(x.shape))
-    plan = _layout(order, accuracy, padding, times is not None
-                   or coordinates is not None)
-    x = _check_length(x, plan, padding, axis, coordinates)
+    x = _check_length(x, plan, padding, axis)
     if dtype in _HALF_DTYPES:
         x = ops.cast(x, "float32")
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        if times is None and coordinates is None:
-            y = _masked_fn(order, accuracy, padding, spacing ** -order,
-                           len(x.shape), _fused(x))(x, mask)
-        else:
-            t = times if times is not None else ops.convert_to_tensor(
-                coordinates.astype(keras.backend.standardize_dtype(x.dtype)))
-            y = _masked_windows_fn(plan, order, len(x.shape), _fused(x))(
-                x, mask, _check_times(t, x, axis))
-        return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
-    if mask is not None:
-        # Masked samples are never read (here: they become 0), and outputs
-        # whose stencil would need one are masked.
-        x = masking.zero_masked(x, mask)
-    if times is not None:
-        y = _per_sample(x, _check_times(times, x, axis), order, accuracy,
-                        padding, axis)
-    elif coordinates is not None:
-        y = _static_coordinates(x, coordinates, order, accuracy, padding, axis)
+        y = _masked_fn(spec, scale, len(x.shape), _fused(x))(x, mask)
     else:
-        y = _kernel(x, order, accuracy, padding, spacing ** -order, axis)
-    if mask is not None:
-        y = masking.zero_masked(
-            y, mask if axis != 1 else masking.output_mask(mask, plan, padding))
+        if mask is not None:
+            # Masked samples are never read (here: they become 0), and
+            # outputs whose stencil would need one are masked.
+            x = masking.zero_masked(x, mask)
+        y = _mask_output(_kernel(x, spec, scale, axis), mask, plan, padding,
+                         axis)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
+
+
+def _mask_output(y, mask, plan, padding, axis):
+    if mask is None:
+        return y
+    return masking.zero_masked(
+        y, mask if axis != 1 else masking.output_mask(mask, plan, padding))
 
 
 def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
@@ -331,12 +409,24 @@ def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
     `fdlayers.masking`). Along any other axis, the input mask. `irregular`:
     whether the derivative uses coordinates (`stencils.windows`).
     """
+    return _derivative_mask(mask, rank, _layout(order, accuracy, padding,
+                                                irregular), padding, axis)
+
+
+def savitzky_golay_mask(mask, rank, order=1, window=5, polyorder=2,
+                        padding="same", axis=1):
+    """The Keras mask of `savitzky_golay(x, ..., mask=mask)`, as
+    `derivative_mask` gives for `derivative`."""
+    return _derivative_mask(mask, rank, savgol.plan(order, window, polyorder,
+                                                    padding), padding, axis)
+
+
+def _derivative_mask(mask, rank, plan, padding, axis):
     if mask is None:
         return None
     if check_axis(axis, rank) != 1:
         return mask
-    return masking.output_mask(mask, _layout(order, accuracy, padding, irregular),
-                               padding)
+    return masking.output_mask(mask, plan, padding)
 
 
 def _check_mask(mask, x):
@@ -353,8 +443,8 @@ def _check_mask(mask, x):
 
 # One compiled function per rank, as in `_tensorflow_pair`.
 @functools.lru_cache(maxsize=64)
-def _masked_fn(order, accuracy, padding, scale, rank, fused):
-    rows = masking.stencil_rows(stencils.plan(order, accuracy, padding), scale)
+def _masked_fn(spec, scale, rank, fused):
+    rows = masking.stencil_rows(_plan_of(spec), scale)
     return _compiled(functools.partial(masking.masked_forward, rows=rows),
                      fused)
 
@@ -371,7 +461,7 @@ def _masked_windows_fn(layout, order, rank, fused):
 _EAGER_FUSION_MIN_SIZE = 1 << 20
 
 
-def _kernel(x, order, accuracy, padding, scale, axis):
+def _kernel(x, spec, scale, axis):
     """Apply the plan where the backend runs it fastest.
 
     Shifted slices read and write the whole tensor once per stencil term when
@@ -385,7 +475,7 @@ def _kernel(x, order, accuracy, padding, scale, axis):
     backend = keras.backend.backend()
     # Unknown trailing sizes count as channels; the choice is only for speed.
     channels = any(dim != 1 for dim in x.shape[axis + 1:])
-    key = (order, accuracy, padding, scale, axis, channels)
+    key = (spec, scale, axis, channels)
     if backend == "tensorflow":
         forward, transpose = _tensorflow_pair(*key, len(x.shape), _fused(x))
         return _with_transpose_gradient(x, forward, transpose)
@@ -404,14 +494,13 @@ def _static_size(x):
 
 
 @functools.lru_cache(maxsize=256)
-def _linear_stencil(order, accuracy, padding, scale, axis, channels):
-    return kernels.LinearStencil(stencils.plan(order, accuracy, padding),
+def _linear_stencil(spec, scale, axis, channels):
+    return kernels.LinearStencil(_plan_of(spec),
                                  scale, axis, channels)
 
 
 @functools.lru_cache(maxsize=256)
-def _tensorflow_pair(order, accuracy, padding, scale, axis, channels, rank,
-                     fused):
+def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
     """(forward, transpose) of a stencil as TensorFlow callables.
 
     Fused: XLA-compiled functions; reduce_retracing lets one trace of the
@@ -423,7 +512,7 @@ def _tensorflow_pair(order, accuracy, padding, scale, axis, channels, rank,
     """
     import tensorflow as tf
 
-    stencil = _linear_stencil(order, accuracy, padding, scale, axis, channels)
+    stencil = _linear_stencil(spec, scale, axis, channels)
     forward = functools.partial(stencil.forward)
     transpose = functools.partial(stencil.transpose)
     if not fused:
@@ -458,12 +547,11 @@ def _with_transpose_gradient(x, forward, transpose):
 
 
 @functools.lru_cache(maxsize=256)
-def _jax_forward(order, accuracy, padding, scale, axis, channels):
+def _jax_forward(spec, scale, axis, channels):
     import jax
 
     # JAX differentiates the in-place update itself.
-    return jax.jit(_linear_stencil(order, accuracy, padding, scale, axis,
-                                   channels).forward)
+    return jax.jit(_linear_stencil(spec, scale, axis, channels).forward)
 
 
 def _per_sample(x, t, order, accuracy, padding, axis):

@@ -16,6 +16,28 @@ import keras
 import numpy as np
 
 
+def input_gradient(fn, x):
+    """d Σ fn(x) / dx for a NumPy `x`, on the current backend, as NumPy."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(fn(x))
+        return tape.gradient(total, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
 def _shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
 

@@ -11,6 +11,7 @@ import pytest
 
 import fdlayers
 from fdlayers import ops as fd_ops
+from harness import input_gradient
 from fdlayers import stencils
 
 FD = fdlayers.FiniteDifference1D
@@ -252,28 +253,6 @@ def test_a_masked_per_sample_layer_takes_the_mask_of_x(rng):
     assert not np.isnan(y).any()
 
 
-def _input_gradient(fn, x):
-    """d Σ fn(x) / dx on the current backend."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(fn(x))
-        return tape.gradient(total, x).numpy()
-    if backend == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
-    import torch
-
-    x = torch.tensor(x, requires_grad=True)
-    fn(x).sum().backward()
-    return x.grad.numpy()
-
-
 @pytest.mark.parametrize("padding", ["same", "causal", "valid"])
 def test_the_gradient_stays_inside_each_run(padding, rng):
     """Masked steps get no gradient, even holding NaN; each run's gradient
@@ -287,12 +266,12 @@ def test_the_gradient_stays_inside_each_run(padding, rng):
         return keras.ops.multiply(
             fd_ops.derivative(v, 1, 0.5, 2, padding, mask=mask), weights)
 
-    grad = _input_gradient(loss, poisoned)
+    grad = input_gradient(loss, poisoned)
     assert not np.isnan(grad).any()
     np.testing.assert_array_equal(grad[~MASK], 0.0)
     if padding != "valid":  # same, causal: compare with each long run alone
         for b, run in [(0, _runs(MASK[0])[0]), (1, _runs(MASK[1])[1])]:
-            alone = _input_gradient(
+            alone = input_gradient(
                 lambda v: keras.ops.multiply(
                     fd_ops.derivative(v, 1, 0.5, 2, padding),
                     weights[b:b + 1, run]), x[b:b + 1, run])

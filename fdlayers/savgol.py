@@ -1,0 +1,206 @@
+"""Savitzky–Golay weights as stencil plans: NumPy and fractions only.
+
+A Savitzky–Golay filter fits, by least squares, a polynomial of degree
+`polyorder` to the `window` samples around each point and returns the
+`order`-th derivative of that polynomial at the point (order 0 smooths).
+The fit is linear in the samples, so each output is a fixed weighted sum of
+the window: a stencil, applied by the same kernels as a finite difference.
+
+Weights are exact rationals (the normal equations solved in integer and
+rational arithmetic), rounded once to float64: the Vandermonde systems of
+wide windows and high degrees are far too ill-conditioned for a float64
+solve to give every weight to the last bit.
+"""
+
+import functools
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from fdlayers import stencils
+
+#: Paddings of a Savitzky–Golay plan: 'same' evaluates the polynomial fitted
+#: to the first (last) window at the points before (after) the first
+#: (last) full window, as scipy's `savgol_filter(mode="interp")` does.
+PADDINGS = ("same", "valid", "periodic")
+
+#: The widest window: beyond it the least-squares weights of a low degree are
+#: tiny and many, and a convolution by FFT would be the better tool.
+MAX_WINDOW = 255
+#: The highest degree: exact weights of degree 32 over 255 samples take
+#: ≈ 1 s to compute (the cost grows as polyorder³), and a least-squares fit
+#: of higher degree follows the noise it is meant to remove.
+MAX_POLYORDER = 32
+
+
+def check_arguments(order, window, polyorder):
+    """Validate `(order, window, polyorder)`; return them as ints.
+
+    `order` ≥ 0; `window` odd, ≥ 1 and at most `MAX_WINDOW`;
+    `0 ≤ polyorder < window`, `polyorder ≤ MAX_POLYORDER`;
+    `order ≤ polyorder` (a derivative above the
+    degree of the fitted polynomial is identically zero).
+    """
+    order = _check_int("order", order, 0)
+    window = _check_int("window", window, 1)
+    polyorder = _check_int("polyorder", polyorder, 0)
+    if window % 2 == 0:
+        raise ValueError(
+            "`window` must be odd: the window is centred on each point. "
+            f"Received: window={window}")
+    if window > MAX_WINDOW:
+        raise ValueError(
+            f"`window` must be at most {MAX_WINDOW}. Received: window={window}")
+    if polyorder > MAX_POLYORDER:
+        raise ValueError(
+            f"`polyorder` must be at most {MAX_POLYORDER}. Received: "
+            f"polyorder={polyorder}")
+    if polyorder >= window:
+        raise ValueError(
+            "`polyorder` must be less than `window`: a polynomial of degree "
+            "window - 1 already passes through every sample. Received: "
+            f"polyorder={polyorder}, window={window}")
+    if order > polyorder:
+        raise ValueError(
+            "`order` must be at most `polyorder`: higher derivatives of the "
+            f"fitted polynomial are zero. Received: order={order}, "
+            f"polyorder={polyorder}")
+    return order, window, polyorder
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"`{name}` must be an integer ≥ {minimum}. Received: {name}="
+            f"{value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer ≥ {minimum}. Received: {name}={value}")
+    return int(value)
+
+
+def _inverse(matrix):
+    """`(adjugate-like A, d)` with `A / d` the exact inverse of an integer
+    matrix: Gauss–Jordan elimination in Fractions, then one common
+    denominator, so that what follows is integer arithmetic."""
+    n = len(matrix)
+    rows = [[Fraction(v) for v in row] + [Fraction(int(i == k)) for k in range(n)]
+            for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if rows[r][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        lead = rows[col][col]
+        rows[col] = [v / lead for v in rows[col]]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+    inverse = [row[n:] for row in rows]
+    d = math.lcm(*(v.denominator for row in inverse for v in row))
+    return [[int(v * d) for v in row] for row in inverse], d
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_rows(order, window, polyorder, positions):
+    """Exact weights, one row per position `s` (relative to the window's
+    centre), as `(integer rows, common denominator)`: the `order`-th
+    derivative at `s` of the degree-`polyorder` least-squares polynomial
+    through the samples at `-r..r`.
+
+    With the normal equations `G c = Vᵀ x` (`G[p][q] = Σ_j j^(p+q)`,
+    `V[j][p] = j^p`), the weights are `w(s) = D(s)ᵀ G⁻¹ Vᵀ`, where
+    `D_p(s) = p!/(p-order)! · s^(p-order)` differentiates `Σ_p c_p s^p`.
+    """
+    r = window // 2
+    nodes = range(-r, r + 1)
+    sums = [sum(j ** k for j in nodes) for k in range(2 * polyorder + 1)]
+    inverse, d = _inverse([[sums[p + q] for q in range(polyorder + 1)]
+                           for p in range(polyorder + 1)])
+    # B = d · G⁻¹ Vᵀ, integers, one row per power p.
+    basis = [[sum(a * j ** q for q, a in enumerate(row)) for j in nodes]
+             for row in inverse]
+    rows = []
+    for s in positions:
+        scales = [math.perm(p, order) * s ** (p - order)
+                  for p in range(order, polyorder + 1)]
+        rows.append(tuple(sum(c * basis[p][j] for c, p in
+                              zip(scales, range(order, polyorder + 1)))
+                          for j in range(window)))
+    return tuple(rows), d
+
+
+def _floats(row, d):
+    # int / int is correctly rounded in Python.
+    return [num / d for num in row]
+
+
+def coefficients(order, window, polyorder, position=0, exact=False):
+    """Savitzky–Golay weights for the point `position` samples from the
+    window's centre (`-window // 2 < position ≤ window // 2`), unit spacing.
+
+    `y = Σ_j w[j] · x[j - window // 2]` is the `order`-th derivative at
+    `position` of the degree-`polyorder` least-squares polynomial through
+    the window. These are correlation weights: scipy's `savgol_coeffs`
+    returns them reversed (convolution order) unless `use="dot"`.
+
+    Returns:
+        float64 ndarray of `window` weights (each the correctly rounded exact
+        value), or a tuple of `fractions.Fraction` when `exact=True`.
+    """
+    order, window, polyorder = check_arguments(order, window, polyorder)
+    r = window // 2
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)) \
+            or not -r <= position <= r:
+        raise ValueError(
+            f"`position` must be an integer in [{-r}, {r}]. Received: "
+            f"position={position!r}")
+    (row,), d = _exact_rows(order, window, polyorder, (int(position),))
+    if exact:
+        return tuple(Fraction(num, d) for num in row)
+    return np.array(_floats(row, d))
+
+
+def plan(order, window, polyorder, padding="same"):
+    """The `stencils.Plan` of a Savitzky–Golay filter (unit spacing).
+
+    - `same`: the centred weights wherever the window fits; the first
+      (last) `window // 2` points evaluate the polynomial fitted to the
+      first (last) `window` samples (scipy's `mode="interp"`);
+    - `valid`: the centred weights only, `window - 1` fewer outputs;
+    - `periodic`: the series wraps around.
+
+    `head_accuracy` and `tail_accuracy` hold `polyorder + 1 - order`: the
+    plan is exact for polynomials of degree ≤ `polyorder` everywhere.
+    """
+    if not isinstance(padding, str) or padding.lower() not in PADDINGS:
+        raise ValueError(
+            f"`padding` must be one of {', '.join(map(repr, PADDINGS))} for a "
+            f"Savitzky–Golay filter. Received: padding={padding!r}")
+    return _plan(*check_arguments(order, window, polyorder), padding.lower())
+
+
+@functools.lru_cache(maxsize=128)
+def _plan(order, window, polyorder, padding):
+    r = window // 2
+    offsets = np.arange(-r, r + 1)
+    # The head rows and the centre; a tail row is a head row mirrored:
+    # w(s)[j] = (-1)**order · w(-s)[-j].
+    exact, d = _exact_rows(order, window, polyorder, tuple(range(-r, 1)))
+    head = np.array([_floats(row, d) for row in exact]).reshape(r + 1, window)
+    weights = head[r]
+    tail = (-1) ** order * head[r - 1::-1, ::-1] if r else head[:0]
+    rows = np.concatenate([head, tail])
+    empty = np.zeros((0, 0))
+    accuracy = polyorder + 1 - order
+    if padding == "valid" or r == 0:
+        return stencils.Plan(offsets, weights, empty, empty, False, window, (), ())
+    edge_accuracy = (accuracy,) * r
+    if padding == "periodic":
+        band = np.zeros((r, 3 * r))
+        for i in range(r):
+            band[i, i:i + window] = weights
+        return stencils.Plan(offsets, weights, band, band.copy(), True, window,
+                             edge_accuracy, edge_accuracy)
+    return stencils.Plan(offsets, weights, rows[:r], rows[r + 1:], False, window,
+                         edge_accuracy, edge_accuracy)
