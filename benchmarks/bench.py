@@ -17,9 +17,10 @@ Sections:
   5. first-call cost of a new sequence length in eager use;
   6. peak extra memory of one call, in a fresh process;
   7. the formulations tried for the stencil and its edges, side by side;
-  8. per-sample time stamps (layer([x, t])) against the uniform grid.
+  8. per-sample time stamps (layer([x, t])) against the uniform grid;
+  9. SavitzkyGolay1D against scipy.signal.savgol_filter and the floor.
 
-    python benchmarks/bench.py --only 8   # one section
+    python benchmarks/bench.py --only 8   # one section (8 or 9)
 """
 
 import argparse
@@ -348,12 +349,41 @@ def section_irregular(x, rounds):
     return results
 
 
+def section_savgol(x, rounds):
+    from scipy.signal import savgol_filter
+
+    print(f"\n9. SavitzkyGolay1D against scipy.signal.savgol_filter "
+          f"(mode='interp', the same edges), input {tuple(x.shape)} float32, "
+          "along axis 1")
+    print(f"{'window':>6} {'poly':>4} {'order':>5} {'mode':<12} {'ms':>8} "
+          f"{'/ x*2.0':>8} {'scipy ms':>9} {'scipy / ours':>12}")
+    data = x.numpy()
+    results = {}
+    for window, polyorder, order in [(5, 2, 1), (11, 3, 1), (41, 3, 1),
+                                     (11, 4, 2)]:
+        layer = fdlayers.SavitzkyGolay1D(order, window, polyorder, SPACING)
+        scipy_time = interleaved({"scipy": lambda: savgol_filter(
+            data, window, polyorder, deriv=order, delta=SPACING, axis=1,
+            mode="interp")}, max(3, rounds // 3))["scipy"]
+        for mode, wrap in _modes().items():
+            medians = interleaved({"ours": wrap(lambda: layer(x)),
+                                   "floor": wrap(lambda: x * 2.0)}, rounds)
+            results[(window, polyorder, order, mode)] = (
+                medians["ours"] / medians["floor"], scipy_time / medians["ours"])
+            print(f"{window:>6} {polyorder:>4} {order:>5} {mode:<12} "
+                  f"{medians['ours'] * 1e3:8.2f} "
+                  f"{medians['ours'] / medians['floor']:8.2f} "
+                  f"{scipy_time * 1e3:9.2f} {scipy_time / medians['ours']:12.1f}")
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=range(1, 9),
-                        help="run one section (8: per-sample time stamps)")
+    parser.add_argument("--only", type=int, choices=(8, 9),
+                        help="run one section (8: per-sample time stamps, "
+                             "9: Savitzky-Golay)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -361,8 +391,8 @@ def main(argv=None):
           f"NumPy {np.__version__}, Python {platform.python_version()}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     x = tf.random.normal((64, steps, 4), seed=0)
-    if args.only == 8:
-        section_irregular(x, rounds)
+    if args.only:
+        {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
         return
     long = tf.random.normal((1, 64 * steps * 4, 1), seed=1)
     section_modes(x, rounds)
@@ -375,6 +405,7 @@ def main(argv=None):
     section_memory((64, steps, 4))
     section_formulations(x, rounds)
     section_irregular(x, rounds)
+    section_savgol(x, rounds)
 
 
 if __name__ == "__main__":

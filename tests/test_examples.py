@@ -97,3 +97,10 @@ def test_learn_dynamics_recovers_the_coefficients(run_example):
     assert true and learned, out
     for want, got in zip(true.groups(), learned.groups()):
         assert abs(float(got) / float(want) - 1) < 1e-3, out
+
+
+def test_noise_shows_savitzky_golay_several_times_better(run_example):
+    out = run_example("noise.py").stdout
+    errors = dict(re.findall(r"^(\w+)\(.*\): RMS error (\S+),", out, flags=re.M))
+    assert set(errors) == {"FiniteDifference1D", "SavitzkyGolay1D"}, out
+    assert float(errors["FiniteDifference1D"]) > 5 * float(errors["SavitzkyGolay1D"]), out
