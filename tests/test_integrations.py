@@ -477,3 +477,46 @@ def test_input_gradient_inside_xla():
     np.testing.assert_allclose(
         compiled(x), gradient(x), rtol=0,
         atol=_rounding(upstream.numpy(), order=3, accuracy=4))
+
+
+@pytest.mark.parametrize("kwargs, steps, expected_steps", [
+    (dict(order=2, accuracy=4), 5, 5),  # needs 6 steps
+    (dict(order=2, padding="periodic"), 2, 2),  # needs 3
+    (dict(order=2, padding="causal"), 2, 2),  # needs 3
+    (dict(order=2, accuracy=4, padding="valid"), 4, 0),  # needs 5
+])
+def test_too_short_inside_xla_is_nan_not_a_wrong_shape(kwargs, steps,
+                                                       expected_steps):
+    """XLA drops run-time assertions: a length known only to its compiler.
+
+    Under an outer `jit_compile=True` with a dynamic length, a sequence too
+    short for the stencil cannot raise; it gives NaN of the documented shape
+    (empty for 'valid'), value and gradient, never a result of another length.
+    """
+    layer = FD(**kwargs)
+    spec = [tf.TensorSpec((None, None, 2))]
+
+    @tf.function(jit_compile=True, input_signature=spec)
+    def value_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            total = tf.reduce_sum(y)
+        return y, tape.gradient(total, x)
+
+    y, gradient = value_and_gradient(_series((3, steps, 2)))
+    assert y.shape == (3, expected_steps, 2)
+    assert np.isnan(y).all()
+    assert gradient.shape == (3, steps, 2)
+    if expected_steps:
+        assert np.isnan(gradient).all()
+    # Long enough, the same function is the layer.
+    x = _series((3, 12, 2))
+    y, gradient = value_and_gradient(x)
+    np.testing.assert_allclose(y, layer(x), rtol=0,
+                               atol=_rounding(x, kwargs["order"],
+                                              kwargs.get("accuracy", 2)))
+    # Outside XLA the run-time check still raises.
+    plain = tf.function(layer, input_signature=spec)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too short"):
+        plain(_series((3, steps, 2)))
