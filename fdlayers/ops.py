@@ -517,6 +517,15 @@ def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
     transpose = functools.partial(stencil.transpose)
     if not fused:
         return forward, transpose
+    plan = stencil.plan
+    change = plan.output_length(plan.min_length) - plan.min_length
+    forward = functools.partial(_xla_length_guard, fn=stencil.forward,
+                                axis=axis, minimum=plan.min_length,
+                                change=change)
+    transpose = functools.partial(_xla_length_guard, fn=stencil.transpose,
+                                  axis=axis,
+                                  minimum=plan.min_length + change,
+                                  change=-change)
     return (
         tf.function(forward, jit_compile=True, reduce_retracing=True,
                     autograph=False),
@@ -524,6 +533,38 @@ def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
         # (LinearStencil.transpose), and XLA compiles per shape regardless.
         tf.function(transpose, jit_compile=True, autograph=False),
     )
+
+
+def _xla_length_guard(x, fn, axis, minimum, change):
+    """`fn(x)`, safe for a length along `axis` that only XLA's compiler knows.
+
+    Inside an XLA program (an outer `jit_compile=True`, as Keras uses by
+    default on GPUs) TensorFlow's run-time assertions do nothing, so
+    `_check_length` cannot stop a sequence shorter than `minimum`, and the
+    stencil's slices clamp silently: the result would have the wrong length.
+    So `fn` runs on `x` zero-padded to `minimum` steps, its result is cut to
+    its documented length (x's plus `change`, or empty) and it is NaN unless
+    `x` was long enough. XLA sees the length as a constant and folds all of
+    this away for a long enough input: the optimised program is fn's own.
+    Outside XLA, `_check_length` raises first.
+    """
+    if x.shape[axis] is not None:
+        return fn(x)
+    import tensorflow as tf
+
+    steps = tf.shape(x)[axis]
+    paddings = [[0, 0]] * len(x.shape)
+    paddings[axis] = [0, tf.maximum(minimum - steps, 0)]
+    padded = tf.pad(x, paddings)
+    padded.set_shape(x.shape)  # the pad's shape inference loses it
+    length = tf.maximum(steps + change, 0)
+    y = kernels.take(fn(padded), axis, 0, length)
+    y = tf.where(steps >= minimum, y, tf.constant(np.nan, y.dtype))
+    # A shape made of x's own: where the function is called on inputs of a
+    # known shape, shape inference sees them through it.
+    shape = tf.shape(x)
+    return tf.reshape(y, tf.concat([shape[:axis], [length], shape[axis + 1:]],
+                                   0))
 
 
 def _with_transpose_gradient(x, forward, transpose):
