@@ -455,9 +455,10 @@ def _masked_windows_fn(layout, order, rank, fused):
                                        order=order), fused)
 
 
-# Below this many elements an eager call runs op by op: the whole call takes
-# well under a millisecond that way, less than compiling a fused kernel for a
-# new shape (≈ 0.1 s, see benchmarks/README.md).
+# Below this many elements an eager call runs op by op: on (4, 100, 2) the
+# whole call takes ≈ 1-3 ms that way, with no cost for a new shape, where
+# compiling a fused kernel for each new shape takes ≈ 0.1 s
+# (see benchmarks/README.md).
 _EAGER_FUSION_MIN_SIZE = 1 << 20
 
 
@@ -494,9 +495,9 @@ def _static_size(x):
 
 
 @functools.lru_cache(maxsize=256)
-def _linear_stencil(spec, scale, axis, channels):
-    return kernels.LinearStencil(_plan_of(spec),
-                                 scale, axis, channels)
+def _linear_stencil(spec, scale, axis, channels, in_place=True):
+    return kernels.LinearStencil(_plan_of(spec), scale, axis, channels,
+                                 in_place)
 
 
 @functools.lru_cache(maxsize=256)
@@ -512,11 +513,10 @@ def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
     """
     import tensorflow as tf
 
+    if not fused:  # op by op: see LinearStencil's `in_place`
+        stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)
+        return stencil.forward, stencil.transpose
     stencil = _linear_stencil(spec, scale, axis, channels)
-    forward = functools.partial(stencil.forward)
-    transpose = functools.partial(stencil.transpose)
-    if not fused:
-        return forward, transpose
     plan = stencil.plan
     change = plan.output_length(plan.min_length) - plan.min_length
     forward = functools.partial(_xla_length_guard, fn=stencil.forward,
