@@ -2,7 +2,8 @@
 
 The backend is TensorFlow unless `KERAS_BACKEND` says otherwise; on another
 backend the tests marked `tensorflow_only` are deselected (and counted as
-such in pytest's summary).
+such in pytest's summary). test_backends.py runs the backend-neutral modules
+on JAX and PyTorch this way.
 """
 
 import os
@@ -23,7 +24,14 @@ def rng():
     return np.random.default_rng(20261127)
 
 
+def _starts_backend_runs(item):
+    return getattr(getattr(item, "module", None), "start_backend_runs", None)
+
+
 def pytest_collection_modifyitems(config, items):
+    # test_backends.py waits for runs on the other backends: last, so that
+    # they go on alongside every other test (see pytest_collection_finish).
+    items.sort(key=lambda item: _starts_backend_runs(item) is not None)
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         return
     deselected = [item for item in items
@@ -32,3 +40,28 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items
                     if not item.get_closest_marker("tensorflow_only")]
+
+
+def pytest_collection_finish(session):
+    """Start the other backends' runs now if test_backends.py is selected,
+    so that they use the cores while the TensorFlow tests run."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        start = _starts_backend_runs(item)
+        if start is not None:
+            start(session.config)
+            return
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The summary line of each other backend's run (test_backends.py)."""
+    lines = [value
+             for outcome in ("passed", "failed")
+             for report in terminalreporter.stats.get(outcome, [])
+             for name, value in getattr(report, "user_properties", ())
+             if name == "backend run"]
+    if lines:
+        terminalreporter.section("other backends")
+        for line in lines:
+            terminalreporter.write_line(line)
