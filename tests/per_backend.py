@@ -57,6 +57,20 @@ def compiled(fn, mode):
     return fn if wrap is None else wrap(fn)
 
 
+def whole_program(fn):
+    """`fn` under the backend's compiler of whole programs: XLA
+    (`tf.function(jit_compile=True)`), `jax.jit`, or `torch.compile` (graph
+    capture by TorchDynamo and AOTAutograd, run by the "aot_eager" backend,
+    which needs no C++ compiler)."""
+    if BACKEND == "tensorflow":
+        return _xla(fn)
+    if BACKEND == "jax":
+        return _jax_jit(fn)
+    import torch
+
+    return torch.compile(fn, backend="aot_eager")
+
+
 def numpy(values):
     """A tensor, or a tuple or list of them, as NumPy arrays."""
     if isinstance(values, (tuple, list)):

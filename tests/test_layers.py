@@ -300,6 +300,29 @@ def test_second_derivative_of_a_loss_is_not_none(mode):
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"order": 3, "accuracy": 4},
+    {"order": 2, "accuracy": 6, "padding": "periodic"},
+    {"order": 2, "accuracy": 3, "padding": "causal"},
+    {"order": 1, "accuracy": 4, "padding": "valid", "spacing": 0.5},
+], ids=lambda kwargs: kwargs.get("padding", "same"))
+def test_first_call_inside_a_compiled_program(kwargs):
+    """An unbuilt layer, and the op, called first inside a whole-program
+    compiler. (torch.compile traced the stencil arithmetic itself, NumPy
+    and exact rationals, and failed on it.)"""
+    x = smooth_series((2, 16, 3)).astype(np.float64)
+    want = reference_derivative(x, kwargs["order"], kwargs.get("spacing", 1.0),
+                                kwargs["accuracy"], kwargs.get("padding", "same"))
+    layer = FD(**kwargs, dtype="float64")
+    got = numpy(per_backend.whole_program(layer)(tensor(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    op = per_backend.whole_program(lambda x: fdlayers.derivative(
+        x, kwargs["order"], kwargs.get("spacing", 1.0), kwargs["accuracy"],
+        kwargs.get("padding", "same")))
+    np.testing.assert_allclose(numpy(op(tensor(x))), want, rtol=1e-10,
+                               atol=1e-10)
+
+
 # ---------------------------------------------------------------------------
 # Saving and loading in a fresh Python process.
 
