@@ -2,7 +2,8 @@
 
 The tensor operations themselves live in `fdlayers.kernels`; the weights in
 `fdlayers.stencils`. Backend-specific code (XLA compilation, TensorFlow's
-custom gradient and run-time checks) is confined to this module.
+custom gradient and run-time checks, what torch.compile must not trace) is
+confined to this module.
 """
 
 import functools
@@ -20,6 +21,22 @@ from fdlayers import kernels, masking, savgol, stencils
 # (65504), and the cancellation in Σ w_k x_k loses every significant digit in
 # an 8-bit (bfloat16) or 11-bit (float16) mantissa.
 _HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _plain_python(fn):
+    """`fn`, which builds a stencil's plan or weights, as `torch.compile` must
+    call it: as plain Python, behind a graph break; unchanged elsewhere.
+
+    The stencil arithmetic (NumPy and exact rationals) runs once per
+    configuration behind functools caches. TorchDynamo ignores those caches
+    and traces NumPy calls as tensor operations, on which
+    `stencils.coefficients` fails (the offsets' count turns symbolic).
+    """
+    if keras.backend.backend() != "torch":
+        return fn
+    import torch
+
+    return torch.compiler.disable(fn)
 
 
 def check_arguments(order, spacing, accuracy, padding):
@@ -51,7 +68,7 @@ def check_arguments(order, spacing, accuracy, padding):
     if isinstance(spacing, bool) or not isinstance(spacing, numbers.Real):
         if np.ndim(spacing) >= 1 and not ops.is_tensor(spacing):
             # Coordinates of a non-uniform grid: windows() refuses 'periodic'.
-            layout = stencils.windows(order, accuracy, padding)
+            layout = _layout(order, accuracy, padding, True)
             coordinates = stencils.check_coordinates(spacing, layout.min_length)
             return order, coordinates, accuracy, padding
         raise TypeError(
@@ -119,6 +136,7 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
     return tuple(shape)
 
 
+@_plain_python
 def _layout(order, accuracy, padding, irregular):
     if irregular:
         return stencils.windows(order, accuracy, padding)
@@ -361,6 +379,7 @@ def _float_input(x):
     return x, dtype
 
 
+@_plain_python
 def _plan_of(spec):
     """The `stencils.Plan` named by `spec`: `("difference", order, accuracy,
     padding)` or `("savgol", order, window, polyorder, padding)`."""
@@ -442,6 +461,7 @@ def _check_mask(mask, x):
 
 
 # One compiled function per rank, as in `_tensorflow_pair`.
+@_plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_fn(spec, scale, rank, fused):
     rows = masking.stencil_rows(_plan_of(spec), scale)
@@ -449,6 +469,7 @@ def _masked_fn(spec, scale, rank, fused):
                      fused)
 
 
+@_plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_windows_fn(layout, order, rank, fused):
     return _compiled(functools.partial(masking.masked_windows, layout=layout,
@@ -494,6 +515,7 @@ def _static_size(x):
     return size
 
 
+@_plain_python
 @functools.lru_cache(maxsize=256)
 def _linear_stencil(spec, scale, axis, channels, in_place=True):
     return kernels.LinearStencil(_plan_of(spec), scale, axis, channels,
@@ -663,6 +685,7 @@ def _compiled(fn, fused):
     return jax.jit(fn)
 
 
+@_plain_python
 @functools.lru_cache(maxsize=256)
 def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank, fused):
     layout = stencils.windows(order, accuracy, padding)
@@ -691,6 +714,7 @@ def _apply_static(x, layout, weights, axis):
     return kernels.apply_windows(x, layout, axis, head, interior, tail)
 
 
+@_plain_python
 @functools.lru_cache(maxsize=32)
 def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
                fused):

@@ -1,9 +1,19 @@
-"""Test configuration: quiet TensorFlow, float64 references, fixed seeds."""
+"""Test configuration: quiet TensorFlow, float64 references, fixed seeds.
+
+The backend is TensorFlow unless `KERAS_BACKEND` says otherwise; on another
+backend the tests marked `tensorflow_only` are deselected (and counted as
+such in pytest's summary). test_backends.py runs the backend-neutral modules
+on JAX and PyTorch this way.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The references are float64, and JAX computes in float32 unless 64-bit
+# types are enabled before it is imported.
+if os.environ["KERAS_BACKEND"] == "jax":
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -12,3 +22,46 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)
+
+
+def _starts_backend_runs(item):
+    return getattr(getattr(item, "module", None), "start_backend_runs", None)
+
+
+def pytest_collection_modifyitems(config, items):
+    # test_backends.py waits for runs on the other backends: last, so that
+    # they go on alongside every other test (see pytest_collection_finish).
+    items.sort(key=lambda item: _starts_backend_runs(item) is not None)
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        return
+    deselected = [item for item in items
+                  if item.get_closest_marker("tensorflow_only")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items
+                    if not item.get_closest_marker("tensorflow_only")]
+
+
+def pytest_collection_finish(session):
+    """Start the other backends' runs now if test_backends.py is selected,
+    so that they use the cores while the TensorFlow tests run."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        start = _starts_backend_runs(item)
+        if start is not None:
+            start(session.config)
+            return
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The summary line of each other backend's run (test_backends.py)."""
+    lines = [value
+             for outcome in ("passed", "failed")
+             for report in terminalreporter.stats.get(outcome, [])
+             for name, value in getattr(report, "user_properties", ())
+             if name == "backend run"]
+    if lines:
+        terminalreporter.section("other backends")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -125,6 +125,16 @@ def _check_static_and_dynamic_shapes(layer_cls, init_kwargs, x, output,
                               "tf.function traced with None lengths")
         np.testing.assert_allclose(fn(x).numpy(), output, rtol=1e-6,
                                    atol=1e-6 * max(1.0, np.abs(output).max()))
+    elif keras.backend.backend() == "jax":
+        # Traced with abstract values: no concrete data may be needed.
+        import jax
+
+        traced_layer = layer_cls(**init_kwargs)
+        y = np.asarray(jax.jit(traced_layer)(x))
+        _assert_shape_matches(y.shape, traced_layer.compute_output_shape(x.shape),
+                              "jax.jit")
+        np.testing.assert_allclose(y, output, rtol=1e-6,
+                                   atol=1e-6 * max(1.0, np.abs(output).max()))
     return model
 
 
@@ -203,7 +213,8 @@ def run_layer_test(layer_cls, init_kwargs, input_data, expected_output=None,
       and `expected_output_dtype` (default: the layer's compute dtype);
     - agrees with `compute_output_shape` on the static shape and with
       `None` along `dynamic_axes` (default: every non-batch axis), in a
-      functional model and in a `tf.function` traced with those `None`s;
+      functional model and in a `tf.function` traced with those `None`s
+      (on TensorFlow; under `jax.jit` on JAX);
     - survives `get_config`/`from_config`,
       `keras.saving.serialize_keras_object`/`deserialize_keras_object` and a
       `.keras` save/load of a model holding it (written under `tmp_path`, or a

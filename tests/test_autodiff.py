@@ -74,11 +74,10 @@ def test_tanh_network_agrees_with_finite_differences(order):
         assert abs(rate - accuracy) < 0.3, (errors, rate)
 
 
+@pytest.mark.tensorflow_only
 def test_nested_tapes_agree_where_they_give_a_value():
     """On TensorFlow, nested GradientTapes give the same numbers, and None
     where input_derivatives gives zeros."""
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("nested GradientTapes are TensorFlow's")
     import tensorflow as tf
 
     x = tf.constant(np.linspace(-1.0, 1.0, 17).reshape(-1, 1), tf.float32)

@@ -11,10 +11,11 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import fdlayers
+import per_backend
 from harness import run_layer_test
+from per_backend import numpy, tensor
 
 FD = fdlayers.FiniteDifference1D
 
@@ -66,11 +67,11 @@ def test_order_1_accuracy_2_is_numpy_gradient(rng):
     t = random_grid(rng, 200, start=5.0)
     x = rng.normal(size=(3, 200, 2))
     want = np.gradient(x, t, axis=1, edge_order=2)
-    static = FD(1, t, 2, dtype="float64")(x)
+    static = numpy(FD(1, t, 2, dtype="float64")(x))
     np.testing.assert_allclose(static, want, rtol=1e-12, atol=1e-12)
-    per_sample = FD(1, accuracy=2, dtype="float64")([x, np.tile(t, (3, 1))])
+    per_sample = numpy(FD(1, accuracy=2, dtype="float64")([x, np.tile(t, (3, 1))]))
     np.testing.assert_allclose(per_sample, want, rtol=1e-12, atol=1e-12)
-    shared = fdlayers.derivative(x, 1, tf.constant(t), 2)
+    shared = numpy(fdlayers.derivative(x, 1, tensor(t), 2))
     np.testing.assert_allclose(shared, want, rtol=1e-12, atol=1e-12)
 
 
@@ -84,10 +85,10 @@ def test_polynomials_are_exact_at_every_point(order, accuracy, padding, rng):
     poly = np.polynomial.Polynomial(coefs)
     x = poly(t)[..., None]
     want = poly.deriv(order)(t)[..., None]
-    per_sample = FD(order, accuracy=accuracy, padding=padding,
-                    dtype="float64")([x, t]).numpy()
+    per_sample = numpy(FD(order, accuracy=accuracy, padding=padding,
+                          dtype="float64")([x, t]))
     static = np.concatenate([
-        FD(order, t[b], accuracy, padding, dtype="float64")(x[b:b + 1]).numpy()
+        numpy(FD(order, t[b], accuracy, padding, dtype="float64")(x[b:b + 1]))
         for b in range(3)])
     if padding == "valid":
         left = (m - 1) // 2
@@ -112,7 +113,7 @@ def test_error_on_jittered_grids_falls_at_the_accuracy(order, accuracy):
         t = h * random_grid(rng, n, jitter=0.3)
         y = FD(order, t, accuracy, dtype="float64")(np.sin(t)[None, :, None])
         exact = np.sin(t + order * np.pi / 2)
-        errors.append(np.sqrt(np.mean((y.numpy()[0, :, 0] - exact) ** 2)))
+        errors.append(np.sqrt(np.mean((numpy(y)[0, :, 0] - exact) ** 2)))
     slope = -np.polyfit(np.log(sizes), np.log(errors), 1)[0]
     assert abs(slope - accuracy) < 0.5, (errors, slope)
 
@@ -122,59 +123,66 @@ def test_per_sample_equals_static_row_by_row(order, accuracy, padding, rng):
     n = 40
     t = np.stack([random_grid(rng, n, start=s) for s in (0.0, 100.0, -3.0)])
     x = rng.normal(size=(3, n, 2))
-    per_sample = FD(order, accuracy=accuracy, padding=padding,
-                    dtype="float64")([x, t]).numpy()
+    per_sample = numpy(FD(order, accuracy=accuracy, padding=padding,
+                          dtype="float64")([x, t]))
     for b in range(3):
-        static = FD(order, t[b], accuracy, padding, dtype="float64")(x[b:b + 1])
+        static = numpy(FD(order, t[b], accuracy, padding,
+                          dtype="float64")(x[b:b + 1]))
         np.testing.assert_allclose(per_sample[b:b + 1], static, rtol=1e-10,
                                    atol=1e-10 * np.abs(static).max())
 
 
 @pytest.mark.parametrize("order,accuracy,padding",
                          [c for c in CASES if c != (3, 4, "same")])  # compile time
-@pytest.mark.parametrize("mode", ["eager", "tf.function", "XLA"])
+@pytest.mark.parametrize("mode", per_backend.MODES)
 def test_value_and_gradient_match_the_dense_reference(order, accuracy, padding,
                                                       mode, rng):
+    """Value, gradient and the gradient's own derivative (see
+    `per_backend.value_and_gradients`) for static and per-sample coordinates;
+    on TensorFlow, `tf.function` traces for lengths known only at run time."""
     n = 23
     t = np.stack([random_grid(rng, n) for _ in range(2)])
     x = rng.normal(size=(2, n, 3))
     matrices = [reference_matrix(t[b], order, accuracy, padding) for b in range(2)]
     upstream = rng.normal(size=(2, matrices[0].shape[0], 3))
+    second = rng.normal(size=x.shape)
     static_layer = FD(order, t[0], accuracy, padding, dtype="float64")
     sample_layer = FD(order, accuracy=accuracy, padding=padding, dtype="float64")
 
-    def value_and_gradient(x, t, upstream):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(x)
-            y_static = static_layer(x)
-            y_sample = sample_layer([x, t])
-        return (y_static, y_sample,
-                tape.gradient(y_static, x, output_gradients=upstream),
-                tape.gradient(y_sample, x, output_gradients=upstream))
+    def value_and_gradient(x, t, upstream, second):
+        static = per_backend.value_and_gradients(static_layer)
+        sample = per_backend.value_and_gradients(lambda x: sample_layer([x, t]))
+        return (*static(x, upstream, second), *sample(x, upstream, second))
 
     if mode == "tf.function":
+        import tensorflow as tf
+
         spec = [tf.TensorSpec([None, None, 3], tf.float64),
                 tf.TensorSpec([None, None], tf.float64),
+                tf.TensorSpec([None, None, 3], tf.float64),
                 tf.TensorSpec([None, None, 3], tf.float64)]
         value_and_gradient = tf.function(value_and_gradient, input_signature=spec)
-    elif mode == "XLA":
-        value_and_gradient = tf.function(value_and_gradient, jit_compile=True)
-    y_static, y_sample, g_static, g_sample = (
-        v.numpy() for v in value_and_gradient(
-            tf.constant(x), tf.constant(t), tf.constant(upstream)))
+    else:
+        value_and_gradient = per_backend.compiled(value_and_gradient, mode)
+    y_static, g_static, s_static, y_sample, g_sample, s_sample = numpy(
+        value_and_gradient(tensor(x), tensor(t), tensor(upstream),
+                           tensor(second)))
     tol = 1e-11
     np.testing.assert_allclose(y_static[0], matrices[0] @ x[0], atol=tol)
     np.testing.assert_allclose(g_static[0], matrices[0].T @ upstream[0], atol=tol)
+    np.testing.assert_allclose(s_static[0], matrices[0] @ second[0], atol=tol)
     for b in range(2):
         np.testing.assert_allclose(y_sample[b], matrices[b] @ x[b], atol=tol)
         np.testing.assert_allclose(g_sample[b], matrices[b].T @ upstream[b],
+                                   atol=tol)
+        np.testing.assert_allclose(s_sample[b], matrices[b] @ second[b],
                                    atol=tol)
 
 
 def test_static_coordinates_along_another_axis(rng):
     t = random_grid(rng, 17)
     x = rng.normal(size=(2, 3, 17))
-    y = FD(2, t, 2, axis=-1, dtype="float64")(x).numpy()
+    y = numpy(FD(2, t, 2, axis=-1, dtype="float64")(x))
     matrix = reference_matrix(t, 2, 2, "same")
     np.testing.assert_allclose(y, x @ matrix.T, atol=1e-11)
 
@@ -183,7 +191,7 @@ def test_float32_per_sample_weights_with_time_stamps_relative_to_start(rng):
     t = random_grid(rng, 300) * 0.01
     x = np.sin(t)[None, :, None]
     want = np.gradient(x, t, axis=1, edge_order=2)
-    got = FD(1)([x.astype("float32"), t[None].astype("float32")]).numpy()
+    got = numpy(FD(1)([x.astype("float32"), t[None].astype("float32")]))
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
 
@@ -228,7 +236,7 @@ def test_functional_model_with_per_sample_time_stamps_saves_and_loads(rng,
 def test_shared_time_axis_of_shape_steps(rng):
     t = random_grid(rng, 30)
     x = rng.normal(size=(4, 30, 1))
-    y = fdlayers.derivative(x, 2, tf.constant(t), 2, "valid").numpy()
+    y = numpy(fdlayers.derivative(x, 2, tensor(t), 2, "valid"))
     np.testing.assert_allclose(y[..., 0], x[..., 0] @ reference_matrix(
         t, 2, 2, "valid").T, atol=1e-11)
 
@@ -259,29 +267,50 @@ def test_static_coordinates_refuse_periodic_and_wrong_lengths():
         layer.compute_output_shape((None, 6, 2))
     with pytest.raises(ValueError, match="static coordinates"):
         layer([np.zeros((1, 4, 1)), np.arange(4.0)[None]])
-    graph = tf.function(layer, input_signature=[
+
+
+@pytest.mark.tensorflow_only
+def test_static_coordinates_wrong_length_at_run_time():
+    import tensorflow as tf
+
+    graph = tf.function(FD(1, [0.0, 1.0, 2.5, 3.0]), input_signature=[
         tf.TensorSpec([None, None, 1], tf.float32)])
+    graph(tf.zeros((1, 4, 1)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="coordinates"):
         graph(tf.zeros((1, 5, 1)))
 
 
-@pytest.mark.parametrize("t", [
+BAD_TIMES = [
     [[0.0, 1.0, 1.0, 2.0, 3.0]],  # a repeated time stamp
     [[0.0, 1.0, 0.5, 2.0, 3.0]],
     [[0.0, 1.0, np.nan, 2.0, 3.0]],
     [[0.0, 1.0, 2.0, 3.0, np.inf]],
-])
+]
+
+
+@pytest.mark.parametrize("t", BAD_TIMES)
 def test_bad_per_sample_coordinates(t):
     x = np.zeros((1, 5, 1), "float32")
     t = np.array(t, "float32")
     layer = FD(1)
     with pytest.raises(ValueError, match="strictly increasing"):
         layer([x, t])
-    graph = tf.function(layer, input_signature=[[
+    with pytest.raises(ValueError, match="strictly increasing"):
+        layer([tensor(x), tensor(t)])
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("t", BAD_TIMES)
+def test_bad_per_sample_coordinates_at_run_time(t):
+    import tensorflow as tf
+
+    x = np.zeros((1, 5, 1), "float32")
+    graph = tf.function(FD(1), input_signature=[[
         tf.TensorSpec([None, None, 1], tf.float32),
         tf.TensorSpec([None, None], tf.float32)]])
+    graph([x, np.arange(5, dtype="float32")[None]])
     with pytest.raises(tf.errors.InvalidArgumentError, match="strictly increasing"):
-        graph([x, t])
+        graph([x, np.array(t, "float32")])
 
 
 def test_per_sample_shape_errors():
@@ -299,6 +328,6 @@ def test_per_sample_shape_errors():
 def test_shared_time_axis_along_another_axis(rng):
     t = random_grid(rng, 19)
     x = rng.normal(size=(2, 3, 19))
-    y = fdlayers.derivative(x, 1, tf.constant(t), 2, axis=2).numpy()
+    y = numpy(fdlayers.derivative(x, 1, tensor(t), 2, axis=2))
     np.testing.assert_allclose(y, np.gradient(x, t, axis=2, edge_order=2),
                                atol=1e-11)

@@ -3,18 +3,22 @@
 TensorFlow runs the stencil op by op for small eager inputs, as one fused XLA
 kernel for large eager inputs and inside any `tf.function`, and inlined into
 an outer XLA program under `jit_compile=True`; its gradient is a separate
-transposed kernel. Each path is checked here against a dense matrix built
-in NumPy from the documented semantics (windows from the README, weights from
+transposed kernel. JAX runs it through XLA eagerly and under `jax.jit`, and
+differentiates it itself; PyTorch runs it op by op. Each path of the backend
+under test is checked here against a dense matrix built in NumPy from the
+documented semantics (windows from the README, weights from
 `fdlayers.coefficients`, which test_stencils checks against findiff), for the
 value, the gradient with respect to the input and the second derivative.
 """
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import fdlayers
+import per_backend
 from fdlayers import ops as fd_ops
+from per_backend import numpy, tensor
 
 CASES = [  # (order, accuracy, padding)
     (1, 2, "same"), (2, 4, "same"), (3, 2, "same"), (4, 8, "same"),
@@ -62,30 +66,27 @@ def apply_along(matrix, x, axis):
     return np.moveaxis(np.tensordot(matrix, x, axes=[[1], [axis]]), 0, axis)
 
 
-@pytest.fixture(params=["eager, op by op", "eager, fused", "tf.function", "XLA"])
+# TensorFlow's eager calls take one of two paths by size: each is forced.
+_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
+PATHS = (list(_EAGER_PATHS) + per_backend.MODES[1:]
+         if per_backend.BACKEND == "tensorflow" else per_backend.MODES)
+
+
+@pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
-    """A wrapper that runs a function on one of the four paths."""
-    if request.param.startswith("eager"):
-        # Small eager inputs run op by op, large ones fused: force either.
-        fused = request.param.endswith("fused")
+    """A wrapper that runs a function on one of the backend's paths."""
+    if request.param in _EAGER_PATHS:
         monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE",
-                            0 if fused else float("inf"))
+                            _EAGER_PATHS[request.param])
         return lambda f: f
-    if request.param == "XLA":
-        return lambda f: tf.function(f, jit_compile=True)
-    return tf.function
+    return lambda f: per_backend.compiled(f, request.param)
 
 
-def _value_and_gradients(x, upstream, second, order, accuracy, padding, axis, h):
-    """y, dL/dx for L = <y, upstream>, and d/d(upstream) <dL/dx, second>."""
-    with tf.GradientTape() as outer:
-        outer.watch(upstream)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            y = fdlayers.derivative(x, order, h, accuracy, padding, axis)
-        dx = inner.gradient(y, x, output_gradients=upstream)
-    d2 = outer.gradient(dx, upstream, output_gradients=second)
-    return y, dx, d2
+def _value_and_gradients(order, accuracy, padding, axis, h):
+    """(x, upstream, second) -> y, dL/dx for L = <y, upstream>, and
+    d/d(upstream) <dL/dx, second>."""
+    return per_backend.value_and_gradients(
+        lambda x: fdlayers.derivative(x, order, h, accuracy, padding, axis))
 
 
 @pytest.mark.parametrize("order,accuracy,padding", CASES)
@@ -102,10 +103,8 @@ def test_every_path_matches_the_reference(path, order, accuracy, padding,
     upstream = rng.normal(size=out_shape)
     second = rng.normal(size=shape)
 
-    run = path(lambda *a: _value_and_gradients(
-        *a, order, accuracy, padding, axis, h))
-    y, dx, d2 = (v.numpy() for v in run(tf.constant(x), tf.constant(upstream),
-                                        tf.constant(second)))
+    run = path(_value_and_gradients(order, accuracy, padding, axis, h))
+    y, dx, d2 = numpy(run(tensor(x), tensor(upstream), tensor(second)))
 
     # Rounding scale: |A|·|x|, so that the tolerance follows the stencil.
     for got, want, scale in [
@@ -125,7 +124,7 @@ def test_float32_paths_agree_with_float64(path, rng):
     x = rng.normal(size=(4, 64, 3))
     matrix = reference_matrix(order, accuracy, padding, 64, h)
     run = path(lambda x: fdlayers.derivative(x, order, h, accuracy, padding))
-    got = run(tf.constant(x, tf.float32)).numpy()
+    got = numpy(run(tensor(x.astype(np.float32))))
     assert got.dtype == np.float32
     x32 = x.astype(np.float32).astype(np.float64)
     want = apply_along(matrix, x32, 1)
@@ -134,7 +133,10 @@ def test_float32_paths_agree_with_float64(path, rng):
     np.testing.assert_array_less(abs(got - want), (m + 2) * 2.0 ** -24 * scale)
 
 
+@pytest.mark.tensorflow_only
 def test_dynamic_length_graph_uses_one_trace_for_all_lengths():
+    import tensorflow as tf
+
     layer = fdlayers.FiniteDifference1D(order=2, accuracy=4, dtype="float64")
     run = tf.function(layer, input_signature=[tf.TensorSpec([None, None, 1], tf.float64)])
     for n in (6, 50, 4000):
@@ -148,36 +150,39 @@ def test_half_precision_is_computed_in_float32():
     h = 0.01
     t = np.arange(200) * h
     x = np.sin(t).astype(np.float16)
-    y = fdlayers.derivative(x[None, :], 2, h, 4)
-    assert y.dtype == tf.float16
-    want = fdlayers.derivative(x.astype(np.float32)[None, :], 2, h, 4)
-    np.testing.assert_array_equal(y.numpy(), tf.cast(want, tf.float16).numpy())
+    y = fdlayers.derivative(tensor(x[None, :]), 2, h, 4)
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+    want = fdlayers.derivative(tensor(x.astype(np.float32)[None, :]), 2, h, 4)
+    np.testing.assert_array_equal(numpy(y), numpy(keras.ops.cast(want, "float16")))
 
 
 @pytest.mark.parametrize("order,accuracy,padding", CASES)
 @pytest.mark.parametrize("extra", [0, 1, 7])
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("dynamic", [
+    False, pytest.param(True, marks=pytest.mark.tensorflow_only)],
+    ids=["static", "dynamic"])
 def test_gradient_of_short_and_dynamic_sequences(order, accuracy, padding,
                                                  extra, dynamic, rng):
     """The transpose splits off its ends when the length is known and long
     enough, and pads the whole sequence otherwise: both near the minimum
-    length, and with a length only known at run time."""
+    length, and with a length only known at run time (TensorFlow graphs).
+    The value and the second derivative are checked on the way."""
     h = 0.5
     n = fdlayers.stencils.plan(order, accuracy, padding).min_length + extra
     matrix = reference_matrix(order, accuracy, padding, n, h)
     x = rng.normal(size=(2, n, 3))
     upstream = rng.normal(size=(2, matrix.shape[0], 3))
 
-    def gradient(x, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fdlayers.derivative(x, order, h, accuracy, padding)
-        return tape.gradient(y, x, output_gradients=upstream)
-
+    gradients = _value_and_gradients(order, accuracy, padding, 1, h)
     if dynamic:
+        import tensorflow as tf
+
         spec = tf.TensorSpec([None, None, 3], tf.float64)
-        gradient = tf.function(gradient, input_signature=[spec, spec])
-    got = gradient(tf.constant(x), tf.constant(upstream)).numpy()
-    want = apply_along(matrix.T, upstream, 1)
-    scale = apply_along(abs(matrix.T), abs(upstream), 1)
-    np.testing.assert_array_less(abs(got - want), 1e-13 * scale + 1e-300)
+        gradients = tf.function(gradients, input_signature=[spec] * 3)
+    second = rng.normal(size=x.shape)
+    y, dx, d2 = numpy(gradients(tensor(x), tensor(upstream), tensor(second)))
+    for got, operator, vector in [(y, matrix, x), (dx, matrix.T, upstream),
+                                 (d2, matrix, second)]:
+        want = apply_along(operator, vector, 1)
+        scale = apply_along(abs(operator), abs(vector), 1)
+        np.testing.assert_array_less(abs(got - want), 1e-13 * scale + 1e-300)
