@@ -220,7 +220,8 @@ class FiniteDifference1D(_SequenceLayer):
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
         return fd_ops.derivative(
-            keras.ops.cast(x, self.input_dtype), self.order,
+            keras.ops.cast(fd_ops.real_tensor(x, "inputs"), self.input_dtype),
+            self.order,
             self.spacing if t is None else t, self.accuracy, self.padding,
             self.axis, mask=self._input_mask(mask),
         )
@@ -323,7 +324,8 @@ class SavitzkyGolay1D(_SequenceLayer):
 
     def call(self, inputs, mask=None):
         return fd_ops.savitzky_golay(
-            keras.ops.cast(inputs, self.input_dtype), self.order, self.window,
+            keras.ops.cast(fd_ops.real_tensor(inputs, "inputs"),
+                           self.input_dtype), self.order, self.window,
             self.polyorder, self.spacing, self.padding, self.axis, mask=mask)
 
     def get_config(self):

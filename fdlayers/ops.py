@@ -9,6 +9,7 @@ confined to this module.
 import functools
 import math
 import numbers
+import reprlib
 
 import keras
 import numpy as np
@@ -66,7 +67,7 @@ def check_arguments(order, spacing, accuracy, padding):
         order, accuracy, padding in stencils.CENTRAL_PADDINGS
     )
     if isinstance(spacing, bool) or not isinstance(spacing, numbers.Real):
-        if np.ndim(spacing) >= 1 and not ops.is_tensor(spacing):
+        if _ndim(spacing) >= 1 and not ops.is_tensor(spacing):
             # Coordinates of a non-uniform grid: windows() refuses 'periodic'.
             layout = _layout(order, accuracy, padding, True)
             coordinates = stencils.check_coordinates(spacing, layout.min_length)
@@ -288,7 +289,7 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
             only known then).
     """
     times = None
-    if ops.is_tensor(spacing) or np.ndim(spacing) >= 2:
+    if ops.is_tensor(spacing) or _ndim(spacing) >= 2:
         times, spacing = spacing, 1.0  # per-sample coordinates, in the graph
     order, spacing, accuracy, padding = check_arguments(
         order, spacing, accuracy, padding
@@ -300,7 +301,7 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
         return _uniform(x, dtype, ("difference", order, accuracy, padding),
                         spacing ** -order, axis, mask)
     if times is not None:
-        times = ops.cast(ops.convert_to_tensor(times), compute_dtype)
+        times = ops.cast(real_tensor(times, "spacing"), compute_dtype)
     plan = _layout(order, accuracy, padding, True)
     _output_shape(x.shape, plan, padding, axis, coordinates,
                   None if times is None else times.shape)
@@ -361,17 +362,50 @@ def check_spacing(spacing):
         raise TypeError(
             "`spacing` must be a positive finite number. Received: "
             f"spacing={spacing!r} of type {type(spacing).__name__}")
-    spacing = float(spacing)
-    if not (math.isfinite(spacing) and spacing > 0):
+    try:
+        value = float(spacing)
+    except OverflowError:  # an integer or Fraction beyond float64's range
+        value = math.inf
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(
-            f"`spacing` must be a positive finite number. Received: spacing={spacing}"
+            "`spacing` must be a positive finite number. Received: "
+            f"spacing={reprlib.repr(spacing)}"
         )
-    return spacing
+    return value
+
+
+def _ndim(value):
+    """`np.ndim(value)`, with 1 for a ragged sequence (refused later, by name)."""
+    try:
+        return np.ndim(value)
+    except ValueError:
+        return 1
+
+
+def real_tensor(value, name):
+    """`value` as a tensor of real numbers (float, integer or bool).
+
+    Anything else is a TypeError naming `name`: what no backend converts, and
+    strings and complex numbers, which casting to a float would fail on
+    (TensorFlow) or silently cut to their real part.
+    """
+    try:
+        tensor = ops.convert_to_tensor(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`{name}` must be a tensor or array of real numbers. Received: "
+            f"{name}={reprlib.repr(value)}") from error
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if not dtype.startswith(("float", "bfloat", "int", "uint", "bool")):
+        raise TypeError(
+            f"`{name}` must hold real numbers (float, integer or bool). "
+            f"Received: {name} of dtype {dtype}")
+    return tensor
 
 
 def _float_input(x):
     """`x` as a float tensor (integers to floatx), and its dtype."""
-    x = ops.convert_to_tensor(x)
+    x = real_tensor(x, "x")
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not dtype.startswith(("float", "bfloat")):
         x = ops.cast(x, keras.config.floatx())
@@ -449,7 +483,7 @@ def _derivative_mask(mask, rank, plan, padding, axis):
 
 
 def _check_mask(mask, x):
-    mask = ops.convert_to_tensor(mask)
+    mask = real_tensor(mask, "mask")
     shape, expected = tuple(mask.shape), tuple(x.shape[:2])
     if len(shape) != 2 or any(None not in pair and pair[0] != pair[1]
                               for pair in zip(shape, expected)):

@@ -16,6 +16,7 @@ import functools
 import itertools
 import math
 import numbers
+import reprlib
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -485,11 +486,22 @@ def check_coordinates(coordinates, min_length=1):
     """`coordinates` as a float64 vector, if 1-D, finite, strictly increasing
     and at least `min_length` long; else a ValueError naming `spacing`."""
     try:
+        # Numbers only: NumPy would also parse strings and take booleans.
+        kind = np.asarray(coordinates).dtype.kind
+        if kind not in "iuf" and not (kind == "O" and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool)
+                for v in np.ravel(coordinates))):
+            raise TypeError
         values = np.asarray(coordinates, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64's range
+        raise ValueError(
+            "`spacing` coordinates must be finite. Received: spacing="
+            f"{reprlib.repr(coordinates)}"
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(
             "`spacing` must be a positive number or a 1-D array of sample "
-            f"coordinates. Received: spacing={coordinates!r}"
+            f"coordinates. Received: spacing={reprlib.repr(coordinates)}"
         ) from None
     if values.ndim != 1:
         raise ValueError(
