@@ -211,7 +211,8 @@ class LinearStencil:
                          self.channels, self.in_place)
 
 
-def apply_windows(x, layout, axis, head, interior, tail):
+def apply_windows(x, layout, axis, head, interior, tail, scales=None,
+                  order=0):
     """A position-dependent stencil along `axis`: `y[i] = Σ_k W[i, k] · x[start(i) + k]`.
 
     `layout` is a `fdlayers.stencils.Windows`. Each weight is a number or a
@@ -226,20 +227,35 @@ def apply_windows(x, layout, axis, head, interior, tail):
       a group of one row; an empty group is one row of zeros);
     - `tail`: groups of trailing rows against the window `x[n-width:]`.
 
+    `scales`, if given, is `(head, interior, tail)` alike: one tensor per
+    group (None for an empty group) that multiplies the group's sums
+    `order` times (see `stencils.fornberg_scaled`).
+
     Only slices, products, sums and one concatenation: every backend
     differentiates it.
     """
     width = layout.width
     span = width - 1
+    if scales is None:
+        scales = ([None] * len(head), None, [None] * len(tail))
+
+    def scaled(part, scale):
+        for _ in range(order if scale is not None else 0):
+            part = part * scale
+        return part
+
     parts = []
-    for group in head:
+    for group, scale in zip(head, scales[0]):
         terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
-        parts.append(sum_terms(terms) if terms else ops.zeros_like(take(x, axis, 0, 1)))
-    parts.append(sum_terms([take(x, axis, k, (k - span) or None) * w
-                       for k, w in enumerate(interior)]))
-    for group in tail:
-        parts.append(sum_terms([take(x, axis, k - width, (k - span) or None) * w
-                           for k, w in enumerate(group)]))
+        parts.append(scaled(sum_terms(terms), scale) if terms
+                     else ops.zeros_like(take(x, axis, 0, 1)))
+    parts.append(scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
+                                   for k, w in enumerate(interior)]),
+                        scales[1]))
+    for group, scale in zip(tail, scales[2]):
+        parts.append(scaled(sum_terms([
+            take(x, axis, k - width, (k - span) or None) * w
+            for k, w in enumerate(group)]), scale))
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
 
 
@@ -255,21 +271,24 @@ def time_weights(t, layout, order):
     """Per-sample weights of `layout`'s windows from coordinates `t`, in the graph.
 
     `t` has the sequence along its last axis, `(steps,)` or `(batch, steps)`.
-    Returns `(head, interior, tail)` for `apply_windows`, each weight shaped
-    like `t` with the steps axis cut to the rows it serves. Offsets are
-    differences `t[j] - t[i]` taken first, in `t`'s dtype, so that only the
-    spacing, not the size of the time stamps, limits the precision; Fornberg's
-    recurrence is then unrolled over the (static) window, vectorised over
-    batch and steps. The edge rows that share a full window (padding 'same')
-    go through one recurrence together, which keeps the graph small.
+    Returns `(weights, scales)` for `apply_windows`: `weights` is
+    `(head, interior, tail)`, each weight shaped like `t` with the steps
+    axis cut to the rows it serves, and `scales` alike, one per group.
+    Offsets are differences `t[j] - t[i]` taken first, in `t`'s dtype, so
+    that only the spacing, not the size of the time stamps, limits the
+    precision; Fornberg's recurrence is then unrolled over the (static)
+    window, vectorised over batch and steps, on the offsets in units of
+    the window's extent (`stencils.fornberg_scaled`). The edge rows that
+    share a full window (padding 'same') go through one recurrence
+    together, which keeps the graph small.
     """
     axis = len(t.shape) - 1
     m, left = layout.width, layout.left
     span = m - 1
     centre = take(t, axis, left, (left - span) or None)
-    interior = stencils.fornberg(
+    interior, interior_scale = stencils.fornberg_scaled(
         order, [take(t, axis, k, (k - span) or None) - centre for k in range(m)])
-    head, tail = [], []
+    head, tail, head_scales, tail_scales = [], [], [], []
     if layout.tail:  # 'same': every edge row has the full window
         rows = len(layout.head)
         offsets = []
@@ -279,14 +298,19 @@ def time_weights(t, layout, order):
             if rows:
                 parts.insert(0, take(t, axis, k, k + 1) - take(t, axis, 0, rows))
             offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
-        weights = stencils.fornberg(order, offsets)
+        weights, scale = stencils.fornberg_scaled(order, offsets)
         if rows:
             head.append([take(w, axis, 0, rows) for w in weights])
+            head_scales.append(take(scale, axis, 0, rows))
         tail.append([take(w, axis, rows, None) for w in weights])
-        return head, interior, tail
-    for point, size in layout.head:  # 'causal': windows of growing size
-        here = take(t, axis, point, point + 1)
-        head.append(stencils.fornberg(
-            order, [take(t, axis, k, k + 1) - here for k in range(size)])
-            if size else [])
-    return head, interior, tail
+        tail_scales.append(take(scale, axis, rows, None))
+    else:
+        for point, size in layout.head:  # 'causal': windows of growing size
+            here = take(t, axis, point, point + 1)
+            weights, scale = stencils.fornberg_scaled(
+                order, [take(t, axis, k, k + 1) - here for k in range(size)]
+            ) if size else ([], None)
+            head.append(weights)
+            head_scales.append(scale)
+    return ((head, interior, tail),
+            (head_scales, interior_scale, tail_scales))

@@ -203,9 +203,12 @@ def masked_windows(x, mask, t, layout, order):
     def window(start, size):
         index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
         offsets = [_gather_steps(t, i) - t for i in index]
-        weights = stencils.fornberg(order, offsets)
-        return kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
-                                  for w, i in zip(weights, index)])
+        weights, scale = stencils.fornberg_scaled(order, offsets)
+        y = kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
+                               for w, i in zip(weights, index)])
+        for _ in range(order):
+            y = y * _along(scale, len(x.shape))
+        return y
 
     if causal:
         size = ops.minimum(before, m - 1) + 1

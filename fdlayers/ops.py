@@ -299,7 +299,7 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
     if times is None and coordinates is None:
         return _uniform(x, dtype, ("difference", order, accuracy, padding),
-                        spacing ** -order, axis, mask)
+                        spacing, order, axis, mask)
     if times is not None:
         times = ops.cast(real_tensor(times, "spacing"), compute_dtype)
     plan = _layout(order, accuracy, padding, True)
@@ -345,7 +345,7 @@ def savitzky_golay(x, order=1, window=5, polyorder=2, spacing=1.0,
     spacing = check_spacing(spacing)
     x, dtype = _float_input(x)
     return _uniform(x, dtype, ("savgol", order, window, polyorder,
-                               padding.lower()), spacing ** -order, axis, mask)
+                               padding.lower()), spacing, order, axis, mask)
 
 
 def savitzky_golay_shape(input_shape, order=1, window=5, polyorder=2,
@@ -422,15 +422,17 @@ def _plan_of(spec):
     return savgol.plan(*spec[1:])
 
 
-def _uniform(x, dtype, spec, scale, axis, mask):
-    """The plan `spec` scaled by `scale` along `axis` of a float tensor `x`:
-    shape checks, half precision in float32, masks, and the kernel."""
+def _uniform(x, dtype, spec, spacing, order, axis, mask):
+    """The plan `spec` scaled by `spacing**-order` along `axis` of a float
+    tensor `x`: shape checks, half precision in float32, masks, the kernel."""
     plan, padding = _plan_of(spec), spec[-1]
     _output_shape(x.shape, plan, padding, axis)
     axis = check_axis(axis, len(x.shape))
     x = _check_length(x, plan, padding, axis)
     if dtype in _HALF_DTYPES:
         x = ops.cast(x, "float32")
+    scale, exponent = _scaling(spec, spacing, order,
+                               keras.backend.standardize_dtype(x.dtype))
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
@@ -442,7 +444,79 @@ def _uniform(x, dtype, spec, scale, axis, mask):
             x = masking.zero_masked(x, mask)
         y = _mask_output(_kernel(x, spec, scale, axis), mask, plan, padding,
                          axis)
+    y = _times_power_of_two(y, exponent)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
+
+
+@_plain_python
+@functools.lru_cache(maxsize=256)
+def _scaling(spec, spacing, order, dtype):
+    """`(scale, exponent)` with `spacing**-order = scale · 2**exponent`:
+    `scale` is folded into the plan's weights, and the sum is multiplied by
+    the power of two, exactly (`_times_power_of_two`).
+
+    Folding all of `spacing**-order` costs nothing and is done wherever the
+    scaled weights are normal numbers of the compute `dtype`, as they are
+    for any sensible spacing. Far from 1 they are not, although the
+    derivative may well be: with spacing 1e-30 and order 2 they exceed
+    float32's range (inf weights, and NaN from 0·inf), with spacing 1e30
+    they round to 0, and below spacing ≈ 1e-77 (order 4) `spacing**-order`
+    overflows even float64. Then as much of it is folded as keeps the
+    weights normal, and the rest is one power of two. A sum that overflows
+    (underflows) with those weights gives a result larger (smaller) still,
+    so the result is right wherever it and its rounding scale
+    `Σ|w·x|/spacing**order` are normal numbers.
+    """
+    plan = _plan_of(spec)
+    weights = np.abs(np.concatenate([plan.weights.ravel(), plan.head.ravel(),
+                                     plan.tail.ravel()]))
+    weights = weights[weights > 0]
+    info = np.finfo(dtype)
+    try:
+        scale = spacing ** -order
+    except OverflowError:
+        scale = math.inf
+    if (info.tiny <= weights.min() * scale
+            and weights.max() * scale <= info.max):
+        return scale, 0
+    mantissa, exponent = math.frexp(spacing)
+    return _fold(weights, mantissa ** -order, -exponent * order, dtype)
+
+
+def _fold(weights, scale, exponent, dtype):
+    """`(folded, rest)` with `folded · 2**rest = scale · 2**exponent`, where
+    `folded = scale · 2**k` with `k` as close to `exponent` as keeps every
+    nonzero finite |weight|·folded a normal number of `dtype`."""
+    weights = np.abs(np.asarray(weights, dtype=np.float64))
+    weights = weights[np.isfinite(weights) & (weights > 0)]
+    if not weights.size:
+        weights = np.ones(1)
+    # One binade of margin each side for the rounding of log2; the folded
+    # factor itself is a float64.
+    high, low = math.inf, -math.inf
+    for info, largest, smallest in (
+            (np.finfo(dtype), weights.max() * scale, weights.min() * scale),
+            (np.finfo(np.float64), scale, scale)):
+        high = min(high, math.floor(math.log2(info.max)
+                                    - math.log2(largest)) - 1)
+        low = max(low, math.ceil(math.log2(info.tiny)
+                                 - math.log2(smallest)) + 1)
+    folded = max(low, min(high, exponent))
+    return math.ldexp(scale, folded), exponent - folded
+
+
+def _times_power_of_two(y, exponent):
+    """`y · 2**exponent`, exact unless the result overflows or underflows.
+
+    One multiplication, by a normal number of y's dtype (an XLA program may
+    fold consecutive constant factors into one, which could overflow): a
+    larger exponent would overflow or flush any sum that `_scaling`'s
+    weights give, so it is capped.
+    """
+    if not exponent:
+        return y
+    step = -np.finfo(keras.backend.standardize_dtype(y.dtype)).minexp
+    return y * (2.0 ** max(-step, min(step, exponent)))
 
 
 def _mask_output(y, mask, plan, padding, axis):
@@ -691,14 +765,21 @@ def _apply_per_sample(x, t, layout, order, axis):
     # the unrolled recurrence (hundreds of ops for wide windows) is built and
     # compiled along with every gradient with respect to x.
     t = ops.stop_gradient(t)
-    head, interior, tail = kernels.time_weights(t, layout, order)
+    (head, interior, tail), (head_scales, interior_scale, tail_scales) = (
+        kernels.time_weights(t, layout, order))
     rank = len(x.shape)
 
     def fit(row):
         return [_broadcast_along(w, rank, axis) for w in row]
 
-    return kernels.apply_windows(x, layout, axis, [fit(r) for r in head],
-                                 fit(interior), [fit(r) for r in tail])
+    def fit_scale(scale):
+        return None if scale is None else _broadcast_along(scale, rank, axis)
+
+    return kernels.apply_windows(
+        x, layout, axis, [fit(r) for r in head], fit(interior),
+        [fit(r) for r in tail],
+        scales=([fit_scale(s) for s in head_scales], fit_scale(interior_scale),
+                [fit_scale(s) for s in tail_scales]), order=order)
 
 
 def _compiled(fn, fused):
@@ -735,7 +816,7 @@ def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
     return fn(x)
 
 
-def _apply_static(x, layout, weights, axis):
+def _apply_static(x, layout, weights, axis, exponent):
     head, interior, tail = weights
     # Constants made here, in the graph being traced, not in the cache.
     def constant(weights):
@@ -745,7 +826,8 @@ def _apply_static(x, layout, weights, axis):
     head = [constant(group) for group in head]
     tail = [constant(group) for group in tail]
     interior = constant(interior)
-    return kernels.apply_windows(x, layout, axis, head, interior, tail)
+    return _times_power_of_two(
+        kernels.apply_windows(x, layout, axis, head, interior, tail), exponent)
 
 
 @_plain_python
@@ -753,8 +835,25 @@ def _apply_static(x, layout, weights, axis):
 def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
                fused):
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
+    # Weights scale as spacing**-order, so, as on a uniform grid (`_scaling`),
+    # they may leave the dtype's range, and Fornberg's products of offsets
+    # even float64's. So they are computed on the coordinates in units of a
+    # power of two near the mean spacing (exactly: every step of the
+    # recurrence commutes with that scaling) and scaled back, as far as
+    # the dtype allows, by a power of two.
+    unit = math.frexp((coordinates[-1] - coordinates[0])
+                      / (len(coordinates) - 1))[1]
+    scaled = np.ldexp(coordinates, -unit)
+    if not np.all(np.diff(scaled) > 0):  # spacings too unequal to rescale
+        scaled, unit = coordinates, 0
     layout, head, interior, tail = stencils.window_weights(
-        coordinates, order, accuracy, padding)
+        scaled, order, accuracy, padding)
+    every = np.concatenate([interior.ravel(), tail.ravel()]
+                           + [np.ravel(row) for row in head])
+    factor, exponent = _fold(every, 1.0, -unit * order, dtype)
+    interior = interior * factor
+    tail = tail * factor
+    head = [np.asarray(row) * factor for row in head]
     trailing = (1,) * (rank - axis - 1)
     interior = [column.reshape(column.shape + trailing).astype(dtype)
                 for column in interior.T]
@@ -769,4 +868,4 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
         tail = []
     return _compiled(functools.partial(_apply_static, layout=layout,
                                        weights=(head, interior, tail),
-                                       axis=axis), fused)
+                                       axis=axis, exponent=exponent), fused)

@@ -410,6 +410,25 @@ def fornberg(order, offsets):
     return [c[j][order] for j in range(m)]
 
 
+def fornberg_scaled(order, offsets):
+    """`fornberg` on the offsets divided by the window's extent:
+    `(weights, inverse)`, where the derivative's weights are
+    `weights · inverse**order`. For weights computed in the input's dtype
+    (per-sample coordinates); multiply the weighted sum by `inverse`,
+    `order` times, rather than the weights, so that the result overflows
+    only where it does not fit.
+
+    On the raw offsets the recurrence multiplies up to m - 1 of them, which
+    reaches (m - 1)!·h**(m - 1) and leaves float32's range for wide windows
+    (m = 63 with spacing 1, or 0.01: inf and NaN) or far-off spacings; on
+    offsets within [-1, 1] those products stay between about e**-m and 1.
+    The offsets must be in increasing order (`offsets[-1] - offsets[0]` is
+    the extent), and may be numbers, arrays or tensors, as for `fornberg`.
+    """
+    inverse = 1.0 / (offsets[-1] - offsets[0])
+    return fornberg(order, [o * inverse for o in offsets]), inverse
+
+
 class Windows(NamedTuple):
     """The sample windows of a derivative on a non-uniform grid of `n` points.
 
