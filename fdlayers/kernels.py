@@ -6,6 +6,7 @@ input once and write their output once when XLA fuses them; `fdlayers.ops`
 decides where they run.
 """
 
+import keras
 from keras import ops
 
 from fdlayers import stencils
@@ -19,24 +20,43 @@ def take(x, axis, start, stop):
 
 
 def _rows_times(x, rows, axis):
-    """`rows @ x` along `axis`, as sums over each row's nonzero weights.
+    """`rows @ x` along `axis`: output i is Σ_k rows[i, k]·x[k], over the
+    row's nonzero weights in column order.
 
-    Not a matrix product: a zero weight must not meet its sample, so that a
-    NaN or Inf reaches only the outputs whose stencil uses it (a causal edge
-    row must not see the future even as 0 · inf).
+    One broadcast product per column, the column's weights (one per row,
+    along `axis`) times the single step x[k], so that r rows of c columns
+    cost c operations, not r·c (a 255-sample Savitzky–Golay window has 127
+    edge rows of 255 weights). Not a matrix product: a zero weight must not
+    meet its sample, so that a NaN or Inf reaches only the outputs whose
+    stencil uses it (a causal edge row must not see the future even as
+    0 · inf); a column with zeros keeps them out with `where`. (A matrix
+    product might also run in reduced precision, as TF32 on GPUs.)
     """
-    outputs = []
-    for row in rows:
-        total = None
-        for column, weight in enumerate(row):
-            if weight == 0.0:
-                continue
-            term = take(x, axis, column, column + 1) * float(weight)
-            total = term if total is None else total + term
-        if total is None:
-            total = ops.zeros_like(take(x, axis, 0, 1))
-        outputs.append(total)
-    return outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis)
+    count = rows.shape[0]
+    shape = (count,) + (1,) * (len(x.shape) - axis - 1)
+    dtype = None
+    total = None
+    for column in range(rows.shape[1]):
+        weights = rows[:, column]
+        nonzero = weights != 0.0
+        if not nonzero.any():
+            continue
+        step = take(x, axis, column, column + 1)
+        if count == 1:
+            term = step * float(weights[0])
+        else:
+            if dtype is None:
+                dtype = keras.backend.standardize_dtype(x.dtype)
+            term = step * ops.convert_to_tensor(
+                weights.reshape(shape).astype(dtype))
+            if not nonzero.all():
+                term = ops.where(nonzero.reshape(shape), term,
+                                 ops.zeros_like(term))
+        total = term if total is None else total + term
+    if total is None:
+        zeros = ops.zeros_like(take(x, axis, 0, 1))
+        total = zeros if count == 1 else ops.concatenate([zeros] * count, axis)
+    return total
 
 
 def _correlate(x, weights, axis):
@@ -142,6 +162,14 @@ class LinearStencil:
                  for start, size in segments]
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, self.axis)
 
+    def _edge(self, window, rows):
+        """`rows @ window` along the axis. A periodic edge is the interior
+        stencil over its wrapped window: a correlation of `width` terms,
+        where its band has 3r columns."""
+        if self.plan.periodic:
+            return _correlate(window, self.weights, self.axis)
+        return _rows_times(window, rows, self.axis)
+
     def forward(self, x):
         axis = self.axis
         interior = _correlate(x, self.weights, axis)
@@ -151,9 +179,9 @@ class LinearStencil:
         head_segments, tail_segments = self.segments()
         head = tail = None
         if head_rows:
-            head = _rows_times(self._window(x, head_segments), self.head, axis)
+            head = self._edge(self._window(x, head_segments), self.head)
         if tail_rows:
-            tail = _rows_times(self._window(x, tail_segments), self.tail, axis)
+            tail = self._edge(self._window(x, tail_segments), self.tail)
         return _assemble(head, interior, tail, axis, (head_rows, tail_rows),
                          self.channels, self.in_place)
 

@@ -21,6 +21,8 @@ Everything here is `keras.ops` on the steps axis 1 of tensors whose batch axis
 is 0, as Keras masks are; `fdlayers.ops` decides where it runs.
 """
 
+import keras
+import numpy as np
 from keras import ops
 
 from fdlayers import kernels, stencils
@@ -38,17 +40,22 @@ def run_extents(mask, before, after):
 
     Returns int32 tensors `(a, b)` shaped like `mask`: `a[i]` counts the
     consecutive unmasked steps just before step `i`, capped at `before`;
-    `b[i]` those just after, capped at `after`.
+    `b[i]` those just after, capped at `after`. By doubling: a count of
+    `size` (all `size` steps unmasked) goes on with the count `size` steps
+    further, so a cap of c takes log2(c) passes, not c.
     """
-    flags = ops.cast(mask, "int32")  # 0/1: padding and products on every backend
+    flags = ops.cast(mask, "int32")  # 0/1: padding and sums on every backend
     counts = []
     for direction, cap in ((1, before), (-1, after)):
-        run = total = ops.zeros_like(flags)
-        for k in range(1, cap + 1):
-            shifted = _shift(flags, direction * k)
-            run = shifted if k == 1 else run * shifted
-            total = total + run
-        counts.append(total)
+        if not cap:
+            counts.append(ops.zeros_like(flags))
+            continue
+        run, size = _shift(flags, direction), 1
+        while size < cap:
+            run = ops.where(run == size, size + _shift(run, direction * size),
+                            run)
+            size *= 2
+        counts.append(ops.minimum(run, cap))
     return tuple(counts)
 
 
@@ -125,52 +132,82 @@ def stencil_rows(plan, scale):
     """The rows `masked_forward` picks from, for a `same` or `causal` plan.
 
     Plain Python numbers (they are constants of a traced function), as
-    `(min_length, causal, interior, candidates)`: `interior` is
-    `(offsets, weights)` relative to the output step; each candidate is
-    `(side, count, offsets, weights)`, the row of a step with exactly
-    `count` unmasked steps on `side` ("before" or "after") in its run.
+    `(min_length, causal, heads, tails, rows, columns)`. `rows` holds
+    `(offsets, weights)` relative to the output step: row 0 is the interior
+    stencil; row `1 + a`, for `a < tails`, that of a step with `a` unmasked
+    steps after it in its run; row `1 + tails + b`, for `b < heads`, that
+    of a step with `b` before it. `columns` is the same by offset: for
+    every offset `o` some row uses, `(o, weights)`, the weight of x[i + o]
+    in each row (0 where a row does not use it).
     """
-    def plain(offsets, weights):
-        return (tuple(int(o) for o in offsets),
-                tuple(float(w) * scale for w in weights))
-
-    candidates = []
+    heads, tails = plan.head.shape[0], plan.tail.shape[0]
+    rows = [(plan.offsets, plan.weights)]
     cols = plan.tail.shape[1]
-    for j, row in enumerate(plan.tail):
-        after = plan.tail.shape[0] - 1 - j
-        candidates.append(("after", after) + plain(
-            [c - cols + 1 + after for c in range(cols)], row))
-    # Head rows last: at the start of a run they win over any tail row.
-    for j, row in enumerate(plan.head):
-        candidates.append(("before", j) + plain(
-            [c - j for c in range(plan.head.shape[1])], row))
-    return (plan.min_length, not plan.tail.shape[0],
-            plain(plan.offsets, plan.weights), tuple(candidates))
+    for after in range(tails):
+        rows.append(([c - cols + 1 + after for c in range(cols)],
+                     plan.tail[tails - 1 - after]))
+    for before in range(heads):
+        rows.append(([c - before for c in range(plan.head.shape[1])],
+                     plan.head[before]))
+    rows = tuple((tuple(int(o) for o in offsets),
+                  tuple(float(w) * scale for w in weights))
+                 for offsets, weights in rows)
+    table = {}
+    for r, (offsets, weights) in enumerate(rows):
+        for o, w in zip(offsets, weights):
+            table.setdefault(o, [0.0] * len(rows))[r] = w
+    columns = tuple((o, tuple(table[o])) for o in sorted(table)
+                    if any(table[o]))
+    return plan.min_length, not tails, heads, tails, rows, columns
+
+
+#: Up to this many rows, `masked_forward` computes every row over the whole
+#: tensor and keeps the right one per step (measured with XLA on CPU: a
+#: product by a constant costs a sixth of a product by a weight gathered per
+#: step); beyond, the rows × width passes would be too many to compile (a
+#: 255-sample Savitzky–Golay window has 255 rows), and it goes by offset.
+_ROWS_BY_SELECTION = 16
 
 
 def masked_forward(x, mask, rows):
     """The derivative along axis 1 of `x` masked by `mask`, on a uniform grid.
 
-    `rows` is `stencil_rows(plan, scale)`. Every step's row is picked from
-    its place in its run: a head row for the first steps of a run, a tail
-    row for the last, the interior stencil elsewhere; each candidate is one
-    shifted-slice pass over the whole (zero-padded) tensor, and `where`
-    keeps the right one.
+    `rows` is `stencil_rows(plan, scale)`. Every step's row follows from
+    its place in its run: a head row for the first steps of a run (these
+    win), a tail row for the last, the interior stencil elsewhere. Each row
+    sums its own terms in column order and skips its zero weights, as
+    `kernels` does, so that a run covering the whole sequence gets the
+    unmasked result and a NaN or Inf reaches only the outputs whose row
+    uses it: either each row is one shifted-slice pass over the whole
+    (zero-padded) tensor and `where` keeps the right one, or, for many
+    rows, one pass per offset multiplies each sample by its step's weight
+    (gathered from the offset's column), zero weights kept out by `where`.
     """
-    min_length, causal, interior, candidates = rows
+    min_length, causal, heads, tails, rows, columns = rows
     mask = ops.cast(mask, "bool")
     rank = len(x.shape)
-    cap = max([min_length - 1] + [count for _, count, _, _ in candidates])
+    cap = max(min_length - 1, heads, tails)
     before, after = run_extents(mask, cap, 0 if causal else cap)
-    counts = {"before": before, "after": after}
-    reach = max(abs(o) for offsets, _ in
-                [interior] + [c[2:] for c in candidates] for o in offsets)
+    row = ops.where(before < heads, 1 + tails + before,
+                    ops.where(after < tails, 1 + after, 0))
+    reach = max(abs(o) for o, _ in columns)
     padded = kernels.pad(zero_masked(x, mask), 1, reach, reach)
 
-    y = _shifted_sum(padded, reach, *interior)
-    for side, count, offsets, weights in candidates:
-        y = ops.where(_along(counts[side] == count, rank),
-                      _shifted_sum(padded, reach, offsets, weights), y)
+    if len(rows) <= _ROWS_BY_SELECTION:
+        y = _shifted_sum(padded, reach, *rows[0])
+        for r, (offsets, weights) in enumerate(rows[1:], 1):
+            y = ops.where(_along(row == r, rank),
+                          _shifted_sum(padded, reach, offsets, weights), y)
+    else:
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        y = None
+        for o, weights in columns:
+            weight = _along(ops.take(ops.convert_to_tensor(
+                np.array(weights, dtype=dtype)), row), rank)
+            term = kernels.take(padded, 1, reach + o, (o - reach) or None) * weight
+            if not all(weights):
+                term = ops.where(weight != 0, term, ops.zeros_like(term))
+            y = term if y is None else y + term
     if causal:
         return zero_masked(y, mask)
     return zero_masked(y, ops.logical_and(mask, before + after + 1 >= min_length))
