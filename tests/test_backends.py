@@ -15,9 +15,13 @@ Which tests, and why:
   compiler (per_backend.py).
 - test_masking.py, test_savgol.py, test_autodiff.py: masks run by run,
   SavitzkyGolay1D against scipy, and input_derivatives, whose gradients are
-  each backend's own. Tests marked `tensorflow_only` (lengths known
-  only at run time in a TensorFlow graph, and its run-time errors) are
-  deselected there by conftest.py.
+  each backend's own.
+- test_properties.py, test_fuzzing.py, test_robustness.py: random
+  configurations against an independent reference, junk arguments,
+  non-finite samples, extremes and threads, on each backend's paths.
+- Tests marked `tensorflow_only` (lengths known only at run time in a
+  TensorFlow graph, and its run-time errors) are deselected there by
+  conftest.py.
 - Not repeated: test_stencils.py (NumPy only, no backend), test_validation.py
   (numerical validation on `tf.range` grids; the stencil is the same
   `keras.ops` code on every backend, and test_ops checks each backend's paths
@@ -38,7 +42,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_ops.py", "tests/test_masking.py",
-                   "tests/test_savgol.py", "tests/test_autodiff.py"]
+                   "tests/test_savgol.py", "tests/test_autodiff.py",
+                   "tests/test_properties.py", "tests/test_fuzzing.py",
+                   "tests/test_robustness.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run
 _RUNS = pytest.StashKey[dict]()
