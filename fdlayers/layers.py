@@ -20,7 +20,20 @@ class _SequenceLayer(keras.layers.Layer):
     """
 
     def __init__(self, axis=1, **kwargs):
+        allowed = ("`dtype` must be a float dtype or a mixed-precision policy "
+                   "('float32', 'float64', 'mixed_float16', ...). Received: "
+                   f"dtype={kwargs.get('dtype')!r}")
+        if kwargs.get("dtype") is not None:
+            try:  # Keras' own message would not say which argument it was
+                keras.dtype_policies.get(kwargs["dtype"])
+            except (TypeError, ValueError) as error:
+                raise ValueError(allowed) from error
         super().__init__(**kwargs)
+        # An integer policy would round the input to integers before the
+        # derivative is taken, and a complex one is not a real derivative.
+        dtype = keras.backend.standardize_dtype(self.variable_dtype)
+        if not dtype.startswith(("float", "bfloat")):
+            raise ValueError(f"{allowed} (variable dtype {dtype})")
         fd_ops.check_axis(axis)
         if axis == 0:
             raise ValueError(

@@ -20,7 +20,8 @@ What is accepted: integers (Python `int` or a NumPy integer scalar) for
 integral ones, nor booleans or 0-d arrays; for `spacing`, any real number
 (NumPy scalars and `Fraction` included) that is positive and finite, or a
 1-D array-like of numbers (the coordinates of a non-uniform grid); for
-`padding`, a string. Tensors must hold real numbers (float, integer or
+`padding`, a string; for Keras' `dtype`, a float dtype or policy (mixed
+policies included), not an integer, boolean or complex one. Tensors must hold real numbers (float, integer or
 bool): strings and complex numbers are a `TypeError`.
 
 Backend-neutral: the layers and the op on NumPy inputs.
@@ -106,14 +107,25 @@ def _maybe(valid, junk=JUNK):
     return st.integers(0, 2).flatmap(lambda k: junk if k == 0 else valid)
 
 
-FD_ARGUMENTS = st.fixed_dictionaries({}, optional={
+# Keras' own `dtype` argument: a float dtype or policy, else refused (an
+# integer policy rounded the input to integers before differentiating).
+DTYPES = _maybe([None, "float32", "float64", "float16", "mixed_float16",
+                 "mixed_bfloat16"],
+                junk=st.one_of(JUNK, st.sampled_from(
+                    ["int32", "uint8", "bool", "complex64", "string"])))
+
+_FD_OPTIONS = {
     "order": _maybe([1, 2, 3, 4]),
     "spacing": _maybe([1.0, 0.5, 3, np.float32(0.25),
                        [0.0, 0.5, 1.5, 2.0, 3.0, 3.5, 5.0, 6.0, 7.0, 8.0]]),
     "accuracy": _maybe([1, 2, 3, 4]),
     "padding": _maybe(["same", "valid", "periodic", "causal"]),
     "axis": _maybe([1, 2, -1, -2]),
-})
+}
+# `fdlayers.derivative` takes the layer's arguments but `dtype`.
+OP_ARGUMENTS = st.fixed_dictionaries({}, optional=_FD_OPTIONS)
+FD_ARGUMENTS = st.fixed_dictionaries({}, optional={**_FD_OPTIONS,
+                                                   "dtype": DTYPES})
 
 SG_ARGUMENTS = st.fixed_dictionaries({}, optional={
     "order": _maybe([0, 1, 2]),
@@ -122,6 +134,7 @@ SG_ARGUMENTS = st.fixed_dictionaries({}, optional={
     "spacing": _maybe([1.0, 0.5, 3]),
     "padding": _maybe(["same", "valid", "periodic"]),
     "axis": _maybe([1, 2, -1, -2]),
+    "dtype": DTYPES,
 })
 
 
@@ -228,7 +241,7 @@ JUNK_TENSORS = st.sampled_from([
 
 
 @SETTINGS
-@given(FD_ARGUMENTS, _maybe([None, np.ones((2, 12), bool),
+@given(OP_ARGUMENTS, _maybe([None, np.ones((2, 12), bool),
                              np.arange(24).reshape(2, 12) % 5 != 2],
                             junk=st.one_of(JUNK_TENSORS, JUNK)))
 @example({"spacing": 1e-320}, None)  # spacing**-order overflowed float64
@@ -270,6 +283,15 @@ def test_junk_tensors_are_refused(x, use):
         except Exception as error:  # noqa: BLE001
             assert type(error) in (ValueError, TypeError), (
                 f"{type(error).__name__}: {error}")
+
+
+@pytest.mark.parametrize("cls", [FD, SG])
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool", "complex64"])
+def test_a_dtype_that_is_not_a_float_is_refused(cls, dtype):
+    # An integer policy cast the input to integers first: FD(dtype="int32")
+    # gave [0, 0, 0.5, ...] for the slope 0.4.
+    with pytest.raises(ValueError, match=f"`dtype` must be a float.*{dtype}"):
+        cls(dtype=dtype)
 
 
 @pytest.mark.parametrize("x, name", [
