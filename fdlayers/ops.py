@@ -388,10 +388,19 @@ def real_tensor(value, name):
 
     Anything else is a TypeError naming `name`: what no backend converts, and
     strings and complex numbers, which casting to a float would fail on
-    (TensorFlow) or silently cut to their real part.
+    (TensorFlow) or silently cut to their real part. A sparse tensor is
+    made dense (its implicit zeros are samples); a ragged one is refused,
+    since densifying it would append zeros that are not samples.
     """
+    if _is_ragged(value):
+        raise TypeError(
+            f"`{name}` must be a dense tensor, not a RaggedTensor: pad the "
+            f"sequences (`{name}.to_tensor()`) and pass a mask "
+            "(`keras.layers.Masking`, or `mask=` to the layer) so that the "
+            f"padding is not differentiated. Received: {name} of type "
+            f"{type(value).__name__}")
     try:
-        tensor = ops.convert_to_tensor(value)
+        tensor = ops.convert_to_tensor(value, sparse=False)
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"`{name}` must be a tensor or array of real numbers. Received: "
@@ -402,6 +411,14 @@ def real_tensor(value, name):
             f"`{name}` must hold real numbers (float, integer or bool). "
             f"Received: {name} of dtype {dtype}")
     return tensor
+
+
+def _is_ragged(value):
+    """Whether `value` is a TensorFlow RaggedTensor (no other backend has one)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    return isinstance(value, tf.RaggedTensor)
 
 
 def _float_input(x):

@@ -302,3 +302,24 @@ def test_a_dtype_that_is_not_a_float_is_refused(cls, dtype):
 def test_junk_inputs_name_the_input(x, name):
     with pytest.raises(TypeError, match=re.escape(name)):
         fdlayers.derivative(x)
+
+
+@pytest.mark.tensorflow_only
+def test_ragged_inputs_are_refused_and_sparse_ones_made_dense():
+    import tensorflow as tf
+
+    ragged = tf.ragged.constant([[[1.0], [2.0], [4.0]], [[1.0], [3.0]]],
+                                ragged_rank=1)
+    # It failed on its unknown length ("Index 1 is not uniform").
+    with pytest.raises(TypeError, match="`inputs` must be a dense tensor, "
+                                        "not a RaggedTensor"):
+        FD()(ragged)
+    with pytest.raises(TypeError, match="`x` must be a dense tensor"):
+        fdlayers.derivative(ragged)
+    dense = np.arange(24.0, dtype="float32").reshape(2, 6, 2) ** 2
+    dense[:, ::2] = 0.0
+    sparse = tf.sparse.from_dense(dense)
+    for layer in (FD(order=2), SG(order=1, window=5, polyorder=2)):
+        # It failed deep in the layer ("'SparseTensor' object is not
+        # subscriptable").
+        np.testing.assert_array_equal(layer(sparse), layer(dense))
