@@ -1,12 +1,13 @@
 """The `fdlayers` command line.
 
-    fdlayers demo   differentiate tf.range series and print the errors against
-                    the analytic derivatives (--plot also draws them)
+    fdlayers demo   differentiate tf.range series, print the errors against
+                    the analytic derivatives and draw them (fdlayers-demo.png)
     fdlayers diff   differentiate the columns of a CSV or .npy file
 
 Exit status: 0 on success; 2 for an error in the arguments or in the data,
 reported as one line on stderr (`fdlayers diff: error: ...`), never as a
-traceback. matplotlib is optional: only `--plot` needs it.
+traceback. matplotlib is optional: without it `demo` skips its figure, and
+an explicit `--plot` is an error.
 """
 
 import argparse
@@ -34,6 +35,17 @@ _CASES = [  # (order, accuracy, padding)
     (2, 2, "same"), (2, 4, "same"), (3, 2, "same"), (4, 4, "same"),
     (2, 4, "valid"), (1, 3, "causal"), (2, 2, "periodic"),
 ]
+
+
+_DEMO_FIGURE = "fdlayers-demo.png"
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _tf():
@@ -82,10 +94,20 @@ def _edge_text(error):
 
 
 def demo(args):
-    """Print the error table and the original tf.range example; with
-    `--plot`, draw the derivatives and the convergence to a figure."""
-    if args.plot:
-        _check_figure_path(args.plot)
+    """Print the original tf.range example and the error table, and draw
+    the derivatives and the convergence to a figure (`--plot PNG`, default
+    fdlayers-demo.png; skipped with a note where matplotlib is missing,
+    unless asked for by name, and with `--no-plot`)."""
+    plot = args.plot
+    if plot is None:  # the default figure, where matplotlib is installed
+        plot = _DEMO_FIGURE if _has_matplotlib() else None
+        if plot is None and not args.no_plot:
+            print("(no figure: matplotlib is not installed; "
+                  "pip install matplotlib)\n")
+    if args.no_plot:
+        plot = None
+    if plot:
+        _check_figure_path(plot)
     import keras
     import numpy as np
 
@@ -130,9 +152,9 @@ def demo(args):
           "log2 of the worst error's\nratio when h halves; it approaches the "
           "accuracy (or exceeds it where the leading\nerror term vanishes). "
           "Polynomials of degree < order + accuracy are exact.")
-    if args.plot:
-        _demo_figure(args.plot)
-        print(f"\nwrote {args.plot}")
+    if plot:
+        _demo_figure(plot)
+        print(f"\nwrote {plot}")
     return 0
 
 
@@ -398,10 +420,14 @@ def build_parser():
                              help="number of samples (default 64)")
     demo_parser.add_argument("--spacing", type=_spacing, default=0.1,
                              help="sample spacing h (default 0.1)")
-    demo_parser.add_argument(
-        "--plot", nargs="?", const="fdlayers-demo.png", metavar="PNG",
-        help="also draw derivatives of sin t and the error against h to a "
-             "figure (default name fdlayers-demo.png; needs matplotlib)")
+    figure = demo_parser.add_mutually_exclusive_group()
+    figure.add_argument(
+        "--plot", nargs="?", const=_DEMO_FIGURE, metavar="PNG",
+        help="draw derivatives of sin t and the error against h to this "
+             f"figure (default {_DEMO_FIGURE}, written whenever matplotlib "
+             "is installed)")
+    figure.add_argument("--no-plot", action="store_true",
+                        help="do not write the figure")
     demo_parser.set_defaults(run=demo, parser=demo_parser)
 
     diff_parser = commands.add_parser(
