@@ -1,24 +1,22 @@
 """The `fdlayers` command line.
 
-    fdlayers demo   differentiate tf.range series and print the errors against
-                    the analytic derivatives (--plot also draws them)
+    fdlayers demo   differentiate tf.range series, print the errors against
+                    the analytic derivatives and draw them (fdlayers-demo.png)
     fdlayers diff   differentiate the columns of a CSV or .npy file
 
 Exit status: 0 on success; 2 for an error in the arguments or in the data,
 reported as one line on stderr (`fdlayers diff: error: ...`), never as a
-traceback. matplotlib is optional: only `--plot` needs it.
+traceback. matplotlib is optional: without it `demo` skips its figure, and
+an explicit `--plot` is an error.
 """
 
 import argparse
-import csv
-import dataclasses
 import math
 import os
 import sys
 
-
-class CommandError(Exception):
-    """An error in the arguments or the data: one line on stderr, status 2."""
+from fdlayers.datafiles import (CommandError, check_extension, listing,
+                                read_csv, read_npy, write)
 
 
 # (name, f, derivative of order n) on float64 tensors; the derivatives are
@@ -37,6 +35,17 @@ _CASES = [  # (order, accuracy, padding)
     (2, 2, "same"), (2, 4, "same"), (3, 2, "same"), (4, 4, "same"),
     (2, 4, "valid"), (1, 3, "causal"), (2, 2, "periodic"),
 ]
+
+
+_DEMO_FIGURE = "fdlayers-demo.png"
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _tf():
@@ -85,10 +94,20 @@ def _edge_text(error):
 
 
 def demo(args):
-    """Print the error table and the original tf.range example; with
-    `--plot`, draw the derivatives and the convergence to a figure."""
-    if args.plot:
-        _check_figure_path(args.plot)
+    """Print the original tf.range example and the error table, and draw
+    the derivatives and the convergence to a figure (`--plot PNG`, default
+    fdlayers-demo.png; skipped with a note where matplotlib is missing,
+    unless asked for by name, and with `--no-plot`)."""
+    plot = args.plot
+    if plot is None:  # the default figure, where matplotlib is installed
+        plot = _DEMO_FIGURE if _has_matplotlib() else None
+        if plot is None and not args.no_plot:
+            print("(no figure: matplotlib is not installed; "
+                  "pip install matplotlib)\n")
+    if args.no_plot:
+        plot = None
+    if plot:
+        _check_figure_path(plot)
     import keras
     import numpy as np
 
@@ -133,9 +152,9 @@ def demo(args):
           "log2 of the worst error's\nratio when h halves; it approaches the "
           "accuracy (or exceeds it where the leading\nerror term vanishes). "
           "Polynomials of degree < order + accuracy are exact.")
-    if args.plot:
-        _demo_figure(args.plot)
-        print(f"\nwrote {args.plot}")
+    if plot:
+        _demo_figure(plot)
+        print(f"\nwrote {plot}")
     return 0
 
 
@@ -186,218 +205,6 @@ def _demo_figure(path):
 
 # diff ------------------------------------------------------------------------
 
-_DATA_EXTENSIONS = (".csv", ".npy")
-
-
-@dataclasses.dataclass
-class Table:
-    """A data file as read, ready to differentiate.
-
-    Attributes:
-        header: the names of all its columns, for CSV output; `rows` their
-            cells as text, one list per sample (None for .npy: `cells` makes
-            them from `values`).
-        names: the columns to differentiate; `values` their samples,
-            float64 of shape (steps, channels).
-        time: the time column's name and `times` its float64 samples, or
-            None and None.
-        copied: the columns neither differentiated nor time (not numeric).
-        vector: whether the file held one series as a 1-D .npy array.
-    """
-
-    header: list
-    rows: list
-    names: list
-    values: object
-    time: str = None
-    times: object = None
-    copied: list = dataclasses.field(default_factory=list)
-    vector: bool = False
-
-    @property
-    def steps(self):
-        return self.values.shape[0]
-
-    def cells(self, start, stop):
-        """Rows `start:stop` of all the columns, as text."""
-        if self.rows is not None:
-            return self.rows[start:stop]
-        return [[repr(v) for v in row] for row in self.values[start:stop].tolist()]
-
-
-def _extension(path, what):
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in _DATA_EXTENSIONS:
-        raise CommandError(
-            f"{what} {path} has the unknown extension "
-            f"{extension or '(none)'!r}: expected .csv or .npy")
-    return extension
-
-
-def _read_error(path, error):
-    if isinstance(error, FileNotFoundError):
-        return CommandError(f"no such file: {path}")
-    if isinstance(error, IsADirectoryError):
-        return CommandError(f"{path} is a directory, not a data file")
-    return CommandError(f"cannot read {path}: {error.strerror or error}")
-
-
-def _number(text):
-    """`text` as a float, or None where it is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _listing(names, limit=8):
-    """`a, b, c`, shortened to `a, b, ... z (N columns)` past `limit`."""
-    names = list(names)
-    if len(names) <= limit:
-        return ", ".join(names)
-    return f"{', '.join(names[:limit - 2])}, ..., {names[-1]} ({len(names)} columns)"
-
-
-def read_csv(path, columns=None, time_column=None, header=True):
-    """Read a CSV file: a header row of names, then one row per sample.
-
-    Differentiates `columns` (names), else every numeric column but the time
-    column: a column is numeric when any of its values is a number, and then
-    every value must be a finite number. Blank lines are skipped.
-    """
-    try:
-        # utf-8-sig: spreadsheets often start their CSV exports with a BOM.
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            records = [(reader.line_num, row) for row in reader if row]
-    except OSError as error:
-        raise _read_error(path, error) from None
-    except UnicodeDecodeError:
-        raise CommandError(f"cannot read {path}: it is not UTF-8 text") from None
-    except csv.Error as error:
-        raise CommandError(f"cannot read {path} as CSV: {error}") from None
-    if not records:
-        raise CommandError(f"{path} is empty")
-    if header:
-        (line, names), records = records[0], records[1:]
-        names = [name.strip() or f"col{k + 1}" for k, name in enumerate(names)]
-        if all(_number(name) is not None for name in names):
-            raise CommandError(
-                f"{path} line {line} holds numbers, not column names: add a "
-                "header row, or pass --no-header")
-        for k, name in enumerate(names):
-            if name in names[:k]:
-                raise CommandError(
-                    f"{path} has two columns named {name!r} (columns "
-                    f"{names.index(name) + 1} and {k + 1})")
-        if not records:
-            raise CommandError(f"{path} has a header but no data rows")
-    else:
-        names = [f"col{k + 1}" for k in range(len(records[0][1]))]
-    for line, row in records:
-        if len(row) != len(names):
-            raise CommandError(
-                f"{path} line {line} has {len(row)} fields, but there are "
-                f"{len(names)} columns ({_listing(names)})")
-
-    def find(name):
-        if name not in names:
-            raise CommandError(
-                f"no column {name!r} in {path}; its columns are {_listing(names, 20)}")
-        return names.index(name)
-
-    time = None if time_column is None else find(time_column)
-    if columns:
-        chosen = [find(name) for name in dict.fromkeys(columns)]
-        if time in chosen:
-            raise CommandError(
-                f"column {time_column!r} is the time column; it cannot be "
-                "differentiated too")
-    else:
-        chosen = [k for k in range(len(names)) if k != time and any(
-            _number(row[k]) is not None for _, row in records)]
-        if not chosen:
-            raise CommandError(
-                f"{path} has no numeric column to differentiate; its "
-                f"columns are {_listing(names, 20)}")
-    values = [_column(path, records, k, names[k]) for k in chosen]
-    times = None
-    if time is not None:
-        times = _column(path, records, time, names[time])
-        _check_increasing(path, records, time, names[time], times)
-    copied = [name for k, name in enumerate(names) if k != time and k not in chosen]
-    import numpy as np
-
-    return Table(names, [row for _, row in records],
-                 [names[k] for k in chosen], np.stack(values, axis=1),
-                 time_column, times, copied)
-
-
-def _column(path, records, k, name):
-    """Column `k` as float64, or a CommandError naming the line of a bad value."""
-    import numpy as np
-
-    values = np.empty(len(records))
-    for i, (line, row) in enumerate(records):
-        value = _number(row[k])
-        if value is None or not math.isfinite(value):
-            where = f"{path} line {line}, column {name!r}"
-            if not row[k].strip():
-                raise CommandError(f"{where} is empty")
-            kind = "number" if value is None else "finite number"
-            raise CommandError(f"{where}: {row[k]!r} is not a {kind}")
-        values[i] = value
-    return values
-
-
-def _check_increasing(path, records, k, name, times):
-    import numpy as np
-
-    bad = np.flatnonzero(~(np.diff(times) > 0))
-    if bad.size:
-        i = bad[0]
-        (line, row), (next_line, next_row) = records[i], records[i + 1]
-        raise CommandError(
-            f"time column {name!r} must increase strictly: {path} line "
-            f"{next_line} has {next_row[k].strip()} after {row[k].strip()} "
-            f"on line {line}")
-
-
-def read_npy(path):
-    """Read a .npy file: a 1-D series (steps,) or a 2-D array (steps,
-    channels) of real numbers, all finite; axis 0 is the steps axis."""
-    import numpy as np
-
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        raise _read_error(path, error) from None
-    except (OSError, ValueError, EOFError):
-        # np.load names pickles for any file without the .npy magic number.
-        raise CommandError(f"cannot read {path}: it is not a NumPy .npy file") from None
-    if not isinstance(values, np.ndarray):
-        raise CommandError(f"cannot read {path}: it is not a NumPy .npy file")
-    if values.dtype.kind not in "iuf":
-        raise CommandError(
-            f"{path} holds values of dtype {values.dtype}: expected real numbers")
-    if values.ndim not in (1, 2):
-        raise CommandError(
-            f"{path} has shape {values.shape}: expected a 1-D series (steps,) "
-            "or a 2-D array (steps, channels)")
-    values = values.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(values))
-    if bad.size:
-        index = ", ".join(map(str, bad[0]))
-        raise CommandError(
-            f"{path}[{index}] is {values[tuple(bad[0])]}: values must be finite")
-    vector = values.ndim == 1
-    if vector:
-        names, values = ["x"], values[:, np.newaxis]
-    else:
-        names = [f"x{k}" for k in range(values.shape[1])]
-    return Table(names, None, names, values, vector=vector)
-
-
 def _check_arguments(args):
     """fdlayers' own checks of order, accuracy, padding and spacing.
 
@@ -433,7 +240,7 @@ def _output_path(args):
     if args.output is None:
         stem, extension = os.path.splitext(args.file)
         return f"{stem}.d{args.order}{extension}"
-    _extension(args.output, "output")
+    check_extension(args.output, "output")
     if os.path.exists(args.output) and os.path.samefile(args.output, args.file):
         raise CommandError(f"refusing to overwrite the input file {args.file}")
     return args.output
@@ -452,33 +259,13 @@ def _read(args, extension):
     return read_npy(args.file)
 
 
-def _write(output, table, names, derivative, first, stop):
-    """Write the derivative of rows `first:stop`; return the columns written."""
-    import numpy as np
-
-    try:
-        if output.lower().endswith(".npy"):
-            with open(output, "wb") as file:  # np.save(name) appends ".npy"
-                np.save(file, derivative[:, 0] if table.vector else derivative)
-            return names
-        with open(output, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow(table.header + names)
-            for row, values in zip(table.cells(first, stop), derivative.tolist()):
-                # repr: the shortest text that reads back as the same float64.
-                writer.writerow(row + [repr(v) for v in values])
-        return table.header + names
-    except OSError as error:
-        raise CommandError(f"cannot write {output}: {error.strerror or error}") from None
-
-
 def diff(args):
     """Differentiate a data file and write the derivative next to it."""
     import numpy as np
 
     import fdlayers
 
-    extension = _extension(args.file, "input file")
+    extension = check_extension(args.file, "input file")
     layout = _check_arguments(args)
     if args.plot:
         _check_figure_path(args.plot)
@@ -505,7 +292,7 @@ def diff(args):
         table.values[np.newaxis], args.order, spacing, args.accuracy, padding))[0]
     first, last = _edge_rows(layout, padding)
     stop = table.steps - last
-    columns = _write(output, table, names, derivative, first, stop)
+    columns = write(output, table, names, derivative, first, stop)
 
     if table.time is not None:
         times = table.times
@@ -513,14 +300,14 @@ def diff(args):
     else:
         times = np.arange(table.steps) * args.spacing
         along = f"with spacing {args.spacing:g}"
-    copied = f"; copying {_listing(table.copied)} (not numeric)" if table.copied else ""
+    copied = f"; copying {listing(table.copied)} (not numeric)" if table.copied else ""
     dropped = (f" (padding 'valid' drops {first} at the start and {last} at "
                "the end)" if first or last else "")
     print(f"{args.file}: {table.steps} {steps}; differentiating "
-          f"{_listing(table.names)} {along}{copied}")
+          f"{listing(table.names)} {along}{copied}")
     print(f"order {args.order}, accuracy {args.accuracy}, padding {padding!r}, float64")
     print(f"wrote {output}: {stop - first} {steps}{dropped}; "
-          f"columns {_listing(columns)}")
+          f"columns {listing(columns)}")
     if args.plot:
         _diff_figure(args.plot, table, times, slice(first, stop), derivative,
                      names, f"{os.path.basename(args.file)}: order {args.order}, "
@@ -633,10 +420,14 @@ def build_parser():
                              help="number of samples (default 64)")
     demo_parser.add_argument("--spacing", type=_spacing, default=0.1,
                              help="sample spacing h (default 0.1)")
-    demo_parser.add_argument(
-        "--plot", nargs="?", const="fdlayers-demo.png", metavar="PNG",
-        help="also draw derivatives of sin t and the error against h to a "
-             "figure (default name fdlayers-demo.png; needs matplotlib)")
+    figure = demo_parser.add_mutually_exclusive_group()
+    figure.add_argument(
+        "--plot", nargs="?", const=_DEMO_FIGURE, metavar="PNG",
+        help="draw derivatives of sin t and the error against h to this "
+             f"figure (default {_DEMO_FIGURE}, written whenever matplotlib "
+             "is installed)")
+    figure.add_argument("--no-plot", action="store_true",
+                        help="do not write the figure")
     demo_parser.set_defaults(run=demo, parser=demo_parser)
 
     diff_parser = commands.add_parser(

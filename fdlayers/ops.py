@@ -1,7 +1,9 @@
-"""`derivative()`: argument checks, and where each backend runs a stencil.
+"""`derivative()` and `savitzky_golay()`: argument checks, shapes, masks, and
+where each backend runs a stencil.
 
-The tensor operations themselves live in `fdlayers.kernels`; the weights in
-`fdlayers.stencils`. Backend-specific code (XLA compilation, TensorFlow's
+The tensor operations themselves live in `fdlayers.kernels` (and, for masked
+sequences, `fdlayers.masking`); the weights in `fdlayers.stencils` and
+`fdlayers.savgol`. Backend-specific code (XLA compilation, TensorFlow's
 custom gradient and run-time checks, what torch.compile must not trace) is
 confined to this module.
 """

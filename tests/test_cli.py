@@ -89,8 +89,9 @@ def uneven_times(rng, steps, end=3.0):
 # demo --------------------------------------------------------------------------
 
 def test_demo_reports_small_errors_and_the_accuracy_as_rate(tmp_path):
+    """The README's main job: the table, and the figure by default."""
     plot = importlib.util.find_spec("matplotlib") is not None
-    result = run("demo", "--steps", "48", *(["--plot"] if plot else []), cwd=tmp_path)
+    result = run("demo", "--steps", "48", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert own_lines(result.stderr) == []
     out = result.stdout
@@ -110,6 +111,24 @@ def test_demo_reports_small_errors_and_the_accuracy_as_rate(tmp_path):
     if plot:
         assert "wrote fdlayers-demo.png" in out
         assert (tmp_path / "fdlayers-demo.png").read_bytes().startswith(PNG_MAGIC)
+    else:
+        assert "no figure: matplotlib is not installed" in out
+
+
+def test_demo_without_matplotlib_notes_the_missing_figure(capsys, here,
+                                                          monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    assert cli.main(["demo", "--steps", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert "(no figure: matplotlib is not installed; pip install matplotlib)" in out
+    assert err == "" and not list(here.glob("*.png"))
+
+
+def test_demo_no_plot_writes_nothing(capsys, here):
+    assert cli.main(["demo", "--steps", "16", "--no-plot"]) == 0
+    out, _ = capsys.readouterr()
+    assert "wrote" not in out and "no figure" not in out
+    assert not list(here.glob("*.png"))
 
 
 @pytest.mark.parametrize("args,words", [
