@@ -7,6 +7,7 @@ on JAX and PyTorch this way.
 """
 
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -22,6 +23,37 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)
+
+
+@pytest.fixture
+def fails_fast(request):
+    """Fail a test that hangs rather than wait for it: after the module's
+    `ALARM_S` seconds (60 if it sets none)."""
+    seconds = getattr(request.module, "ALARM_S", 60)
+
+    def hang(signum, frame):
+        raise TimeoutError(f"not done within {seconds} s")
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(params=["by row", "by offset"])
+def masked_rows(request, monkeypatch):
+    """Each of the two ways a masked uniform-grid derivative is computed
+    (fdlayers.masking.masked_forward), forced."""
+    from fdlayers import masking
+    from fdlayers import ops as fd_ops
+
+    if request.param == "by offset":
+        monkeypatch.setattr(masking, "_ROWS_BY_SELECTION", 0)
+    # Compiled masked functions are cached with the way they were traced.
+    clear = getattr(fd_ops._masked_fn, "cache_clear", lambda: None)
+    clear()
+    yield request.param
+    clear()
 
 
 def _starts_backend_runs(item):

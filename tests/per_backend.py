@@ -57,6 +57,25 @@ def compiled(fn, mode):
     return fn if wrap is None else wrap(fn)
 
 
+# TensorFlow's eager calls take one of two paths by size (op by op below
+# `fdlayers.ops._EAGER_FUSION_MIN_SIZE` elements, the fused XLA kernels
+# above); tests force each for small inputs. Then the compiled modes.
+_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
+PATHS = (list(_EAGER_PATHS) + MODES[1:] if BACKEND == "tensorflow"
+         else MODES)
+
+
+def on_path(path, monkeypatch):
+    """`wrap` with `wrap(fn)` running `fn` on `path` (one of `PATHS`)."""
+    if path in _EAGER_PATHS:
+        from fdlayers import ops as fd_ops
+
+        monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE",
+                            _EAGER_PATHS[path])
+        return lambda fn: fn
+    return lambda fn: compiled(fn, path)
+
+
 def whole_program(fn):
     """`fn` under the backend's compiler of whole programs: XLA
     (`tf.function(jit_compile=True)`), `jax.jit`, or `torch.compile` (graph

@@ -17,7 +17,6 @@ import pytest
 
 import fdlayers
 import per_backend
-from fdlayers import ops as fd_ops
 from per_backend import numpy, tensor
 
 CASES = [  # (order, accuracy, padding)
@@ -67,19 +66,10 @@ def apply_along(matrix, x, axis):
 
 
 # TensorFlow's eager calls take one of two paths by size: each is forced.
-_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
-PATHS = (list(_EAGER_PATHS) + per_backend.MODES[1:]
-         if per_backend.BACKEND == "tensorflow" else per_backend.MODES)
-
-
-@pytest.fixture(params=PATHS)
+@pytest.fixture(params=per_backend.PATHS)
 def path(request, monkeypatch):
     """A wrapper that runs a function on one of the backend's paths."""
-    if request.param in _EAGER_PATHS:
-        monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE",
-                            _EAGER_PATHS[request.param])
-        return lambda f: f
-    return lambda f: per_backend.compiled(f, request.param)
+    return per_backend.on_path(request.param, monkeypatch)
 
 
 def _value_and_gradients(order, accuracy, padding, axis, h):

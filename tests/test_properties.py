@@ -37,7 +37,6 @@ Backend-neutral: every drawn case runs on the current backend's paths
 (eagerly, and compiled in the backend's modes, fewer examples there).
 """
 
-import math
 
 import keras
 import numpy as np
@@ -49,8 +48,6 @@ from hypothesis import strategies as st
 import fdlayers
 import per_backend
 import reference
-from fdlayers import masking
-from fdlayers import ops as fd_ops
 from per_backend import numpy, tensor
 
 FD = fdlayers.FiniteDifference1D
@@ -58,12 +55,9 @@ SG = fdlayers.SavitzkyGolay1D
 U64 = 2.0 ** -53
 C = 4.0
 
-# TensorFlow's eager calls take one of two paths by size (op by op below
-# 2**20 elements, the fused XLA kernel above): each is forced, as in
-# test_ops.py; then the backend's compiled modes.
-_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
-PATHS = (list(_EAGER_PATHS) + per_backend.MODES[1:]
-         if per_backend.BACKEND == "tensorflow" else per_backend.MODES)
+# Every path of the backend (per_backend.PATHS: on TensorFlow op by op,
+# the fused kernels eagerly, tf.function and XLA).
+PATHS = per_backend.PATHS
 # Compiling is per shape and configuration (≈ 0.1-0.5 s each): fewer draws.
 EXAMPLES = {path: 6 for path in PATHS}
 EXAMPLES[PATHS[0]] = 60  # op by op on TensorFlow and PyTorch; jitted on JAX
@@ -72,11 +66,7 @@ EXAMPLES[PATHS[0]] = 60  # op by op on TensorFlow and PyTorch; jitted on JAX
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """`(name, wrap)`: `wrap(f)` runs `f` on one of the backend's paths."""
-    name = request.param
-    if name in _EAGER_PATHS:
-        monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE", _EAGER_PATHS[name])
-        return name, lambda f: f
-    return name, lambda f: per_backend.compiled(f, name)
+    return request.param, per_backend.on_path(request.param, monkeypatch)
 
 
 def _settings(path_name, scale=1.0):
@@ -399,19 +389,6 @@ def savgol_configs(draw):
     polyorder = draw(st.integers(0, min(window - 1, 6)))
     order = draw(st.integers(0, min(polyorder, 4)))
     return order, window, polyorder
-
-
-@pytest.fixture(params=["by row", "by offset"])
-def masked_rows(request, monkeypatch):
-    """Each of the two ways a masked uniform-grid derivative is computed
-    (fdlayers.masking.masked_forward), forced."""
-    if request.param == "by offset":
-        monkeypatch.setattr(masking, "_ROWS_BY_SELECTION", 0)
-    # Compiled masked functions are cached with the way they were traced.
-    clear = getattr(fd_ops._masked_fn, "cache_clear", lambda: None)
-    clear()
-    yield request.param
-    clear()
 
 
 def test_masked_runs_match_the_reference(path, masked_rows):

@@ -18,7 +18,6 @@ Backend-neutral, but for the graph-size test (TensorFlow's graphs).
 """
 
 import concurrent.futures
-import signal
 import threading
 
 import keras
@@ -28,56 +27,31 @@ import pytest
 import fdlayers
 import per_backend
 import reference
-from fdlayers import masking
 from fdlayers import ops as fd_ops
 from per_backend import numpy, tensor
 
 FD = fdlayers.FiniteDifference1D
 SG = fdlayers.SavitzkyGolay1D
 
-# The backend's paths: on TensorFlow, small eager inputs run op by op, and
-# the rest through XLA kernels: eager inputs of 2**20 elements or more (here
-# forced for small ones), `tf.function` (the same kernels) and a whole
-# program under XLA; JAX jits eagerly too, PyTorch runs op by op.
-_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
-if per_backend.BACKEND == "tensorflow":
-    PATHS = ["eager, op by op", "eager, fused", "XLA"]
-else:
-    PATHS = per_backend.MODES
+# The backend's paths (per_backend.PATHS), but tf.function, which runs the
+# same kernels as the fused eager path.
+PATHS = [p for p in per_backend.PATHS if p != "tf.function"]
 # For the slower tests: op by op, and compiled as a whole program.
 QUICK_PATHS = [PATHS[0], PATHS[-1]] if len(PATHS) > 1 else PATHS
-
-
-def _wrap(request, monkeypatch):
-    if request.param in _EAGER_PATHS:
-        monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE",
-                            _EAGER_PATHS[request.param])
-        return lambda f: f
-    return lambda f: per_backend.compiled(f, request.param)
+# What must not hang gets this many seconds (the `fails_fast` fixture).
+ALARM_S = 120
 
 
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """`wrap(f)` runs `f` on one of the backend's paths."""
-    return _wrap(request, monkeypatch)
+    return per_backend.on_path(request.param, monkeypatch)
 
 
 @pytest.fixture(params=QUICK_PATHS)
 def quick_path(request, monkeypatch):
     """`wrap(f)` runs `f` op by op, or compiled whole (XLA, jax.jit)."""
-    return _wrap(request, monkeypatch)
-
-
-@pytest.fixture
-def fails_fast():
-    """Fail a test that hangs rather than wait for it."""
-    def hang(signum, frame):
-        raise TimeoutError("not done within 120 s")
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(120)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    return per_backend.on_path(request.param, monkeypatch)
 
 
 # ---------------------------------------------------------------------------
@@ -203,19 +177,6 @@ def _masked_support(name, kwargs, operator):
         radius = (kwargs["order"] - 1) // 2 + kwargs["accuracy"] // 2
     return reference.masked_operator(lambda n: operator(n), MASK, padding,
                                      minimum, radius)[1]
-
-
-@pytest.fixture(params=["by row", "by offset"])
-def masked_rows(request, monkeypatch):
-    """Each of the two ways a masked uniform-grid derivative is computed
-    (fdlayers.masking.masked_forward), forced."""
-    if request.param == "by offset":
-        monkeypatch.setattr(masking, "_ROWS_BY_SELECTION", 0)
-    # Compiled masked functions are cached with the way they were traced.
-    clear = getattr(fd_ops._masked_fn, "cache_clear", lambda: None)
-    clear()
-    yield request.param
-    clear()
 
 
 @pytest.mark.parametrize("name, kwargs, operator", MASKED_CASES,
