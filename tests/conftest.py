@@ -44,16 +44,15 @@ def fails_fast(request):
 def masked_rows(request, monkeypatch):
     """Each of the two ways a masked uniform-grid derivative is computed
     (fdlayers.masking.masked_forward), forced."""
+    import per_backend
     from fdlayers import masking
-    from fdlayers import ops as fd_ops
 
     if request.param == "by offset":
         monkeypatch.setattr(masking, "_ROWS_BY_SELECTION", 0)
     # Compiled masked functions are cached with the way they were traced.
-    clear = getattr(fd_ops._masked_fn, "cache_clear", lambda: None)
-    clear()
+    per_backend.clear_caches()
     yield request.param
-    clear()
+    per_backend.clear_caches()
 
 
 def _starts_backend_runs(item):

@@ -215,3 +215,17 @@ def weight_gradients(model, loss, x):
                                     [v.value for v in model.trainable_variables],
                                     allow_unused=True)
     return [None if g is None else numpy(g) for g in grads]
+
+
+def clear_caches():
+    """Empty fdlayers' caches of plans, weights and traced functions, so
+    that the next call starts cold (on PyTorch they sit behind
+    `torch.compiler.disable`, as `__wrapped__`)."""
+    from fdlayers import kernels, masking, ops, savgol, stencils
+
+    for module in (stencils, savgol, kernels, masking, ops):
+        for value in vars(module).values():
+            for fn in (value, getattr(value, "__wrapped__", None)):
+                clear = getattr(fn, "cache_clear", None)
+                if callable(clear):
+                    clear()

@@ -474,11 +474,6 @@ def test_graph_size_grows_with_the_window_not_its_square(name, make, widths,
 # ---------------------------------------------------------------------------
 # Threads and determinism.
 
-def _fresh_spacing(request):
-    """A spacing no other test uses, so that every cache misses."""
-    return 0.5 + (hash(request.node.nodeid) % 10 ** 6) * 1e-9
-
-
 def _concurrently(fn, inputs, threads=16):
     barrier = threading.Barrier(threads)
 
@@ -500,12 +495,11 @@ THREADED = [
 
 
 @pytest.mark.parametrize("name, make", THREADED, ids=[n for n, _ in THREADED])
-def test_a_layer_shared_by_16_threads(name, make, quick_path, request, rng):
-    """First calls concurrently (every cache cold, each thread tracing), on
-    inputs of several lengths; each result equals the one computed
-    afterwards in a single thread, bit for bit."""
-    spacing = _fresh_spacing(request)
-    layer = make(spacing)
+def test_a_layer_shared_by_16_threads(name, make, quick_path, rng):
+    """First calls concurrently (every cache cold, each thread building
+    plans and tracing), on inputs of several lengths: each thread's result
+    equals, bit for bit, the one a single thread computed from cold caches
+    beforehand (so a race that corrupted a cached plan would show)."""
     lengths = [N] if name == "coordinates" else [12, 13, 14, N]
     inputs = []
     for n in lengths:
@@ -519,11 +513,16 @@ def test_a_layer_shared_by_16_threads(name, make, quick_path, request, rng):
             inputs.append((x, mask))
         else:
             inputs.append((x,))
-    fn = _threaded_call(name, layer, quick_path)
+    per_backend.clear_caches()
+    fn = _threaded_call(name, make(0.37), quick_path)
+    expected = [numpy(fn(*[tensor(a) for a in args])) for args in inputs]
+    per_backend.clear_caches()  # every plan, weight and trace made anew
+    fn = _threaded_call(name, make(0.37), quick_path)
     results = _concurrently(fn, inputs)
+    assert len(results) == 16
     for i, y in enumerate(results):
-        again = numpy(fn(*[tensor(a) for a in inputs[i % len(inputs)]]))
-        np.testing.assert_array_equal(y, again, err_msg=f"thread {i}")
+        np.testing.assert_array_equal(y, expected[i % len(inputs)],
+                                      err_msg=f"thread {i}")
 
 
 def _threaded_call(name, layer, path):
