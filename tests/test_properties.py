@@ -60,7 +60,9 @@ C = 4.0
 PATHS = per_backend.PATHS
 # Compiling is per shape and configuration (≈ 0.1-0.5 s each): fewer draws.
 EXAMPLES = {path: 6 for path in PATHS}
-EXAMPLES[PATHS[0]] = 60  # op by op on TensorFlow and PyTorch; jitted on JAX
+# Op by op (TensorFlow, PyTorch) an example costs milliseconds; JAX jits
+# even its eager calls, once per shape.
+EXAMPLES[PATHS[0]] = 60 if per_backend.BACKEND == "jax" else 200
 
 
 @pytest.fixture(params=PATHS)
@@ -437,18 +439,22 @@ def check_savgol(wrap, case):
                                                 padding, n)
     h = spacing ** order
     scale = reference.apply(np.abs(matrix), np.abs(x), positive) / h
-    # The exact reference and scipy agree to scipy's own conditioning:
-    # it fits the edge windows with polyfit on offsets 0..window-1.
-    np.testing.assert_allclose(reference.apply(matrix, x, positive) / h, want,
-                               rtol=0, atol=1e-9 * scale.max() + 1e-300)
-    cond = np.linalg.cond(np.vander(np.arange(window, dtype=float),
-                                    polyorder + 1)) if window > 1 else 1.0
+    ref = reference.apply(matrix, x, positive) / h
+    # The exact reference and scipy agree to scipy's own conditioning: it
+    # fits the edge windows with polyfit on offsets 0..window-1, whose
+    # rounding scales with every sample of the window, not only those with
+    # a nonzero weight (window 3, polyorder 2 smooths to x itself; scipy's
+    # edges were 3e-15 off where x was 0.04).
+    np.testing.assert_allclose(ref, want, rtol=0,
+                               atol=1e-9 * window * np.abs(x).max() / h)
     count = _along(support.sum(axis=1), positive, rank)
     layer = _layer(SG, dtype, order=order, window=window, polyorder=polyorder,
                    spacing=spacing, padding=padding, axis=axis)
     y = numpy(wrap(layer)(tensor(x)))
     assert keras.backend.standardize_dtype(y.dtype) == dtype
-    _assert_within(y, want, scale, count, cond, np.finfo(dtype).eps / 2, 0.0,
+    # fdlayers' weights are exact rationals rounded once, as the
+    # reference's: the rounding bound of the sum alone.
+    _assert_within(y, ref, scale, count, 1.0, np.finfo(dtype).eps / 2, 0.0,
                    case)
 
 
@@ -457,6 +463,7 @@ def test_savitzky_golay_matches_scipy(path):
 
     @given(savgol_cases())
     @example((0, 1, 0, "same", (1, 1), 1, "float32", 1.0, 0))
+    @example((0, 3, 2, "same", (2, 3, 2), 1, "float64", 1.0, 0))  # scipy's edges
     @example((1, 5, 2, "same", (2, 5, 2), 1, "float32", 0.5, 1))
     @example((4, 15, 6, "periodic", (1, 2, 15), -1, "float64", 0.1, 2))
     def test(case):
