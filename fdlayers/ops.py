@@ -146,29 +146,35 @@ def _layout(order, accuracy, padding, irregular):
     return stencils.plan(order, accuracy, padding)
 
 
+# Per-sample coordinates arrive as a layer's second input or as the
+# `spacing` of `derivative`: errors name both.
+_TIMES = ("Per-sample coordinates (`t` in a layer's `[x, t]`, `spacing` of "
+          "derivative())")
+
+
 def _check_times_shape(times_shape, input_shape, axis):
     if len(times_shape) not in (1, 2):
         raise ValueError(
-            "Per-sample coordinates must have shape (steps,) or (batch, steps). "
+            f"{_TIMES} must have shape (steps,) or (batch, steps). "
             f"Received: coordinates of shape {times_shape}"
         )
     if len(times_shape) == 2:
         if axis != 1:
             raise ValueError(
-                "Per-sample coordinates of shape (batch, steps) need axis=1 "
+                f"{_TIMES} of shape (batch, steps) need axis=1 "
                 f"(the steps axis). Received: axis={axis}"
             )
         batch = (times_shape[0], input_shape[0])
         if None not in batch and batch[0] != batch[1] and batch[0] != 1:
             raise ValueError(
-                f"The coordinates have a batch of {batch[0]} but the input "
+                f"{_TIMES} have a batch of {batch[0]} but the input "
                 f"has {batch[1]}. Received: coordinates of shape {times_shape}"
                 f", input of shape {input_shape}"
             )
     steps = (times_shape[-1], input_shape[axis])
     if None not in steps and steps[0] != steps[1]:
         raise ValueError(
-            f"The coordinates have {steps[0]} steps but the input has "
+            f"{_TIMES} have {steps[0]} steps but the input has "
             f"{steps[1]} along axis {axis}: one coordinate per step. Received: "
             f"coordinates of shape {times_shape}, input of shape {input_shape}"
         )
@@ -210,7 +216,7 @@ def _check_length(x, plan, padding, axis, coordinates=None):
 
 
 _TIMES_MESSAGE = (
-    "Per-sample coordinates must be finite and strictly increasing along the "
+    f"{_TIMES} must be finite and strictly increasing along the "
     "steps axis, with one coordinate per step (a repeated time stamp would "
     "divide by zero)."
 )
