@@ -153,6 +153,22 @@ def _layer(cls, dtype, **kwargs):
     return cls(dtype=dtype, **kwargs)
 
 
+def _check_exact_weights(wrap, layer, x, matrix, support, positive, h, case):
+    """`layer` on `x` (run by `wrap`) against the exact operator `matrix`
+    (unit spacing, divided by `h`) along axis `positive`: the layer's
+    weights are exact rationals rounded once, as the reference's, so the
+    rounding bound of the sum alone. Returns the reference."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    ref = reference.apply(matrix, x, positive) / h
+    scale = reference.apply(np.abs(matrix), np.abs(x), positive) / h
+    count = _along(support.sum(axis=1), positive, x.ndim)
+    y = numpy(wrap(layer)(tensor(x)))
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    _assert_within(y, ref, scale, count, 1.0, np.finfo(dtype).eps / 2, 0.0,
+                   case)
+    return ref
+
+
 # ---------------------------------------------------------------------------
 # Uniform grids.
 
@@ -171,19 +187,13 @@ def uniform_cases(draw):
 def check_uniform(wrap, case):
     order, accuracy, padding, shape, axis, dtype, spacing, magnitude, seed = case
     x = _data(seed, shape, dtype, magnitude)
-    rank, positive = len(shape), axis % len(shape)
+    positive = axis % len(shape)
     matrix, support = reference.uniform_operator(order, accuracy, padding,
                                                  shape[positive])
-    h = spacing ** order
-    ref = reference.apply(matrix, x, positive) / h
-    scale = reference.apply(np.abs(matrix), np.abs(x), positive) / h
-    count = _along(support.sum(axis=1), positive, rank)
     layer = _layer(FD, dtype, order=order, spacing=spacing, accuracy=accuracy,
                    padding=padding, axis=axis)
-    y = numpy(wrap(layer)(tensor(x)))
-    assert keras.backend.standardize_dtype(y.dtype) == dtype
-    _assert_within(y, ref, scale, count, 1.0, np.finfo(dtype).eps / 2, 0.0,
-                   case)
+    _check_exact_weights(wrap, layer, x, matrix, support, positive,
+                         spacing ** order, case)
 
 
 def test_uniform_grid_matches_the_reference(path):
@@ -426,7 +436,7 @@ def savgol_cases(draw):
 def check_savgol(wrap, case):
     order, window, polyorder, padding, shape, axis, dtype, spacing, seed = case
     x = _data(seed, shape, dtype, 1.0)
-    positive, rank = axis % len(shape), len(shape)
+    positive = axis % len(shape)
     n = shape[positive]
     mode = {"same": "interp", "valid": "interp", "periodic": "wrap"}[padding]
     want = scipy.signal.savgol_filter(x.astype(np.float64), window, polyorder,
@@ -438,8 +448,10 @@ def check_savgol(wrap, case):
     matrix, support = reference.savgol_operator(order, window, polyorder,
                                                 padding, n)
     h = spacing ** order
-    scale = reference.apply(np.abs(matrix), np.abs(x), positive) / h
-    ref = reference.apply(matrix, x, positive) / h
+    layer = _layer(SG, dtype, order=order, window=window, polyorder=polyorder,
+                   spacing=spacing, padding=padding, axis=axis)
+    ref = _check_exact_weights(wrap, layer, x, matrix, support, positive, h,
+                               case)
     # The exact reference and scipy agree to scipy's own conditioning: it
     # fits the edge windows with polyfit on offsets 0..window-1, whose
     # rounding scales with every sample of the window, not only those with
@@ -447,15 +459,6 @@ def check_savgol(wrap, case):
     # edges were 3e-15 off where x was 0.04).
     np.testing.assert_allclose(ref, want, rtol=0,
                                atol=1e-9 * window * np.abs(x).max() / h)
-    count = _along(support.sum(axis=1), positive, rank)
-    layer = _layer(SG, dtype, order=order, window=window, polyorder=polyorder,
-                   spacing=spacing, padding=padding, axis=axis)
-    y = numpy(wrap(layer)(tensor(x)))
-    assert keras.backend.standardize_dtype(y.dtype) == dtype
-    # fdlayers' weights are exact rationals rounded once, as the
-    # reference's: the rounding bound of the sum alone.
-    _assert_within(y, ref, scale, count, 1.0, np.finfo(dtype).eps / 2, 0.0,
-                   case)
 
 
 def test_savitzky_golay_matches_scipy(path):
