@@ -3,13 +3,32 @@
 `forward(x)` applies a `fdlayers.stencils.Plan` along one axis; `transpose(g)`
 applies its adjoint, which is the gradient of `forward`. Both read their
 input once and write their output once when XLA fuses them; `fdlayers.ops`
-decides where they run.
+decides where they run. The same code runs on NumPy arrays (`NUMPY`), for
+the small eager calls where one backend op costs more than the whole
+stencil does in NumPy, and on a zero-padded input whose true length is a
+run-time value (`forward(x, length)`), so that one compiled kernel serves
+every length up to the padded one.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from fdlayers import stencils
+
+
+class _NumPyOps:
+    """The `keras.ops` functions the op-by-op stencil uses, in NumPy."""
+
+    convert_to_tensor = staticmethod(np.asarray)
+    where = staticmethod(np.where)
+    zeros_like = staticmethod(np.zeros_like)
+    concatenate = staticmethod(np.concatenate)
+    pad = staticmethod(np.pad)
+
+
+#: The namespace `LinearStencil(..., xp=NUMPY)` computes with.
+NUMPY = _NumPyOps()
 
 
 def take(x, axis, start, stop):
@@ -19,7 +38,30 @@ def take(x, axis, start, stop):
     return x[tuple(index)]
 
 
-def _rows_times(x, rows, axis):
+def take_at(x, axis, start, size):
+    """x[start:start + size] along `axis`, for a `start` known at run time
+    only (a scalar tensor) and a static `size`."""
+    starts = [0] * len(x.shape)
+    starts[axis] = start
+    shape = list(ops.shape(x))
+    shape[axis] = size
+    return ops.slice(x, starts, shape)
+
+
+def place_at(y, axis, start, rows, count):
+    """`y` with `rows`, `count` of them, written to y[start:start + count]
+    along `axis`, `start` a run-time scalar: a gather and a select, which
+    every backend differentiates (an in-place update has no TensorFlow
+    gradient)."""
+    shift = ops.arange(ops.shape(y)[axis], dtype="int32") - start
+    index = ops.clip(shift, 0, count - 1)
+    inside = ops.logical_and(shift >= 0, shift < count)
+    for _ in range(len(y.shape) - axis - 1):
+        inside = ops.expand_dims(inside, -1)
+    return ops.where(inside, ops.take(rows, index, axis=axis), y)
+
+
+def _rows_times(x, rows, axis, xp=ops):
     """`rows @ x` along `axis`: output i is Σ_k rows[i, k]·x[k], over the
     row's nonzero weights in column order.
 
@@ -47,15 +89,15 @@ def _rows_times(x, rows, axis):
         else:
             if dtype is None:
                 dtype = keras.backend.standardize_dtype(x.dtype)
-            term = step * ops.convert_to_tensor(
+            term = step * xp.convert_to_tensor(
                 weights.reshape(shape).astype(dtype))
             if not nonzero.all():
-                term = ops.where(nonzero.reshape(shape), term,
-                                 ops.zeros_like(term))
+                term = xp.where(nonzero.reshape(shape), term,
+                                xp.zeros_like(term))
         total = term if total is None else total + term
     if total is None:
-        zeros = ops.zeros_like(take(x, axis, 0, 1))
-        total = zeros if count == 1 else ops.concatenate([zeros] * count, axis)
+        zeros = xp.zeros_like(take(x, axis, 0, 1))
+        total = zeros if count == 1 else xp.concatenate([zeros] * count, axis)
     return total
 
 
@@ -72,14 +114,14 @@ def _correlate(x, weights, axis):
     return total
 
 
-def pad(x, axis, before, after):
+def pad(x, axis, before, after, xp=ops):
     """`x` with `before` and `after` zeros along `axis`."""
     widths = [(0, 0)] * len(x.shape)
     widths[axis] = (before, after)
-    return ops.pad(x, widths)
+    return xp.pad(x, widths)
 
 
-def _assemble(head, body, tail, axis, rows, channels, in_place=True):
+def _assemble(head, body, tail, axis, rows, channels, in_place=True, xp=ops):
     """head ++ body ++ tail along `axis`; `rows`: their lengths (0 for None);
     `channels`: whether more than one element follows each step;
     `in_place`: whether an in-place update may be used (see `LinearStencil`).
@@ -92,8 +134,8 @@ def _assemble(head, body, tail, axis, rows, channels, in_place=True):
     ≈ 2-3× a copy); for one row at each end, padding wins in both cases.
     """
     if not in_place or (max(rows) > 1 and channels):
-        return ops.concatenate([p for p in (head, body, tail) if p is not None],
-                               axis=axis)
+        return xp.concatenate([p for p in (head, body, tail) if p is not None],
+                              axis=axis)
     y = pad(body, axis, *rows)
     origin = [0] * len(body.shape)
     if head is not None:
@@ -104,14 +146,14 @@ def _assemble(head, body, tail, axis, rows, channels, in_place=True):
     return y
 
 
-def _add_at(x, axis, start, part, size, in_place=True):
+def _add_at(x, axis, start, part, size, in_place=True, xp=ops):
     """`x` with `part` (`size` long) added to x[start:start + size] along `axis`."""
     if not in_place:
         stop = (start + size) or None
         pieces = [take(x, axis, 0, start) if start else None,
                   take(x, axis, start, stop) + part,
                   take(x, axis, stop, None) if stop is not None else None]
-        return ops.concatenate([p for p in pieces if p is not None], axis)
+        return xp.concatenate([p for p in pieces if p is not None], axis)
     if start < 0:
         start = ops.shape(x)[axis] + start
     origin = [0] * len(x.shape)
@@ -130,12 +172,14 @@ class LinearStencil:
     the edges to the interior (`_assemble`). `in_place=False` joins them by
     concatenation only: TensorFlow runs an eager in-place update as an XLA
     kernel compiled for each new shape (≈ 25 ms, against ≈ 1 ms for the whole
-    stencil op by op).
+    stencil op by op). `xp=NUMPY` computes on NumPy arrays (op by op).
     """
 
-    def __init__(self, plan, scale, axis, channels=True, in_place=True):
+    def __init__(self, plan, scale, axis, channels=True, in_place=True,
+                 xp=ops):
         self.plan, self.axis, self.channels = plan, axis, channels
-        self.in_place = in_place
+        self.in_place = in_place and xp is ops
+        self.xp = xp
         self.weights = plan.weights * scale
         self.head = plan.head * scale
         self.tail = plan.tail * scale
@@ -157,10 +201,16 @@ class LinearStencil:
         return ([(-radius, radius), (0, head_cols - radius)],
                 [(radius - tail_cols, tail_cols - radius), (0, radius)])
 
-    def _window(self, x, segments):
+    def _window(self, x, segments, length=None):
+        """The concatenated `segments` of `x`; a negative start counts back
+        from `length` where that is given (a padded input), else from the
+        end of `x`."""
         parts = [take(x, self.axis, start, (start + size) or None)
+                 if length is None or start >= 0
+                 else take_at(x, self.axis, length + start, size)
                  for start, size in segments]
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, self.axis)
+        return (parts[0] if len(parts) == 1
+                else self.xp.concatenate(parts, self.axis))
 
     def _edge(self, window, rows):
         """`rows @ window` along the axis. A periodic edge is the interior
@@ -168,9 +218,14 @@ class LinearStencil:
         where its band has 3r columns."""
         if self.plan.periodic:
             return _correlate(window, self.weights, self.axis)
-        return _rows_times(window, rows, self.axis)
+        return _rows_times(window, rows, self.axis, self.xp)
 
-    def forward(self, x):
+    def forward(self, x, length=None):
+        """The plan applied to `x`; with `length`, a scalar tensor, to the
+        first `length` steps of `x`, the rest being zeros that only pad it
+        to a fixed size: the result then has the output length of `x`'s
+        padded length, of which the first `plan.output_length(length)`
+        steps are the derivative and the rest is to be cut off."""
         axis = self.axis
         interior = _correlate(x, self.weights, axis)
         head_rows, tail_rows = self.head.shape[0], self.tail.shape[0]
@@ -179,11 +234,20 @@ class LinearStencil:
         head_segments, tail_segments = self.segments()
         head = tail = None
         if head_rows:
-            head = self._edge(self._window(x, head_segments), self.head)
+            head = self._edge(self._window(x, head_segments, length),
+                              self.head)
         if tail_rows:
-            tail = self._edge(self._window(x, tail_segments), self.tail)
-        return _assemble(head, interior, tail, axis, (head_rows, tail_rows),
-                         self.channels, self.in_place)
+            tail = self._edge(self._window(x, tail_segments, length),
+                              self.tail)
+        if length is None or tail is None:
+            return _assemble(head, interior, tail, axis,
+                             (head_rows, tail_rows), self.channels,
+                             self.in_place, self.xp)
+        # The tail rows belong just before `length`: written there over the
+        # padded interior, whose last steps read the zero padding.
+        y = _assemble(head, interior, ops.zeros_like(tail), axis,
+                      (head_rows, tail_rows), self.channels, False)
+        return place_at(y, axis, length - tail_rows, tail, tail_rows)
 
     def transpose(self, g):
         """The adjoint of `forward`: its gradient, for an upstream `g`.
@@ -207,15 +271,16 @@ class LinearStencil:
                               head_segments + tail_segments if start < 0])
         length = interior.shape[axis]
         if length is None or length + span - left - right < 1:
-            ends = [_correlate(pad(interior, axis, span, span), reverse, axis)]
+            ends = [_correlate(pad(interior, axis, span, span, self.xp),
+                               reverse, axis)]
         else:
             ends = [
-                _correlate(pad(take(interior, axis, 0, left), axis, span, 0),
-                           reverse, axis),
+                _correlate(pad(take(interior, axis, 0, left), axis, span, 0,
+                               self.xp), reverse, axis),
                 _correlate(take(interior, axis, left - span,
                                  length - (right - span)), reverse, axis),
                 _correlate(pad(take(interior, axis, length - right, None),
-                                axis, 0, span), reverse, axis),
+                                axis, 0, span, self.xp), reverse, axis),
             ]
         for rows, count, first, segments in (
             (self.head, head_rows, 0, head_segments),
@@ -224,19 +289,19 @@ class LinearStencil:
             if not count:
                 continue
             upstream = take(g, axis, first, (first + count) or None)
-            window = _rows_times(upstream, rows.T, axis)
+            window = _rows_times(upstream, rows.T, axis, self.xp)
             offset = 0
             for start, size in segments:
                 # Into the left end, or the right end (the last part).
                 end = 0 if start >= 0 else -1
                 ends[end] = _add_at(ends[end], axis, start,
                                     take(window, axis, offset, offset + size),
-                                    size, self.in_place)
+                                    size, self.in_place, self.xp)
                 offset += size
         if len(ends) == 1:
             return ends[0]
         return _assemble(ends[0], ends[1], ends[2], axis, (left, right),
-                         self.channels, self.in_place)
+                         self.channels, self.in_place, self.xp)
 
 
 def apply_windows(x, layout, axis, head, interior, tail, scales=None,

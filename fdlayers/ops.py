@@ -321,9 +321,13 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     if mask is not None and axis == 1 and padding in ("same", "causal"):
         t = times if times is not None else ops.convert_to_tensor(
             coordinates.astype(compute_dtype))
-        y = _masked_windows_fn(plan, order, len(x.shape),
-                               _fused(x, plan.width))(
-            x, mask, _check_times(t, x, axis))
+        t = _check_times(t, x, axis)
+
+        def masked(compiled):
+            return _masked_windows_fn(plan, order, len(x.shape), compiled)
+
+        y = _run(x, (mask, t), plan, axis, masked, _placement(x, plan.width),
+                 lambda: _padded_call(masked(True), x, mask, t))
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -462,14 +466,18 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        y = _masked_fn(spec, scale, len(x.shape), _fused(x))(x, mask)
+        def masked(compiled):
+            return _masked_fn(spec, scale, len(x.shape), compiled)
+
+        y = _run(x, (mask,), plan, axis, masked, _placement(x),
+                 lambda: _padded_call(masked(True), x, mask))
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and
             # outputs whose stencil would need one are masked.
             x = masking.zero_masked(x, mask)
-        y = _mask_output(_kernel(x, spec, scale, axis), mask, plan, padding,
-                         axis)
+        y = _mask_output(_kernel(x, spec, scale, axis, plan), mask, plan,
+                         padding, axis)
     y = _times_power_of_two(y, exponent)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
 
@@ -597,47 +605,260 @@ def _check_mask(mask, x):
 # One compiled function per rank, as in `_tensorflow_pair`.
 @_plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_fn(spec, scale, rank, fused):
+def _masked_fn(spec, scale, rank, compiled):
     rows = masking.stencil_rows(_plan_of(spec), scale)
     return _compiled(functools.partial(masking.masked_forward, rows=rows),
-                     fused)
+                     compiled)
 
 
 @_plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_windows_fn(layout, order, rank, fused):
+def _masked_windows_fn(layout, order, rank, compiled):
     return _compiled(functools.partial(masking.masked_windows, layout=layout,
-                                       order=order), fused)
+                                       order=order), compiled)
 
 
-# Below this many elements an eager call runs op by op: on (4, 100, 2) the
-# whole call takes ≈ 1-3 ms that way, with no cost for a new shape, where
-# compiling a fused kernel for each new shape takes ≈ 0.1 s
-# (see benchmarks/README.md).
-_EAGER_FUSION_MIN_SIZE = 1 << 20
+# Below this many elements a stencil runs op by op (eagerly on the CPU, in
+# NumPy), above it through XLA. A kernel compiled for a new shape costs
+# ≈ 40-150 ms, more than the whole stencil takes op by op at this size, and
+# real data comes in many lengths; above it, the fused single pass is worth
+# its compile (benchmarks/README.md, sections 5 and 10).
+_FUSION_MIN_SIZE = 1 << 20
+
+# Small eager calls on the CPU run in NumPy: one TensorFlow op dispatched
+# eagerly costs ≈ 10 µs, as much as a whole 3-term stencil over 4096 samples
+# in NumPy, and the op-by-op stencil is 10-20 of them.
+_EAGER_NUMPY = True
 
 
-def _kernel(x, spec, scale, axis):
-    """Apply the plan where the backend runs it fastest.
+def _placement(x, weights_width=0):
+    """Where the stencil runs on `x`, by backend, mode and size:
+
+    - "numpy": TensorFlow, eager, on the CPU, under `_FUSION_MIN_SIZE`
+      elements (uniform grids; the other stencils run "ops" there);
+    - "ops": op by op. PyTorch always; TensorFlow eagerly on other devices
+      and in graphs whose static size is under `_FUSION_MIN_SIZE`; every
+      backend where weights of a window wider than
+      `_FUSED_WEIGHTS_MAX_WIDTH` are computed in the graph;
+    - "xla": through XLA, compiled for `x`'s shape. JAX always; TensorFlow
+      from `_FUSION_MIN_SIZE` elements on, where the size is static;
+    - "any": a TensorFlow graph in which the size is known at run time only
+      (a Keras model's `None` lengths, `predict`, a served SavedModel): the
+      choice is made then, per call (`_by_size`), and a large input runs
+      through a kernel compiled for a padded length (`_bucket`), not for
+      each length.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch" or weights_width > _FUSED_WEIGHTS_MAX_WIDTH:
+        return "ops"
+    if backend == "jax":
+        return "xla"
+    import tensorflow as tf
+
+    size = _static_size(x)
+    if tf.executing_eagerly():
+        if size >= _FUSION_MIN_SIZE:
+            return "xla"
+        return "numpy" if _EAGER_NUMPY and "CPU" in x.device else "ops"
+    if size == math.inf:
+        return "any"
+    return "xla" if size >= _FUSION_MIN_SIZE else "ops"
+
+
+def _kernel(x, spec, scale, axis, plan):
+    """Apply the plan where the backend runs it fastest (`_placement`).
 
     Shifted slices read and write the whole tensor once per stencil term when
     their ops run one by one (≈ 3-6× an elementwise `x * 2.0`), but XLA fuses
     them into a single pass (≈ 1.0-1.3×), whereas a depthwise convolution is
-    ≈ 3-5× without XLA and ≈ 30-90× with it on CPU. So TensorFlow and JAX run
-    the slices through XLA in every mode: eagerly, inside `tf.function` or
-    `jax.jit`, and nested in an outer XLA program (where the inner function
-    is simply inlined). PyTorch runs them op by op.
+    ≈ 3-5× without XLA and ≈ 30-90× with it on CPU. So large inputs run the
+    slices through XLA (nested in an outer XLA program, the inner function
+    is simply inlined), and small ones, where compiling for each new shape
+    would cost more than it saves, op by op. PyTorch runs them op by op.
     """
     backend = keras.backend.backend()
     # Unknown trailing sizes count as channels; the choice is only for speed.
     channels = any(dim != 1 for dim in x.shape[axis + 1:])
     key = (spec, scale, axis, channels)
-    if backend == "tensorflow":
-        forward, transpose = _tensorflow_pair(*key, len(x.shape), _fused(x))
-        return _with_transpose_gradient(x, forward, transpose)
     if backend == "jax":
         return _jax_forward(*key)(x)
-    return _linear_stencil(*key).forward(x)
+    if backend == "torch":
+        return _linear_stencil(*key).forward(x)
+    placement = _placement(x)
+    if placement == "numpy":
+        return _numpy_kernel(x, key)
+    if placement == "xla":
+        forward, transpose = _tensorflow_pair(*key, len(x.shape))
+        return _with_transpose_gradient(x, forward, transpose)
+    stencil = _linear_stencil(*key, in_place=False)
+    import tensorflow as tf
+
+    if tf.executing_eagerly():  # op by op on a GPU: one op a term each way
+        return _with_transpose_gradient(x, stencil.forward, stencil.transpose)
+    # In a graph, autodiff of the slices: no custom gradient, so a SavedModel
+    # keeps every derivative (TensorFlow saves a custom one a level deep).
+    if placement == "ops":
+        return stencil.forward(x)
+    return _by_size(x, plan, axis, lambda: stencil.forward(x),
+                    lambda: _bucketed_kernel(x, key, plan))
+
+
+def _numpy_kernel(x, key):
+    """The stencil of a small eager CPU tensor, computed in NumPy.
+
+    The same operations in the same order as op by op, so the same result;
+    differentiable, to any order, through the transposed stencil, which is
+    attached only where a gradient tape or forward accumulator is watching.
+    """
+    import tensorflow as tf
+
+    stencil = _linear_stencil(*key, in_place=False, xp=kernels.NUMPY)
+
+    def forward(v):
+        return tf.convert_to_tensor(stencil.forward(v.numpy()))
+
+    def transpose(g):
+        return tf.convert_to_tensor(stencil.transpose(g.numpy()))
+
+    if not _recording():
+        return forward(x)
+    return _with_transpose_gradient(x, forward, transpose)
+
+
+def _recording():
+    """Whether a TensorFlow gradient tape or forward accumulator could record
+    an operation now. TensorFlow has no public call for this; without the
+    internal one, assume so (the gradient is then always attached)."""
+    global _could_record
+    if _could_record is None:
+        try:
+            from tensorflow.python.eager import record
+
+            _could_record = record.could_possibly_record
+        except (ImportError, AttributeError):
+            _could_record = lambda: True  # noqa: E731
+    return _could_record()
+
+
+_could_record = None
+
+
+def _by_size(x, plan, axis, small, large):
+    """`small()` or `large()`, chosen when the graph runs, by `x`'s size.
+
+    A sequence shorter than `plan.min_length` gives NaN of the documented
+    shape: outside XLA, `_check_length` has failed before; inside an XLA
+    program, where TensorFlow's run-time checks are dropped, the stencil's
+    slices would clamp silently to a result of the wrong length.
+    """
+    import tensorflow as tf
+
+    steps = tf.shape(x)[axis]
+    change = plan.output_length(plan.min_length) - plan.min_length
+
+    def too_short():
+        shape = tf.tensor_scatter_nd_update(
+            tf.shape(x), [[axis]], [tf.maximum(steps + change, 0)])
+        return tf.fill(shape, tf.constant(np.nan, x.dtype))
+
+    branch = tf.where(
+        steps < plan.min_length, 0,
+        tf.where(tf.size(x, out_type=tf.int64) < _FUSION_MIN_SIZE, 1, 2))
+    y = tf.switch_case(branch, [too_short, small, large])
+    shape = list(x.shape)
+    shape[axis] = None
+    y.set_shape(shape)
+    return y
+
+
+# The padded lengths a kernel is compiled for: 4·2**e, 5·2**e, 6·2**e and
+# 7·2**e, so at most 25 % of a padded input is padding, and inputs of up to
+# 2**k steps need at most 4k compiled kernels, whatever their lengths.
+_BUCKETS = np.array(sorted(c << e for e in range(1, 60) for c in (4, 5, 6, 7)),
+                    dtype=np.int64)
+
+
+def _bucket(steps):
+    """The smallest of `_BUCKETS` ≥ `steps` (a scalar tensor), as int32."""
+    import tensorflow as tf
+
+    buckets = tf.constant(_BUCKETS)
+    index = tf.searchsorted(buckets, tf.reshape(tf.cast(steps, tf.int64), [1]))
+    return tf.cast(tf.gather(buckets, index)[0], tf.int32)
+
+
+def _padded(x, axis, length, value=0.0):
+    """`x` padded with `value` to `length` (a scalar tensor) along `axis`."""
+    import tensorflow as tf
+
+    widths = [[0, 0]] * len(x.shape)
+    widths[axis] = [0, length - tf.shape(x)[axis]]
+    return tf.pad(x, widths, constant_values=value)
+
+
+def _bucketed_kernel(x, key, plan):
+    """The stencil of a large input whose length is known at run time only:
+    zero-padded to its `_bucket`, through an XLA kernel compiled once per
+    bucket that takes the true length as a run-time value
+    (`kernels.LinearStencil.forward(x, length)`), and cut back. Autodiff
+    differentiates it (the kernel has no in-place update)."""
+    axis = key[2]
+    steps = ops.shape(x)[axis]
+    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps)), steps)
+    change = plan.output_length(plan.min_length) - plan.min_length
+    return kernels.take(y, axis, 0, steps + change)
+
+
+def _forward_padded(x, length, stencil):
+    return stencil.forward(x, length)
+
+
+@functools.lru_cache(maxsize=256)
+def _bucketed_fn(spec, scale, axis, channels):
+    import tensorflow as tf
+
+    stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)
+    return tf.function(functools.partial(_forward_padded, stencil=stencil),
+                       jit_compile=True, reduce_retracing=True,
+                       autograph=False)
+
+
+def _run(x, args, plan, axis, fn_of, placement, large=None):
+    """`fn(x, *args)`, `fn = fn_of(compiled)` a position-dependent stencil
+    (masked, or on coordinates), op by op or through XLA as `placement`
+    says. Where the size is known at run time only ("any"), a large input
+    runs `large()` where that is given (a kernel compiled once per padded
+    length, `_padded_call`), else `fn` compiled for its shape."""
+    if placement in ("ops", "numpy"):
+        return fn_of(False)(x, *args)
+    if placement == "xla":
+        return fn_of(True)(x, *args)
+    return _by_size(x, plan, axis, lambda: fn_of(False)(x, *args),
+                    large or (lambda: fn_of(True)(x, *args)))
+
+
+def _padded_call(fn, x, mask=None, t=None, change=0):
+    """`fn(x[, mask][, t])` on inputs padded along axis 1 to their
+    `_bucket`, cut back to `x`'s length plus `change`: one compiled kernel
+    serves every length up to the bucket. `fn` must not let the padding
+    reach the outputs kept: it is masked where `mask` is given; time stamps
+    go on increasing there (by their mean step), so that every weight stays
+    finite and no NaN reaches a gradient."""
+    import tensorflow as tf
+
+    steps = tf.shape(x)[1]
+    length = _bucket(steps)
+    args = [_padded(x, 1, length)]
+    if mask is not None:
+        args.append(tf.cast(_padded(tf.cast(mask, tf.int8), 1, length),
+                            tf.bool))
+    if t is not None:
+        last = t.shape.rank - 1
+        first, end = kernels.take(t, last, 0, 1), kernels.take(t, last, -1, None)
+        step = (end - first) / tf.cast(tf.maximum(steps - 1, 1), t.dtype)
+        count = tf.cast(tf.range(1, length - steps + 1), t.dtype)
+        args.append(tf.concat([t, end + step * count], last))
+    return kernels.take(fn(*args), 1, 0, steps + change)
 
 
 def _static_size(x):
@@ -651,16 +872,16 @@ def _static_size(x):
 
 @_plain_python
 @functools.lru_cache(maxsize=256)
-def _linear_stencil(spec, scale, axis, channels, in_place=True):
+def _linear_stencil(spec, scale, axis, channels, in_place=True, xp=ops):
     return kernels.LinearStencil(_plan_of(spec), scale, axis, channels,
-                                 in_place)
+                                 in_place, xp)
 
 
 @functools.lru_cache(maxsize=256)
-def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
-    """(forward, transpose) of a stencil as TensorFlow callables.
+def _tensorflow_pair(spec, scale, axis, channels, rank):
+    """(forward, transpose) of a stencil as XLA-compiled TensorFlow callables.
 
-    Fused: XLA-compiled functions; reduce_retracing lets one trace of the
+    reduce_retracing lets one trace of the
     forward map serve every length (XLA still compiles once per concrete
     shape and caches it), and there is one pair per rank because a function traced for two ranks
     generalises to an unknown rank. The callables are partials, not the bound
@@ -669,9 +890,6 @@ def _tensorflow_pair(spec, scale, axis, channels, rank, fused):
     """
     import tensorflow as tf
 
-    if not fused:  # op by op: see LinearStencil's `in_place`
-        stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)
-        return stencil.forward, stencil.transpose
     stencil = _linear_stencil(spec, scale, axis, channels)
     plan = stencil.plan
     change = plan.output_length(plan.min_length) - plan.min_length
@@ -759,10 +977,25 @@ def _per_sample(x, t, order, accuracy, padding, axis):
     weights carry a relative error of a few units of 2⁻²⁴ times the ratio of
     |t| to the local spacing: give time stamps relative to the series start.
     """
-    fused = _fused(x, order + accuracy)
-    fn = _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
-                        len(t.shape), fused)
-    return fn(x, t)
+    layout = _layout(order, accuracy, padding, True)
+    rank = len(x.shape)
+
+    def per_sample(compiled):
+        return _per_sample_fn(order, accuracy, padding, axis, rank,
+                              len(t.shape), compiled)
+
+    def large():  # padded to a bucket: only for a length known at run time
+        if padding == "valid":
+            return _padded_call(per_sample(True), x, t=t,
+                                change=1 - layout.width)
+        # Masked windows stop each run at its last sample, as the unmasked
+        # layout stops at the last step: here the true length.
+        return _padded_call(_masked_windows_fn(layout, order, rank, True), x,
+                            ops.ones(ops.shape(x)[:2], "bool"), t)
+
+    return _run(x, (t,), layout, axis, per_sample,
+                _placement(x, order + accuracy),
+                large if axis == 1 else None)
 
 
 # Weights computed in the graph unroll Fornberg's recurrence over the window:
@@ -770,22 +1003,6 @@ def _per_sample(x, t, order, accuracy, padding, axis):
 # width 16, 11 s at 32 and 100 s at 63 (per-sample coordinates, 2-core CPU).
 # Wider windows run op by op (≈ 1 s a call at width 63).
 _FUSED_WEIGHTS_MAX_WIDTH = 24
-
-
-def _fused(x, weights_width=0):
-    """Whether to run through XLA: JAX always, TensorFlow but for small eager
-    inputs (see `_EAGER_FUSION_MIN_SIZE`), PyTorch never; and not where
-    weights of a window wider than `_FUSED_WEIGHTS_MAX_WIDTH` are computed
-    in the graph."""
-    if weights_width > _FUSED_WEIGHTS_MAX_WIDTH:
-        return False
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return not (tf.executing_eagerly()
-                    and _static_size(x) < _EAGER_FUSION_MIN_SIZE)
-    return backend == "jax"
 
 
 def _broadcast_along(weight, rank, axis):
@@ -819,13 +1036,13 @@ def _apply_per_sample(x, t, layout, order, axis):
                 [fit_scale(s) for s in tail_scales]), order=order)
 
 
-def _compiled(fn, fused):
-    """`fn` run by XLA on TensorFlow and JAX when `fused`; as it is otherwise.
+def _compiled(fn, compiled):
+    """`fn` run by XLA on TensorFlow and JAX when `compiled`; as it is otherwise.
 
     The position-dependent stencil is slices, products and a concatenation,
     all differentiable, so autodiff gives its gradient on every backend.
     """
-    if not fused:
+    if not compiled:
         return fn
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -839,18 +1056,22 @@ def _compiled(fn, fused):
 
 @_plain_python
 @functools.lru_cache(maxsize=256)
-def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank, fused):
+def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank,
+                   compiled):
     layout = stencils.windows(order, accuracy, padding)
     return _compiled(functools.partial(_apply_per_sample, layout=layout,
-                                       order=order, axis=axis), fused)
+                                       order=order, axis=axis), compiled)
 
 
 def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
     """The derivative on a static non-uniform grid: float64 weights, once."""
     dtype = keras.backend.standardize_dtype(x.dtype)
-    fn = _static_fn(order, accuracy, padding, axis, len(x.shape), dtype,
-                    coordinates.tobytes(), _fused(x))
-    return fn(x)
+    layout = _layout(order, accuracy, padding, True)
+    return _run(x, (), layout, axis,
+                lambda compiled: _static_fn(order, accuracy, padding, axis,
+                                            len(x.shape), dtype,
+                                            coordinates.tobytes(), compiled),
+                _placement(x))
 
 
 def _apply_static(x, layout, weights, axis, exponent):
@@ -870,7 +1091,7 @@ def _apply_static(x, layout, weights, axis, exponent):
 @_plain_python
 @functools.lru_cache(maxsize=32)
 def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
-               fused):
+               compiled):
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
     # Weights scale as spacing**-order, so, as on a uniform grid (`_scaling`),
     # they may leave the dtype's range, and Fornberg's products of offsets
@@ -905,4 +1126,5 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
         tail = []
     return _compiled(functools.partial(_apply_static, layout=layout,
                                        weights=(head, interior, tail),
-                                       axis=axis, exponent=exponent), fused)
+                                       axis=axis, exponent=exponent),
+                     compiled)
