@@ -42,6 +42,21 @@ def _plain_python(fn):
     return torch.compiler.disable(fn)
 
 
+def _static_python(fn):
+    """`fn` as TensorFlow's AutoGraph must call it: unconverted.
+
+    fdlayers branches on static facts only (arguments, static shapes), never
+    on a tensor's value, so converting its call tree, which AutoGraph would
+    do inside every `tf.function` that calls it, changes nothing and costs
+    seconds on the first trace.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def check_arguments(order, spacing, accuracy, padding):
     """Validate and normalise the arguments shared by `derivative` and layers.
 
@@ -255,6 +270,7 @@ def _check_times(t, x, axis):
     return t
 
 
+@_static_python
 def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
                mask=None):
     """The `order`-th derivative of `x` along `axis` by finite differences.
@@ -321,13 +337,9 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     if mask is not None and axis == 1 and padding in ("same", "causal"):
         t = times if times is not None else ops.convert_to_tensor(
             coordinates.astype(compute_dtype))
-        t = _check_times(t, x, axis)
-
-        def masked(compiled):
-            return _masked_windows_fn(plan, order, len(x.shape), compiled)
-
-        y = _run(x, (mask, t), plan, axis, masked, _placement(x, plan.width),
-                 lambda: _padded_call(masked(True), x, mask, t))
+        y = _run(_masked_windows_body, x, (mask, _check_times(t, x, axis)),
+                 plan, axis, _placement(x, plan.width),
+                 _masked_windows_padded, layout=plan, order=order)
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -339,6 +351,7 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
 
 
+@_static_python
 def savitzky_golay(x, order=1, window=5, polyorder=2, spacing=1.0,
                    padding="same", axis=1, mask=None):
     """The `order`-th derivative of a Savitzky–Golay fit, along `axis`.
@@ -466,11 +479,8 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        def masked(compiled):
-            return _masked_fn(spec, scale, len(x.shape), compiled)
-
-        y = _run(x, (mask,), plan, axis, masked, _placement(x),
-                 lambda: _padded_call(masked(True), x, mask))
+        y = _run(_masked_body, x, (mask,), plan, axis, _placement(x),
+                 _masked_padded, spec=spec, scale=scale)
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and
@@ -618,6 +628,23 @@ def _masked_windows_fn(layout, order, rank, compiled):
                                        order=order), compiled)
 
 
+def _masked_body(x, mask, compiled, spec, scale):
+    return _masked_fn(spec, scale, len(x.shape), compiled)(x, mask)
+
+
+def _masked_padded(x, mask, spec, scale):
+    return _padded_call(_masked_fn(spec, scale, len(x.shape), True), x, mask)
+
+
+def _masked_windows_body(x, mask, t, compiled, layout, order):
+    return _masked_windows_fn(layout, order, len(x.shape), compiled)(x, mask, t)
+
+
+def _masked_windows_padded(x, mask, t, layout, order):
+    return _padded_call(_masked_windows_fn(layout, order, len(x.shape), True),
+                        x, mask, t)
+
+
 # Below this many elements a stencil runs op by op (eagerly on the CPU, in
 # NumPy), above it through XLA. A kernel compiled for a new shape costs
 # ≈ 40-150 ms, more than the whole stencil takes op by op at this size, and
@@ -660,9 +687,25 @@ def _placement(x, weights_width=0):
         if size >= _FUSION_MIN_SIZE:
             return "xla"
         return "numpy" if _EAGER_NUMPY and "CPU" in x.device else "ops"
+    if _in_xla_program():
+        return "xla"  # in an XLA program, the kernel is simply inlined
     if size == math.inf:
         return "any"
     return "xla" if size >= _FUSION_MIN_SIZE else "ops"
+
+
+def _in_xla_program():
+    """Whether the TensorFlow graph being traced is compiled whole by XLA
+    (`jit_compile=True`, as Keras compiles models on GPUs). TensorFlow has no
+    public call for this; without the internal one, assume not."""
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):
+        return False
 
 
 def _kernel(x, spec, scale, axis, plan):
@@ -687,20 +730,40 @@ def _kernel(x, spec, scale, axis, plan):
     placement = _placement(x)
     if placement == "numpy":
         return _numpy_kernel(x, key)
-    if placement == "xla":
+    import tensorflow as tf
+
+    if placement == "ops" and tf.executing_eagerly():
+        # Op by op on a GPU: one op a term each way.
+        stencil = _linear_stencil(*key, in_place=False)
+        return _with_transpose_gradient(x, stencil.forward, stencil.transpose)
+    return _run(_uniform_body, x, (), plan, axis, placement, _bucketed_kernel,
+                key=key)
+
+
+def _uniform_body(x, compiled, key):
+    """The uniform stencil on TensorFlow: through the XLA pair, its gradient
+    the transposed stencil; or op by op, which, being inside a graph
+    (`_run`), autodiff differentiates."""
+    if compiled:
         forward, transpose = _tensorflow_pair(*key, len(x.shape))
         return _with_transpose_gradient(x, forward, transpose)
     stencil = _linear_stencil(*key, in_place=False)
+    axis, plan = key[2], stencil.plan
+    if x.shape[axis] is not None:
+        return stencil.forward(x)
+    # Inside an XLA program this branch is compiled for the actual length
+    # even where it is not taken (`_by_size`): padded to the minimum, it
+    # stays well-formed for a sequence too short for the stencil.
     import tensorflow as tf
 
-    if tf.executing_eagerly():  # op by op on a GPU: one op a term each way
-        return _with_transpose_gradient(x, stencil.forward, stencil.transpose)
-    # In a graph, autodiff of the slices: no custom gradient, so a SavedModel
-    # keeps every derivative (TensorFlow saves a custom one a level deep).
-    if placement == "ops":
-        return stencil.forward(x)
-    return _by_size(x, plan, axis, lambda: stencil.forward(x),
-                    lambda: _bucketed_kernel(x, key, plan))
+    steps = tf.shape(x)[axis]
+    y = stencil.forward(_padded(x, axis, tf.maximum(steps, plan.min_length)))
+    return kernels.take(y, axis, 0, tf.maximum(steps + _change(plan), 0))
+
+
+def _change(plan):
+    """How many steps longer than its input the plan's output is."""
+    return plan.output_length(plan.min_length) - plan.min_length
 
 
 def _numpy_kernel(x, key):
@@ -743,32 +806,24 @@ def _recording():
 _could_record = None
 
 
-def _by_size(x, plan, axis, small, large):
-    """`small()` or `large()`, chosen when the graph runs, by `x`'s size.
+def _by_size(shape, axis, min_length, small, large, threshold, short, dtype):
+    """`small()` or `large()`, chosen when the graph runs: the first for an
+    input of `shape` (a tensor) with fewer than `threshold` elements.
 
-    A sequence shorter than `plan.min_length` gives NaN of the documented
-    shape: outside XLA, `_check_length` has failed before; inside an XLA
-    program, where TensorFlow's run-time checks are dropped, the stencil's
-    slices would clamp silently to a result of the wrong length.
+    An input shorter than `min_length` along `axis` gives NaN of the shape
+    `short` (a tensor): outside XLA `_check_length` has failed before, but
+    inside an XLA program, where TensorFlow's run-time checks are dropped,
+    the stencil's slices would clamp silently to a result of the wrong
+    length.
     """
     import tensorflow as tf
 
-    steps = tf.shape(x)[axis]
-    change = plan.output_length(plan.min_length) - plan.min_length
-
-    def too_short():
-        shape = tf.tensor_scatter_nd_update(
-            tf.shape(x), [[axis]], [tf.maximum(steps + change, 0)])
-        return tf.fill(shape, tf.constant(np.nan, x.dtype))
-
-    branch = tf.where(
-        steps < plan.min_length, 0,
-        tf.where(tf.size(x, out_type=tf.int64) < _FUSION_MIN_SIZE, 1, 2))
-    y = tf.switch_case(branch, [too_short, small, large])
-    shape = list(x.shape)
-    shape[axis] = None
-    y.set_shape(shape)
-    return y
+    size = tf.reduce_prod(tf.cast(shape, tf.int64))
+    # Two conditionals rather than one switch: LiteRT has no `Case`.
+    return tf.cond(
+        shape[axis] < min_length,
+        lambda: tf.fill(short, tf.constant(np.nan, dtype)),
+        lambda: tf.cond(size < threshold, small, large))
 
 
 # The padded lengths a kernel is compiled for: 4·2**e, 5·2**e, 6·2**e and
@@ -783,8 +838,9 @@ def _bucket(steps):
     import tensorflow as tf
 
     buckets = tf.constant(_BUCKETS)
-    index = tf.searchsorted(buckets, tf.reshape(tf.cast(steps, tf.int64), [1]))
-    return tf.cast(tf.gather(buckets, index)[0], tf.int32)
+    # A count, not `searchsorted`, which LiteRT lacks.
+    index = tf.reduce_sum(tf.cast(buckets < tf.cast(steps, tf.int64), tf.int32))
+    return tf.cast(tf.gather(buckets, index), tf.int32)
 
 
 def _padded(x, axis, length, value=0.0):
@@ -796,17 +852,22 @@ def _padded(x, axis, length, value=0.0):
     return tf.pad(x, widths, constant_values=value)
 
 
-def _bucketed_kernel(x, key, plan):
+def _bucketed_kernel(x, key):
     """The stencil of a large input whose length is known at run time only:
     zero-padded to its `_bucket`, through an XLA kernel compiled once per
     bucket that takes the true length as a run-time value
     (`kernels.LinearStencil.forward(x, length)`), and cut back. Autodiff
     differentiates it (the kernel has no in-place update)."""
-    axis = key[2]
-    steps = ops.shape(x)[axis]
-    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps)), steps)
-    change = plan.output_length(plan.min_length) - plan.min_length
-    return kernels.take(y, axis, 0, steps + change)
+    import tensorflow as tf
+
+    plan, axis = _plan_of(key[0]), key[2]
+    steps = tf.shape(x)[axis]
+    # A sequence too short for the stencil gets NaN (`_by_size`), but this
+    # branch, compiled all the same inside an XLA program, must stay in range.
+    steps_or_minimum = tf.maximum(steps, plan.min_length)
+    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps_or_minimum)),
+                           steps_or_minimum)
+    return kernels.take(y, axis, 0, tf.maximum(steps + _change(plan), 0))
 
 
 def _forward_padded(x, length, stencil):
@@ -823,18 +884,108 @@ def _bucketed_fn(spec, scale, axis, channels):
                        autograph=False)
 
 
-def _run(x, args, plan, axis, fn_of, placement, large=None):
-    """`fn(x, *args)`, `fn = fn_of(compiled)` a position-dependent stencil
-    (masked, or on coordinates), op by op or through XLA as `placement`
-    says. Where the size is known at run time only ("any"), a large input
-    runs `large()` where that is given (a kernel compiled once per padded
-    length, `_padded_call`), else `fn` compiled for its shape."""
-    if placement in ("ops", "numpy"):
-        return fn_of(False)(x, *args)
+def _run(body, x, args, plan, along, placement, padded=None, **config):
+    """`body(x, *args, compiled=..., **config)`, a stencil of `plan` along
+    axis `along`, where `placement` says: op by op (`compiled=False`) or compiled
+    for x's shape. In a TensorFlow graph, through one function per
+    configuration, traced once for every size (`_graph_function`); where the
+    size is known at run time only ("any"), a large input runs
+    `padded(x, *args, **config)` (a kernel compiled once per padded length,
+    `_padded_call`) where that is given, else `body` compiled for its shape.
+    """
     if placement == "xla":
-        return fn_of(True)(x, *args)
-    return _by_size(x, plan, axis, lambda: fn_of(False)(x, *args),
-                    large or (lambda: fn_of(True)(x, *args)))
+        return body(x, *args, compiled=True, **config)
+    if keras.backend.backend() != "tensorflow":
+        return body(x, *args, compiled=False, **config)
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return body(x, *args, compiled=False, **config)
+    signature = tuple((a.dtype, a.shape.rank) for a in (x,) + tuple(args))
+    lengths = (plan.min_length, _change(plan))
+    forward, transpose = _graph_pair(
+        body, padded, tuple(sorted(config.items())), signature,
+        placement == "any", int(min(_FUSION_MIN_SIZE, 2 ** 62)), lengths,
+        along)
+
+    # Each of these stencils is linear in x (masks and coordinates are data,
+    # without a gradient), so its gradient is the transposed map, and the
+    # gradient's own gradient is autodiff of that map.
+    @tf.custom_gradient
+    def apply(x):
+        shape = tf.shape(x)
+        return forward(tf.stop_gradient(x), *args), lambda g: transpose(
+            g, shape, *args)
+
+    y = apply(x)
+    shape = list(x.shape)
+    shape[along] = plan.output_length(shape[along])
+    y.set_shape(shape)
+    return y
+
+
+@functools.lru_cache(maxsize=256)
+def _graph_pair(body, padded, config, signature, any_size, threshold,
+                lengths, axis):
+    """`_run`'s stencil and its transpose as TensorFlow functions of inputs
+    of any size: `forward(x, *args)` and `transpose(g, shape, *args)`, the
+    gradient for an upstream `g` and an input of `shape`.
+
+    A graph that calls them holds one call, not the stencil's dozens of
+    operations, and each is traced, and the transpose differentiated, once
+    per configuration, not at every trace of every model that uses it: a
+    first call, a first `fit` step, a saved model's loading stay about as
+    quick as with a built-in layer. The transpose is autodiff of the
+    stencil, done when it is traced, and itself differentiable by autodiff,
+    so a SavedModel keeps derivatives of every order.
+    """
+    import tensorflow as tf
+
+    config = dict(config)
+    min_length, change = lengths
+    dtype = signature[0][0]
+
+    def choose(shape, steps, small, large):
+        if not any_size:
+            return small()
+        short = tf.tensor_scatter_nd_update(shape, [[axis]],
+                                            [tf.maximum(steps, 0)])
+        return _by_size(shape, axis, min_length, small, large, threshold,
+                        short, dtype)
+
+    def large_fn(x, *args):
+        if padded is not None:
+            return padded(x, *args, **config)
+        return body(x, *args, compiled=True, **config)
+
+    def small_fn(x, *args):
+        return body(x, *args, compiled=False, **config)
+
+    def forward(x, *args):
+        shape = tf.shape(x)
+        return choose(shape, shape[axis] + change,
+                      lambda: small_fn(x, *args), lambda: large_fn(x, *args))
+
+    def transpose(g, shape, *args):
+        def vjp(fn):
+            def run():
+                # The stencil's forward ops on these zeros feed nothing the
+                # gradient of a linear map needs, and are pruned.
+                x = tf.zeros(shape, dtype)
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = fn(x, *args)
+                return tape.gradient(y, x, output_gradients=g)
+            return run
+
+        return choose(shape, shape[axis], vjp(small_fn), vjp(large_fn))
+
+    specs = [tf.TensorSpec([None] * rank, dtype) for dtype, rank in signature]
+    out = tf.TensorSpec([None] * signature[0][1], dtype)
+    shape = tf.TensorSpec([signature[0][1]], tf.int32)
+    return (tf.function(forward, input_signature=specs, autograph=False),
+            tf.function(transpose, input_signature=[out, shape] + specs[1:],
+                        autograph=False))
 
 
 def _padded_call(fn, x, mask=None, t=None, change=0):
@@ -978,24 +1129,28 @@ def _per_sample(x, t, order, accuracy, padding, axis):
     |t| to the local spacing: give time stamps relative to the series start.
     """
     layout = _layout(order, accuracy, padding, True)
-    rank = len(x.shape)
-
-    def per_sample(compiled):
-        return _per_sample_fn(order, accuracy, padding, axis, rank,
-                              len(t.shape), compiled)
-
-    def large():  # padded to a bucket: only for a length known at run time
-        if padding == "valid":
-            return _padded_call(per_sample(True), x, t=t,
-                                change=1 - layout.width)
-        # Masked windows stop each run at its last sample, as the unmasked
-        # layout stops at the last step: here the true length.
-        return _padded_call(_masked_windows_fn(layout, order, rank, True), x,
-                            ops.ones(ops.shape(x)[:2], "bool"), t)
-
-    return _run(x, (t,), layout, axis, per_sample,
+    return _run(_per_sample_body, x, (t,), layout, axis,
                 _placement(x, order + accuracy),
-                large if axis == 1 else None)
+                _per_sample_padded if axis == 1 else None, order=order,
+                accuracy=accuracy, padding=padding, axis=axis)
+
+
+def _per_sample_body(x, t, compiled, order, accuracy, padding, axis):
+    return _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
+                          len(t.shape), compiled)(x, t)
+
+
+def _per_sample_padded(x, t, order, accuracy, padding, axis):
+    layout = _layout(order, accuracy, padding, True)
+    if padding == "valid":
+        return _padded_call(_per_sample_fn(order, accuracy, padding, axis,
+                                           len(x.shape), len(t.shape), True),
+                            x, t=t, change=1 - layout.width)
+    # Masked windows stop each run at its last sample, as the unmasked
+    # layout stops at the last step: here the true length.
+    return _padded_call(
+        _masked_windows_fn(layout, order, len(x.shape), True), x,
+        ops.ones(ops.shape(x)[:2], "bool"), t)
 
 
 # Weights computed in the graph unroll Fornberg's recurrence over the window:
@@ -1065,13 +1220,15 @@ def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank,
 
 def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
     """The derivative on a static non-uniform grid: float64 weights, once."""
+    return _run(_static_body, x, (), _layout(order, accuracy, padding, True),
+                axis, _placement(x), order=order, accuracy=accuracy,
+                padding=padding, axis=axis, coordinates=coordinates.tobytes())
+
+
+def _static_body(x, compiled, order, accuracy, padding, axis, coordinates):
     dtype = keras.backend.standardize_dtype(x.dtype)
-    layout = _layout(order, accuracy, padding, True)
-    return _run(x, (), layout, axis,
-                lambda compiled: _static_fn(order, accuracy, padding, axis,
-                                            len(x.shape), dtype,
-                                            coordinates.tobytes(), compiled),
-                _placement(x))
+    return _static_fn(order, accuracy, padding, axis, len(x.shape), dtype,
+                      coordinates, compiled)(x)
 
 
 def _apply_static(x, layout, weights, axis, exponent):

@@ -57,22 +57,49 @@ def compiled(fn, mode):
     return fn if wrap is None else wrap(fn)
 
 
-# TensorFlow's eager calls take one of two paths by size (op by op below
-# `fdlayers.ops._EAGER_FUSION_MIN_SIZE` elements, the fused XLA kernels
-# above); tests force each for small inputs. Then the compiled modes.
-_EAGER_PATHS = {"eager, op by op": float("inf"), "eager, fused": 0}
-PATHS = (list(_EAGER_PATHS) + MODES[1:] if BACKEND == "tensorflow"
-         else MODES)
+# TensorFlow runs a stencil on one of several paths, by mode and size
+# (`fdlayers.ops._placement`); tests force each one on small inputs. Eagerly:
+# NumPy on the CPU, op by op (as on other devices), the fused XLA kernels.
+# In a tf.function traced for the input's shape: op by op, or the fused
+# kernels; traced for any length (`None` sizes, as a Keras model's
+# `predict` or a served SavedModel): op by op, or the kernels compiled for
+# padded lengths. Then the whole program under XLA.
+_TF_PATHS = {
+    "eager, NumPy": (None, float("inf"), True),
+    "eager, op by op": (None, float("inf"), False),
+    "eager, fused": (None, 0, True),
+    "tf.function": (_tf_function, float("inf"), True),
+    "tf.function, fused": (_tf_function, 0, True),
+    "any length": ("any length", float("inf"), True),
+    "any length, padded": ("any length", 0, True),
+}
+PATHS = (list(_TF_PATHS) + MODES[2:] if BACKEND == "tensorflow" else MODES)
+
+
+def _any_length(fn):
+    """`fn` in a tf.function traced for inputs of any size (rank only)."""
+    tf = _tensorflow()
+    function = tf.function(fn)
+
+    def call(*args):
+        args = [tf.convert_to_tensor(a) for a in args]
+        specs = [tf.TensorSpec([None] * a.shape.rank, a.dtype) for a in args]
+        return function.get_concrete_function(*specs)(*args)
+
+    return call
 
 
 def on_path(path, monkeypatch):
     """`wrap` with `wrap(fn)` running `fn` on `path` (one of `PATHS`)."""
-    if path in _EAGER_PATHS:
+    if path in _TF_PATHS:
         from fdlayers import ops as fd_ops
 
-        monkeypatch.setattr(fd_ops, "_EAGER_FUSION_MIN_SIZE",
-                            _EAGER_PATHS[path])
-        return lambda fn: fn
+        wrap, size, numpy = _TF_PATHS[path]
+        monkeypatch.setattr(fd_ops, "_FUSION_MIN_SIZE", size)
+        monkeypatch.setattr(fd_ops, "_EAGER_NUMPY", numpy)
+        if wrap is None:
+            return lambda fn: fn
+        return _any_length if wrap == "any length" else wrap
     return lambda fn: compiled(fn, path)
 
 

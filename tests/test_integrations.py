@@ -69,14 +69,14 @@ def _subprocess_env():
     return env
 
 
-def _run_child(code, *args, cwd):
+def _run_child(code, *args, cwd, stderr=False):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
         cwd=cwd, env=_subprocess_env(), capture_output=True, text=True,
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return (result.stdout, result.stderr) if stderr else result.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -102,14 +102,13 @@ def test_exported_model_serves_every_length(tmp_path):
         x = _series((5, steps, 3), seed=steps, scale=100.0)
         result = served.serve(tf.constant(x)).numpy()
         assert result.shape == (5, steps, 2)
-        # The same XLA kernel as predict: the same bits.
-        np.testing.assert_array_equal(
-            result, model.predict(x, batch_size=len(x), verbose=0))
-        # Eager small inputs run op by op: equal to rounding.
+        # The same stencil as predict and an eager call, in graphs that
+        # TensorFlow may optimise differently: equal to rounding.
         hidden = keras.ops.convert_to_numpy(model.layers[0](x))
-        np.testing.assert_allclose(
-            result, keras.ops.convert_to_numpy(model(x)), rtol=0,
-            atol=_rounding(hidden, order=2, spacing=0.1))
+        bound = _rounding(hidden, order=2, spacing=0.1)
+        for expected in (model.predict(x, batch_size=len(x), verbose=0),
+                         keras.ops.convert_to_numpy(model(x))):
+            np.testing.assert_allclose(result, expected, rtol=0, atol=bound)
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least 4 steps"):
         served.serve(tf.constant(_series((1, 3, 3))))
@@ -134,11 +133,12 @@ def test_exported_irregular_grids_serve(tmp_path):
         t = np.cumsum(rng.uniform(0.5, 1.5, size=(3, steps)), axis=1)
         t = t.astype("float32")
         result = stamped_served.serve([x, t]).numpy()
-        np.testing.assert_array_equal(
-            result, stamped.predict([x, t], batch_size=3, verbose=0))
-        np.testing.assert_allclose(
-            result, keras.ops.convert_to_numpy(stamped([x, t])), rtol=0,
-            atol=_rounding(x, order=2, coordinates=t))
+        # Graphs that TensorFlow may optimise differently: to rounding.
+        for expected in (stamped.predict([x, t], batch_size=3, verbose=0),
+                         keras.ops.convert_to_numpy(stamped([x, t]))):
+            np.testing.assert_allclose(
+                result, expected, rtol=0,
+                atol=_rounding(x, order=2, coordinates=t))
     with pytest.raises(tf.errors.InvalidArgumentError, match="strictly increasing"):
         stamped_served.serve([x, np.zeros_like(t)])
     # TensorFlow Serving's signature names the inputs after the Inputs.
@@ -148,11 +148,11 @@ def test_exported_irregular_grids_serve(tmp_path):
 
     x = _series((4, 20, 1))
     result = static_served.serve(tf.constant(x)).numpy()
-    np.testing.assert_array_equal(
-        result, static.predict(x, batch_size=4, verbose=0))
-    np.testing.assert_allclose(
-        result, keras.ops.convert_to_numpy(static(x)), rtol=0,
-        atol=_rounding(x, order=1, coordinates=coordinates))
+    for expected in (static.predict(x, batch_size=4, verbose=0),
+                     keras.ops.convert_to_numpy(static(x))):
+        np.testing.assert_allclose(
+            result, expected, rtol=0,
+            atol=_rounding(x, order=1, coordinates=coordinates))
     with pytest.raises(tf.errors.InvalidArgumentError, match="number of coordinates"):
         static_served.serve(tf.constant(x[:, :10]))
 
@@ -173,20 +173,26 @@ _SERVING_CHILD = """
         y = served.serve(x)
         total = tf.reduce_sum(y * upstream)
     results = served.input_derivatives(x)
+    # Second order through `serve` itself.
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            summed = tf.reduce_sum(served.serve(x))
+        first = inner.gradient(summed, x)
     np.savez(directory + "/child.npz", y=y.numpy(),
              gradient=tape.gradient(total, x).numpy(),
-             first=results["first"].numpy(), second=results["second"].numpy())
+             first=results["first"].numpy(), second=results["second"].numpy(),
+             served_second=outer.gradient(first, x).numpy())
 """
 
 
 def test_served_gradients_in_a_fresh_process(tmp_path):
-    """First-order gradients flow through `serve`; higher ones are exported.
-
-    SavedModel keeps a custom gradient one level deep: the loaded `serve`
-    differentiates once (the transposed stencil), but a gradient of that
-    gradient needs the transpose's own custom gradient, which TensorFlow
-    does not save (it warns "unsaved custom gradients" on loading). Higher
-    derivatives are therefore traced at export time, as an endpoint.
+    """Gradients of every order flow through `serve`, in a process without
+    fdlayers, and loading prints no "unsaved custom gradients" warning:
+    SavedModel keeps a custom gradient one level deep, and the stencil's
+    gradient (its transpose) is itself differentiated by autodiff. Higher
+    derivatives can also be traced at export time, as an endpoint.
     """
     keras.utils.set_random_seed(3)
     model = keras.Sequential([
@@ -217,7 +223,8 @@ def test_served_gradients_in_a_fresh_process(tmp_path):
     upstream = _series((2, 12, 1), seed=1)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "upstream.npy", upstream)
-    _run_child(_SERVING_CHILD, tmp_path, cwd=tmp_path)
+    _, log = _run_child(_SERVING_CHILD, tmp_path, cwd=tmp_path, stderr=True)
+    assert "custom gradient" not in log, log[-3000:]
     child = np.load(tmp_path / "child.npz")
 
     @tf.function
@@ -227,12 +234,17 @@ def test_served_gradients_in_a_fresh_process(tmp_path):
             total = tf.reduce_sum(model(x) * upstream)
         return tape.gradient(total, x)
 
-    np.testing.assert_array_equal(
-        child["y"], model.predict(x, batch_size=2, verbose=0))
-    np.testing.assert_array_equal(child["gradient"], gradient(tf.constant(x)))
+    def close(actual, expected):  # graphs optimised apart: to rounding
+        expected = np.asarray(expected)
+        np.testing.assert_allclose(actual, expected, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expected).max())
+
+    close(child["y"], model.predict(x, batch_size=2, verbose=0))
+    close(child["gradient"], gradient(tf.constant(x)))
     expected = tf.function(input_derivatives)(tf.constant(x))
-    np.testing.assert_array_equal(child["first"], expected["first"])
-    np.testing.assert_array_equal(child["second"], expected["second"])
+    close(child["first"], expected["first"])
+    close(child["second"], expected["second"])
+    close(child["served_second"], expected["second"])
     assert np.abs(child["second"]).max() > 0
 
 
@@ -324,10 +336,11 @@ def test_dataset_map_on_batches():
     batches = tf.data.Dataset.from_tensor_slices(x).batch(4)
     traced = tf.function(layer)
     for batch, result in zip(batches, batches.map(layer)):
-        np.testing.assert_array_equal(result, traced(batch))
-        np.testing.assert_allclose(
-            result, layer(batch), rtol=0,
-            atol=_rounding(batch.numpy(), order=2, spacing=0.1))
+        # Graphs that TensorFlow may optimise differently: to rounding.
+        for expected in (traced(batch), layer(batch)):
+            np.testing.assert_allclose(
+                result, expected, rtol=0,
+                atol=_rounding(batch.numpy(), order=2, spacing=0.1))
 
 
 def test_dataset_map_on_variable_length_examples():

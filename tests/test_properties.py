@@ -55,14 +55,18 @@ SG = fdlayers.SavitzkyGolay1D
 U64 = 2.0 ** -53
 C = 4.0
 
-# Every path of the backend (per_backend.PATHS: on TensorFlow op by op,
-# the fused kernels eagerly, tf.function and XLA).
+# Every path of the backend (per_backend.PATHS: on TensorFlow eagerly in
+# NumPy, op by op and fused; in tf.function traced for the shape or for any
+# length, op by op and through compiled kernels; and XLA).
 PATHS = per_backend.PATHS
-# Compiling is per shape and configuration (≈ 0.1-0.5 s each): fewer draws.
+# Compiling or tracing is per shape and configuration (≈ 0.1-0.5 s each):
+# fewer draws.
 EXAMPLES = {path: 6 for path in PATHS}
-# Op by op (TensorFlow, PyTorch) an example costs milliseconds; JAX jits
-# even its eager calls, once per shape.
+# Eagerly in NumPy or op by op (TensorFlow, PyTorch) an example costs
+# milliseconds; JAX jits even its eager calls, once per shape.
 EXAMPLES[PATHS[0]] = 60 if per_backend.BACKEND == "jax" else 200
+if "eager, op by op" in EXAMPLES:
+    EXAMPLES["eager, op by op"] = 40
 
 
 @pytest.fixture(params=PATHS)
