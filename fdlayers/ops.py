@@ -124,7 +124,7 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
             f"(batch, steps, channels). Received: input of shape {input_shape}"
         )
     axis = check_axis(axis, rank)
-    length = input_shape[axis]
+    length = _static_length(input_shape[axis])
     if length is not None and length < plan.min_length:
         raise ValueError(_too_short_message(plan, padding, axis, length))
     if coordinates is not None and length is not None and length != len(coordinates):
@@ -135,8 +135,25 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
     if times_shape is not None:
         _check_times_shape(tuple(times_shape), input_shape, axis)
     shape = list(input_shape)
-    shape[axis] = plan.output_length(length)
+    shape[axis] = plan.output_length(input_shape[axis])
     return tuple(shape)
+
+
+def _static_length(dim):
+    """`dim`, or None where the length is not known while tracing: None
+    itself, or a symbolic dimension of JAX's shape polymorphism (as
+    `model.export` traces on JAX), which has no truth value against an
+    int. (PyTorch's symbolic sizes compare as ints and pass through.)"""
+    return None if dim is None or _is_symbolic(dim) else dim
+
+
+def _is_symbolic(dim):
+    """Whether `dim` is a symbolic dimension of JAX's shape polymorphism."""
+    if keras.backend.backend() != "jax":
+        return False
+    from jax import export
+
+    return export.is_symbolic_dim(dim)
 
 
 @_plain_python
@@ -164,14 +181,14 @@ def _check_times_shape(times_shape, input_shape, axis):
                 f"{_TIMES} of shape (batch, steps) need axis=1 "
                 f"(the steps axis). Received: axis={axis}"
             )
-        batch = (times_shape[0], input_shape[0])
+        batch = tuple(map(_static_length, (times_shape[0], input_shape[0])))
         if None not in batch and batch[0] != batch[1] and batch[0] != 1:
             raise ValueError(
                 f"{_TIMES} have a batch of {batch[0]} but the input "
                 f"has {batch[1]}. Received: coordinates of shape {times_shape}"
                 f", input of shape {input_shape}"
             )
-    steps = (times_shape[-1], input_shape[axis])
+    steps = tuple(map(_static_length, (times_shape[-1], input_shape[axis])))
     if None not in steps and steps[0] != steps[1]:
         raise ValueError(
             f"{_TIMES} have {steps[0]} steps but the input has "
@@ -585,8 +602,9 @@ def _derivative_mask(mask, rank, plan, padding, axis):
 def _check_mask(mask, x):
     mask = real_tensor(mask, "mask")
     shape, expected = tuple(mask.shape), tuple(x.shape[:2])
+    pairs = [tuple(map(_static_length, pair)) for pair in zip(shape, expected)]
     if len(shape) != 2 or any(None not in pair and pair[0] != pair[1]
-                              for pair in zip(shape, expected)):
+                              for pair in pairs):
         raise ValueError(
             "`mask` must have the shape (batch, steps) of the input's first "
             f"two axes, {expected}. Received: mask of shape {shape}"
