@@ -210,8 +210,9 @@ def _too_short_message(plan, padding, axis, length=None):
 def _check_length(x, plan, padding, axis, coordinates=None):
     """Fail at run time when the length is only known then (TensorFlow graphs).
 
-    JAX and PyTorch always trace with concrete shapes, where `output_shape`
-    has already checked the length.
+    JAX and PyTorch trace with concrete shapes, where `output_shape` has
+    already checked the length; but for JAX's symbolic lengths (in
+    `model.export`), where `_symbolic_length_guard` gives NaN instead.
     """
     if x.shape[axis] is not None or keras.backend.backend() != "tensorflow":
         return x
@@ -566,7 +567,14 @@ def _mask_output(y, mask, plan, padding, axis):
     if mask is None:
         return y
     return masking.zero_masked(
-        y, mask if axis != 1 else masking.output_mask(mask, plan, padding))
+        y, mask if axis != 1 else _output_mask(mask, plan, padding))
+
+
+def _output_mask(mask, plan, padding):
+    """`masking.output_mask`, for symbolic lengths too (all False where the
+    sequence is too short: see `_symbolic_length_guard`)."""
+    return _any_length(functools.partial(masking.output_mask, layout=plan,
+                                         padding=padding), plan, 1)(mask)
 
 
 def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
@@ -596,7 +604,7 @@ def _derivative_mask(mask, rank, plan, padding, axis):
         return None
     if check_axis(axis, rank) != 1:
         return mask
-    return masking.output_mask(mask, plan, padding)
+    return _output_mask(mask, plan, padding)
 
 
 def _check_mask(mask, x):
@@ -624,8 +632,10 @@ def _masked_fn(spec, scale, rank, fused):
 @_plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_windows_fn(layout, order, rank, fused):
-    return _compiled(functools.partial(masking.masked_windows, layout=layout,
-                                       order=order), fused)
+    windows = functools.partial(masking.masked_windows, layout=layout,
+                                order=order)
+    # (x, mask, t): the mask and the coordinates have their steps last.
+    return _compiled(_any_length(windows, layout, 1), fused)
 
 
 # Below this many elements an eager call runs op by op: on (4, 100, 2) the
@@ -766,7 +776,65 @@ def _jax_forward(spec, scale, axis, channels):
     import jax
 
     # JAX differentiates the in-place update itself.
-    return jax.jit(_linear_stencil(spec, scale, axis, channels).forward)
+    stencil = _linear_stencil(spec, scale, axis, channels)
+    return jax.jit(_any_length(stencil.forward, stencil.plan, axis))
+
+
+def _any_length(fn, layout, axis, steps=None):
+    """`fn`, which applies `layout` (a `stencils.Plan` or `Windows`) along
+    `axis`, for inputs of at least `layout.min_length` steps, or of exactly
+    `steps` (static coordinates): on JAX wrapped in `_symbolic_length_guard`
+    for lengths that are symbolic; on the other backends `fn` itself."""
+    if keras.backend.backend() != "jax":
+        return fn
+    minimum = layout.min_length if steps is None else steps
+    return functools.partial(_symbolic_length_guard, fn=fn, axis=axis,
+                             minimum=minimum,
+                             change=layout.output_length(minimum) - minimum,
+                             exact=steps is not None)
+
+
+def _symbolic_length_guard(x, *times, fn, axis, minimum, change, exact=False):
+    """`fn(x, *times)`, also where the length along `axis` is symbolic.
+
+    JAX's shape polymorphism (`jax.export`, which `model.export` uses on
+    JAX) traces a length known only at run time as a symbol `a` of which it
+    knows only `a ≥ 1`: `x[2:]` is then `a - min(a, 2)` steps long and
+    `x[:-2]` `max(0, a - 2)`, which it cannot prove equal, so the stencil's
+    shifted slices would not add up. So, as `_xla_length_guard` does for
+    TensorFlow's XLA, `fn` runs on `x` cut or zero-padded to `max(a,
+    minimum)` steps (`minimum` where `exact`: static coordinates), a length
+    on which every slice is known, and so do `times`, the coordinates and
+    mask that come with `x`, along their last axis (per-sample coordinates
+    have a symbol of their own). The result is cut or padded to its
+    documented length, `max(a + change, 0)`, and is NaN (False for a mask)
+    unless `a ≥ minimum` (`a == minimum` where `exact`) and `times` have
+    `a` steps. For a length that is a number, or None, it is
+    `fn(x, *times)`.
+    """
+    steps = x.shape[axis]
+    if not _is_symbolic(steps):
+        return fn(x, *times)
+    import jax
+    import jax.numpy as jnp
+
+    length = minimum if exact else jax.core.max_dim(steps, minimum)
+    y = fn(_to_length(x, axis, length),
+           *(_to_length(t, len(t.shape) - 1, length) for t in times))
+    y = _to_length(y, axis, jax.core.max_dim(steps + change, 0))
+    steps = jnp.asarray(steps)
+    ok = steps == minimum if exact else steps >= minimum
+    for t in times:
+        ok = ok & (jnp.asarray(t.shape[-1]) == steps)
+    fill = np.nan if jnp.issubdtype(y.dtype, jnp.inexact) else 0
+    return jnp.where(ok, y, jnp.asarray(fill, y.dtype))
+
+
+def _to_length(x, axis, length):
+    """`x` cut, or zero-padded at the end, to `length` steps along `axis`
+    (a slice of `x` padded by `length` zeros: its stop is never beyond the
+    end, even for symbolic lengths)."""
+    return kernels.take(kernels.pad(x, axis, 0, length), axis, 0, length)
 
 
 def _per_sample(x, t, order, accuracy, padding, axis):
@@ -859,8 +927,9 @@ def _compiled(fn, fused):
 @functools.lru_cache(maxsize=256)
 def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank, fused):
     layout = stencils.windows(order, accuracy, padding)
-    return _compiled(functools.partial(_apply_per_sample, layout=layout,
-                                       order=order, axis=axis), fused)
+    apply = functools.partial(_apply_per_sample, layout=layout, order=order,
+                              axis=axis)
+    return _compiled(_any_length(apply, layout, axis), fused)
 
 
 def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
@@ -921,6 +990,8 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
     else:  # causal: one row per group
         head = [[float(w) for w in row] for row in head]
         tail = []
-    return _compiled(functools.partial(_apply_static, layout=layout,
-                                       weights=(head, interior, tail),
-                                       axis=axis, exponent=exponent), fused)
+    apply = functools.partial(_apply_static, layout=layout,
+                              weights=(head, interior, tail), axis=axis,
+                              exponent=exponent)
+    return _compiled(_any_length(apply, layout, axis, len(coordinates)),
+                     fused)
