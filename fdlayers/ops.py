@@ -139,7 +139,7 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
             f"(batch, steps, channels). Received: input of shape {input_shape}"
         )
     axis = check_axis(axis, rank)
-    length = input_shape[axis]
+    length = _static_length(input_shape[axis])
     if length is not None and length < plan.min_length:
         raise ValueError(_too_short_message(plan, padding, axis, length))
     if coordinates is not None and length is not None and length != len(coordinates):
@@ -150,8 +150,25 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
     if times_shape is not None:
         _check_times_shape(tuple(times_shape), input_shape, axis)
     shape = list(input_shape)
-    shape[axis] = plan.output_length(length)
+    shape[axis] = plan.output_length(input_shape[axis])
     return tuple(shape)
+
+
+def _static_length(dim):
+    """`dim`, or None where the length is not known while tracing: None
+    itself, or a symbolic dimension of JAX's shape polymorphism (as
+    `model.export` traces on JAX), which has no truth value against an
+    int. (PyTorch's symbolic sizes compare as ints and pass through.)"""
+    return None if dim is None or _is_symbolic(dim) else dim
+
+
+def _is_symbolic(dim):
+    """Whether `dim` is a symbolic dimension of JAX's shape polymorphism."""
+    if keras.backend.backend() != "jax":
+        return False
+    from jax import export
+
+    return export.is_symbolic_dim(dim)
 
 
 @_plain_python
@@ -179,14 +196,14 @@ def _check_times_shape(times_shape, input_shape, axis):
                 f"{_TIMES} of shape (batch, steps) need axis=1 "
                 f"(the steps axis). Received: axis={axis}"
             )
-        batch = (times_shape[0], input_shape[0])
+        batch = tuple(map(_static_length, (times_shape[0], input_shape[0])))
         if None not in batch and batch[0] != batch[1] and batch[0] != 1:
             raise ValueError(
                 f"{_TIMES} have a batch of {batch[0]} but the input "
                 f"has {batch[1]}. Received: coordinates of shape {times_shape}"
                 f", input of shape {input_shape}"
             )
-    steps = (times_shape[-1], input_shape[axis])
+    steps = tuple(map(_static_length, (times_shape[-1], input_shape[axis])))
     if None not in steps and steps[0] != steps[1]:
         raise ValueError(
             f"{_TIMES} have {steps[0]} steps but the input has "
@@ -208,8 +225,9 @@ def _too_short_message(plan, padding, axis, length=None):
 def _check_length(x, plan, padding, axis, coordinates=None):
     """Fail at run time when the length is only known then (TensorFlow graphs).
 
-    JAX and PyTorch always trace with concrete shapes, where `output_shape`
-    has already checked the length.
+    JAX and PyTorch trace with concrete shapes, where `output_shape` has
+    already checked the length; but for JAX's symbolic lengths (in
+    `model.export`), where `_symbolic_length_guard` gives NaN instead.
     """
     if x.shape[axis] is not None or keras.backend.backend() != "tensorflow":
         return x
@@ -567,7 +585,14 @@ def _mask_output(y, mask, plan, padding, axis):
     if mask is None:
         return y
     return masking.zero_masked(
-        y, mask if axis != 1 else masking.output_mask(mask, plan, padding))
+        y, mask if axis != 1 else _output_mask(mask, plan, padding))
+
+
+def _output_mask(mask, plan, padding):
+    """`masking.output_mask`, for symbolic lengths too (all False where the
+    sequence is too short: see `_symbolic_length_guard`)."""
+    return _any_length(functools.partial(masking.output_mask, layout=plan,
+                                         padding=padding), plan, 1)(mask)
 
 
 def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
@@ -597,14 +622,15 @@ def _derivative_mask(mask, rank, plan, padding, axis):
         return None
     if check_axis(axis, rank) != 1:
         return mask
-    return masking.output_mask(mask, plan, padding)
+    return _output_mask(mask, plan, padding)
 
 
 def _check_mask(mask, x):
     mask = real_tensor(mask, "mask")
     shape, expected = tuple(mask.shape), tuple(x.shape[:2])
+    pairs = [tuple(map(_static_length, pair)) for pair in zip(shape, expected)]
     if len(shape) != 2 or any(None not in pair and pair[0] != pair[1]
-                              for pair in zip(shape, expected)):
+                              for pair in pairs):
         raise ValueError(
             "`mask` must have the shape (batch, steps) of the input's first "
             f"two axes, {expected}. Received: mask of shape {shape}"
@@ -624,8 +650,10 @@ def _masked_fn(spec, scale, rank, compiled):
 @_plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_windows_fn(layout, order, rank, compiled):
-    return _compiled(functools.partial(masking.masked_windows, layout=layout,
-                                       order=order), compiled)
+    windows = functools.partial(masking.masked_windows, layout=layout,
+                                order=order)
+    # (x, mask, t): the mask and the coordinates have their steps last.
+    return _compiled(_any_length(windows, layout, 1), compiled)
 
 
 def _masked_body(x, mask, compiled, spec, scale):
@@ -1117,7 +1145,65 @@ def _jax_forward(spec, scale, axis, channels):
     import jax
 
     # JAX differentiates the in-place update itself.
-    return jax.jit(_linear_stencil(spec, scale, axis, channels).forward)
+    stencil = _linear_stencil(spec, scale, axis, channels)
+    return jax.jit(_any_length(stencil.forward, stencil.plan, axis))
+
+
+def _any_length(fn, layout, axis, steps=None):
+    """`fn`, which applies `layout` (a `stencils.Plan` or `Windows`) along
+    `axis`, for inputs of at least `layout.min_length` steps, or of exactly
+    `steps` (static coordinates): on JAX wrapped in `_symbolic_length_guard`
+    for lengths that are symbolic; on the other backends `fn` itself."""
+    if keras.backend.backend() != "jax":
+        return fn
+    minimum = layout.min_length if steps is None else steps
+    return functools.partial(_symbolic_length_guard, fn=fn, axis=axis,
+                             minimum=minimum,
+                             change=layout.output_length(minimum) - minimum,
+                             exact=steps is not None)
+
+
+def _symbolic_length_guard(x, *times, fn, axis, minimum, change, exact=False):
+    """`fn(x, *times)`, also where the length along `axis` is symbolic.
+
+    JAX's shape polymorphism (`jax.export`, which `model.export` uses on
+    JAX) traces a length known only at run time as a symbol `a` of which it
+    knows only `a ≥ 1`: `x[2:]` is then `a - min(a, 2)` steps long and
+    `x[:-2]` `max(0, a - 2)`, which it cannot prove equal, so the stencil's
+    shifted slices would not add up. So, as `_xla_length_guard` does for
+    TensorFlow's XLA, `fn` runs on `x` cut or zero-padded to `max(a,
+    minimum)` steps (`minimum` where `exact`: static coordinates), a length
+    on which every slice is known, and so do `times`, the coordinates and
+    mask that come with `x`, along their last axis (per-sample coordinates
+    have a symbol of their own). The result is cut or padded to its
+    documented length, `max(a + change, 0)`, and is NaN (False for a mask)
+    unless `a ≥ minimum` (`a == minimum` where `exact`) and `times` have
+    `a` steps. For a length that is a number, or None, it is
+    `fn(x, *times)`.
+    """
+    steps = x.shape[axis]
+    if not _is_symbolic(steps):
+        return fn(x, *times)
+    import jax
+    import jax.numpy as jnp
+
+    length = minimum if exact else jax.core.max_dim(steps, minimum)
+    y = fn(_to_length(x, axis, length),
+           *(_to_length(t, len(t.shape) - 1, length) for t in times))
+    y = _to_length(y, axis, jax.core.max_dim(steps + change, 0))
+    steps = jnp.asarray(steps)
+    ok = steps == minimum if exact else steps >= minimum
+    for t in times:
+        ok = ok & (jnp.asarray(t.shape[-1]) == steps)
+    fill = np.nan if jnp.issubdtype(y.dtype, jnp.inexact) else 0
+    return jnp.where(ok, y, jnp.asarray(fill, y.dtype))
+
+
+def _to_length(x, axis, length):
+    """`x` cut, or zero-padded at the end, to `length` steps along `axis`
+    (a slice of `x` padded by `length` zeros: its stop is never beyond the
+    end, even for symbolic lengths)."""
+    return kernels.take(kernels.pad(x, axis, 0, length), axis, 0, length)
 
 
 def _per_sample(x, t, order, accuracy, padding, axis):
@@ -1214,8 +1300,9 @@ def _compiled(fn, compiled):
 def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank,
                    compiled):
     layout = stencils.windows(order, accuracy, padding)
-    return _compiled(functools.partial(_apply_per_sample, layout=layout,
-                                       order=order, axis=axis), compiled)
+    apply = functools.partial(_apply_per_sample, layout=layout, order=order,
+                              axis=axis)
+    return _compiled(_any_length(apply, layout, axis), compiled)
 
 
 def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
@@ -1281,7 +1368,8 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
     else:  # causal: one row per group
         head = [[float(w) for w in row] for row in head]
         tail = []
-    return _compiled(functools.partial(_apply_static, layout=layout,
-                                       weights=(head, interior, tail),
-                                       axis=axis, exponent=exponent),
+    apply = functools.partial(_apply_static, layout=layout,
+                              weights=(head, interior, tail), axis=axis,
+                              exponent=exponent)
+    return _compiled(_any_length(apply, layout, axis, len(coordinates)),
                      compiled)
