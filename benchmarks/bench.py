@@ -18,9 +18,12 @@ Sections:
   6. peak extra memory of one call, in a fresh process;
   7. the formulations tried for the stencil and its edges, side by side;
   8. per-sample time stamps (layer([x, t])) against the uniform grid;
-  9. SavitzkyGolay1D against scipy.signal.savgol_filter and the floor.
+  9. SavitzkyGolay1D against scipy.signal.savgol_filter and the floor;
+ 10. the cold paths (benchmarks/cold.py): a new sequence length in predict,
+     tf.function and a served SavedModel, a first fit epoch, and eager calls
+     on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer.
 
-    python benchmarks/bench.py --only 8   # one section (8 or 9)
+    python benchmarks/bench.py --only 8   # one section (8, 9 or 10)
 """
 
 import argparse
@@ -38,6 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cold  # noqa: E402
 import fdlayers  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
@@ -381,9 +385,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10),
                         help="run one section (8: per-sample time stamps, "
-                             "9: Savitzky-Golay)")
+                             "9: Savitzky-Golay, 10: cold paths)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -391,6 +395,9 @@ def main(argv=None):
           f"NumPy {np.__version__}, Python {platform.python_version()}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     x = tf.random.normal((64, steps, 4), seed=0)
+    if args.only == 10:
+        cold.main(args.quick)
+        return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
         return
@@ -406,6 +413,7 @@ def main(argv=None):
     section_formulations(x, rounds)
     section_irregular(x, rounds)
     section_savgol(x, rounds)
+    cold.main(args.quick)
 
 
 if __name__ == "__main__":

@@ -805,11 +805,15 @@ def _numpy_kernel(x, key):
 
     stencil = _linear_stencil(*key, in_place=False, xp=kernels.NUMPY)
 
+    # As TensorFlow's kernels do, and NumPy's would not by default, NaN and
+    # Inf samples give NaN and Inf results without a word.
     def forward(v):
-        return tf.convert_to_tensor(stencil.forward(v.numpy()))
+        with np.errstate(all="ignore"):
+            return tf.convert_to_tensor(stencil.forward(v.numpy()))
 
     def transpose(g):
-        return tf.convert_to_tensor(stencil.transpose(g.numpy()))
+        with np.errstate(all="ignore"):
+            return tf.convert_to_tensor(stencil.transpose(g.numpy()))
 
     if not _recording():
         return forward(x)

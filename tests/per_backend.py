@@ -60,16 +60,16 @@ def compiled(fn, mode):
 # TensorFlow runs a stencil on one of several paths, by mode and size
 # (`fdlayers.ops._placement`); tests force each one on small inputs. Eagerly:
 # NumPy on the CPU, op by op (as on other devices), the fused XLA kernels.
-# In a tf.function traced for the input's shape: op by op, or the fused
-# kernels; traced for any length (`None` sizes, as a Keras model's
+# In a tf.function traced for any length (`None` sizes, as a Keras model's
 # `predict` or a served SavedModel): op by op, or the kernels compiled for
-# padded lengths. Then the whole program under XLA.
+# padded lengths. Then the whole program under XLA. (A tf.function traced
+# for the input's shape runs the same functions as "any length" below
+# `_FUSION_MIN_SIZE` elements, and the fused kernels from it on; MODES
+# covers it.)
 _TF_PATHS = {
     "eager, NumPy": (None, float("inf"), True),
     "eager, op by op": (None, float("inf"), False),
     "eager, fused": (None, 0, True),
-    "tf.function": (_tf_function, float("inf"), True),
-    "tf.function, fused": (_tf_function, 0, True),
     "any length": ("any length", float("inf"), True),
     "any length, padded": ("any length", 0, True),
 }

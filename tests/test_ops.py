@@ -1,9 +1,11 @@
 """Every execution path of `fdlayers.derivative` against a float64 reference.
 
-TensorFlow runs the stencil op by op for small eager inputs, as one fused XLA
-kernel for large eager inputs and inside any `tf.function`, and inlined into
-an outer XLA program under `jit_compile=True`; its gradient is a separate
-transposed kernel. JAX runs it through XLA eagerly and under `jax.jit`, and
+TensorFlow runs the stencil in NumPy for small eager inputs (op by op on
+other devices), as one fused XLA kernel for large eager inputs, op by op
+inside a `tf.function` for small inputs, through kernels compiled for padded
+lengths for large inputs of a length known at run time only, and inlined
+into an outer XLA program under `jit_compile=True`; its gradient is the
+transposed stencil (`fdlayers.ops._placement`). JAX runs it through XLA eagerly and under `jax.jit`, and
 differentiates it itself; PyTorch runs it op by op. Each path of the backend
 under test is checked here against a dense matrix built in NumPy from the
 documented semantics (windows from the README, weights from

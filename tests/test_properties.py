@@ -56,8 +56,8 @@ U64 = 2.0 ** -53
 C = 4.0
 
 # Every path of the backend (per_backend.PATHS: on TensorFlow eagerly in
-# NumPy, op by op and fused; in tf.function traced for the shape or for any
-# length, op by op and through compiled kernels; and XLA).
+# NumPy, op by op and fused; in a tf.function traced for any length, op by
+# op and through kernels compiled for padded lengths; and XLA).
 PATHS = per_backend.PATHS
 # Compiling or tracing is per shape and configuration (≈ 0.1-0.5 s each):
 # fewer draws.

@@ -33,12 +33,9 @@ from per_backend import numpy, tensor
 FD = fdlayers.FiniteDifference1D
 SG = fdlayers.SavitzkyGolay1D
 
-# The backend's paths (per_backend.PATHS), but those that run the same
-# kernels as another one here: tf.function traced for the input's shape
-# (as "any length" and the fused eager path) and TensorFlow's eager op by
-# op (as "any length", a graph's op by op).
-PATHS = [p for p in per_backend.PATHS
-         if p not in ("tf.function", "tf.function, fused", "eager, op by op")]
+# The backend's paths (per_backend.PATHS), but TensorFlow's eager op by
+# op, which runs the stencil's operations as "any length" does in a graph.
+PATHS = [p for p in per_backend.PATHS if p != "eager, op by op"]
 # For the slower tests: op by op, and compiled as a whole program.
 QUICK_PATHS = [PATHS[0], PATHS[-1]] if len(PATHS) > 1 else PATHS
 # What must not hang gets this many seconds (the `fails_fast` fixture).

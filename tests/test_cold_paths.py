@@ -1,0 +1,180 @@
+"""Where users meet fdlayers first: new lengths, small eager calls, serving.
+
+On TensorFlow a stencil runs where it is cheapest for its mode and size
+(`fdlayers.ops._placement`): small eager inputs in NumPy, small graph inputs
+op by op through one function pair per configuration traced for any size,
+large inputs of a length known at run time only through XLA kernels
+compiled per padded length. The values and gradients of every path are
+checked in test_ops.py, test_properties.py and test_robustness.py
+(per_backend.PATHS); here, that new lengths trace and compile nothing new,
+and that fdlayers' choices print nothing.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import fdlayers
+from fdlayers import ops as fd_ops
+
+pytestmark = pytest.mark.tensorflow_only
+
+
+def test_padded_lengths_grow_as_a_logarithm():
+    """XLA compiles a kernel per input shape: the padded lengths bound how
+    many a stream of distinct lengths can cause, and the padding's cost."""
+    import tensorflow as tf
+
+    lengths = np.arange(1, 1 << 17)
+    buckets = fd_ops._BUCKETS[np.searchsorted(fd_ops._BUCKETS, lengths)]
+    assert (buckets >= lengths).all()
+    assert (buckets[lengths >= 8] <= 1.25 * lengths[lengths >= 8]).all()
+    assert len(np.unique(buckets)) <= 4 * 17
+    for n in (1, 7, 8, 9, 100, 1000, 10 ** 5, 123457):
+        expected = fd_ops._BUCKETS[np.searchsorted(fd_ops._BUCKETS, n)]
+        assert int(fd_ops._bucket(tf.constant(n))) == expected
+
+
+def test_padded_kernel_is_traced_once_for_every_length(monkeypatch):
+    """Large inputs of unknown length: one trace of the kernel, which takes
+    the true length as a run-time value, serves every length (XLA then
+    compiles it once per padded length, `_bucket`)."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(fd_ops, "_FUSION_MIN_SIZE", 0)  # small ones too
+    seen, original = [], fd_ops._bucketed_fn
+    original.cache_clear()  # a kernel of this test's own
+
+    def spy(*key):
+        seen.append(key)
+        return original(*key)
+
+    monkeypatch.setattr(fd_ops, "_bucketed_fn", spy)
+    layer = fdlayers.FiniteDifference1D(order=2, accuracy=4, padding="periodic")
+    traced = tf.function(layer, input_signature=[
+        tf.TensorSpec((None, None, 2), tf.float32)])
+    rng = np.random.default_rng(0)
+    for n in (9, 13, 17, 30, 31, 64, 100, 127):
+        x = rng.normal(size=(2, n, 2)).astype("float32")
+        expected = layer(x)
+        np.testing.assert_allclose(traced(x), expected, rtol=0,
+                                   atol=1e-5 * np.abs(expected).max())
+    kernels = {id(original(*key)): original(*key) for key in seen}
+    assert len(kernels) == 1
+    assert [k.experimental_get_tracing_count()
+            for k in kernels.values()] == [1]
+
+
+def test_new_lengths_in_predict_trace_nothing_new():
+    """A model's predict at new lengths: the stencils' function pairs are
+    traced once, for any size, and reused."""
+    model = keras.Sequential([
+        keras.Input((None, 2)),
+        fdlayers.FiniteDifference1D(order=2, spacing=0.1, accuracy=4),
+        fdlayers.SavitzkyGolay1D(order=1, window=7, polyorder=2),
+        keras.layers.Dense(1),
+    ])
+    rng = np.random.default_rng(1)
+    model.predict(rng.normal(size=(3, 40, 2)), verbose=0)
+    model.predict(rng.normal(size=(3, 50, 2)), verbose=0)
+    before = fd_ops._graph_pair.cache_info()
+    pairs = [fd_ops._graph_pair(*args) for args in _graph_pair_calls(model)]
+    counts = [f.experimental_get_tracing_count() for pair in pairs
+              for f in pair]
+    for n in (60, 75, 101, 300, 999):
+        x = rng.normal(size=(3, n, 2))
+        np.testing.assert_allclose(model.predict(x, verbose=0), model(x),
+                                   rtol=1e-4, atol=1e-4)
+    assert fd_ops._graph_pair.cache_info().misses == before.misses
+    assert [f.experimental_get_tracing_count() for pair in pairs
+            for f in pair] == counts
+    assert all(count <= 1 for count in counts)
+
+
+def _graph_pair_calls(model):
+    """The `_graph_pair` arguments of the model's stencils, recorded by
+    tracing one call with a spy."""
+    import tensorflow as tf
+
+    calls = []
+    original = fd_ops._graph_pair
+
+    def spy(*args):
+        calls.append(args)
+        return original(*args)
+
+    fd_ops._graph_pair = spy
+    try:
+        tf.function(model).get_concrete_function(
+            tf.TensorSpec((None, None, 2), tf.float32))
+    finally:
+        fd_ops._graph_pair = original
+    assert calls
+    return calls
+
+
+def test_eager_numpy_path_equals_op_by_op(monkeypatch):
+    """Small eager CPU inputs run in NumPy: the same operations in the same
+    order as TensorFlow op by op, so the same bits, values and gradients."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    cases = [dict(order=1), dict(order=2, accuracy=4),
+             dict(order=3, padding="periodic"), dict(order=2, padding="valid"),
+             dict(order=1, accuracy=3, padding="causal")]
+    for dtype in ("float32", "float64"):
+        for kwargs in cases:
+            x = tf.constant(rng.normal(size=(2, 17, 3)).astype(dtype))
+            results = []
+            for numpy in (True, False):
+                monkeypatch.setattr(fd_ops, "_EAGER_NUMPY", numpy)
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = fdlayers.derivative(x, spacing=0.5, **kwargs)
+                    total = tf.reduce_sum(y * y)
+                results.append((y.numpy(), tape.gradient(total, x).numpy()))
+            for ours, theirs in zip(*results):
+                np.testing.assert_array_equal(ours, theirs)
+
+
+_QUIET = """
+    import numpy as np, keras, tensorflow as tf, fdlayers
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([
+        keras.Input((None, 2)),
+        fdlayers.FiniteDifference1D(order=2, spacing=0.1, accuracy=4),
+        fdlayers.SavitzkyGolay1D(order=1, window=11, polyorder=3),
+        keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    for n in (30, 41, 57, 80, 111, 150, 222, 300):
+        x = rng.normal(size=(4, n, 2)).astype("float32")
+        model.predict(x, verbose=0)
+        model.fit(x, x[..., :1], verbose=0)
+        fdlayers.derivative(x, order=2)
+    model.export(sys.argv[1], verbose=False)
+    served = tf.saved_model.load(sys.argv[1])
+    for n in (33, 65, 129):
+        served.serve(rng.normal(size=(2, n, 2)).astype("float32"))
+    print("done")
+"""
+
+
+def test_fdlayers_prints_no_warnings(tmp_path):
+    """No retracing, XLA or custom-gradient warning from fdlayers' own
+    choices: new lengths in predict and fit, exporting, loading, serving."""
+    code = "import sys\n" + textwrap.dedent(_QUIET)
+    # Every TensorFlow log line shown, INFO included (XLA's compile notices).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")],
+                            capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("done")
+    log = result.stderr.lower()
+    for noise in ("retracing", "custom gradient", "xla", "autotun"):
+        assert noise not in log, result.stderr[-3000:]
