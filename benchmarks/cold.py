@@ -121,6 +121,7 @@ for standin in (True, False):
     h = keras.layers.Conv1D({channels}, window, padding="same")(x_in) if standin else eval(layer_source)(x_in)
     model = keras.Model(x_in, keras.layers.Dense(1)(h))
     model.export(os.path.join(directory, "conv" if standin else "fd"), verbose=False)
+print("{{}}")
 """
 
 _SERVE = _PRELUDE + """

@@ -10,6 +10,8 @@ run-time value (`forward(x, length)`), so that one compiled kernel serves
 every length up to the padded one.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -75,30 +77,47 @@ def _rows_times(x, rows, axis, xp=ops):
     product might also run in reduced precision, as TF32 on GPUs.)
     """
     count = rows.shape[0]
-    shape = (count,) + (1,) * (len(x.shape) - axis - 1)
-    dtype = None
     total = None
-    for column in range(rows.shape[1]):
-        weights = rows[:, column]
-        nonzero = weights != 0.0
-        if not nonzero.any():
-            continue
+    dtype = (x.dtype.name if xp is NUMPY
+             else keras.backend.standardize_dtype(x.dtype))
+    columns = _columns(rows.tobytes(), rows.shape, len(x.shape) - axis - 1,
+                       dtype)
+    for column, weights, nonzero in columns:
         step = take(x, axis, column, column + 1)
         if count == 1:
-            term = step * float(weights[0])
+            term = step * weights
         else:
-            if dtype is None:
-                dtype = keras.backend.standardize_dtype(x.dtype)
-            term = step * xp.convert_to_tensor(
-                weights.reshape(shape).astype(dtype))
-            if not nonzero.all():
-                term = xp.where(nonzero.reshape(shape), term,
-                                xp.zeros_like(term))
+            term = step * xp.convert_to_tensor(weights)
+            if nonzero is not None:
+                term = xp.where(nonzero, term, xp.zeros_like(term))
         total = term if total is None else total + term
     if total is None:
         zeros = xp.zeros_like(take(x, axis, 0, 1))
         total = zeros if count == 1 else xp.concatenate([zeros] * count, axis)
     return total
+
+
+@functools.lru_cache(maxsize=1024)
+def _columns(rows, shape, trailing, dtype):
+    """`_rows_times`' terms for the float64 `rows` (their bytes and shape):
+    `(column, weights, nonzero)` for each column with a nonzero weight,
+    `weights` a float for a single row, else an array of `dtype` with one
+    entry per row along the axis and `trailing` axes of size 1 after it,
+    and `nonzero` that shape's mask, None where no weight is 0."""
+    rows = np.frombuffer(rows).reshape(shape)
+    broadcast = (shape[0],) + (1,) * trailing
+    columns = []
+    for column in range(shape[1]):
+        weights = rows[:, column]
+        nonzero = weights != 0.0
+        if not nonzero.any():
+            continue
+        if shape[0] == 1:
+            columns.append((column, float(weights[0]), None))
+            continue
+        columns.append((column, weights.reshape(broadcast).astype(dtype),
+                        None if nonzero.all() else nonzero.reshape(broadcast)))
+    return tuple(columns)
 
 
 def _correlate(x, weights, axis):
