@@ -2,12 +2,12 @@
 
 `forward(x)` applies a `fdlayers.stencils.Plan` along one axis; `transpose(g)`
 applies its adjoint, which is the gradient of `forward`. Both read their
-input once and write their output once when XLA fuses them; `fdlayers.ops`
-decides where they run. The same code runs on NumPy arrays (`NUMPY`), for
-the small eager calls where one backend op costs more than the whole
-stencil does in NumPy, and on a zero-padded input whose true length is a
-run-time value (`forward(x, length)`), so that one compiled kernel serves
-every length up to the padded one.
+input once and write their output once when XLA fuses them;
+`fdlayers.dispatch` decides where they run. The same code runs on NumPy
+arrays (`NUMPY`), for the small eager calls where one backend op costs more
+than the whole stencil does in NumPy, and on a zero-padded input whose true
+length is a run-time value (`forward(x, length)`), so that one compiled
+kernel serves every length up to the padded one.
 """
 
 import functools
@@ -17,6 +17,23 @@ import numpy as np
 from keras import ops
 
 from fdlayers import stencils
+
+
+def plain_python(fn):
+    """`fn`, which builds a stencil's plan or weights, as `torch.compile` must
+    call it: as plain Python, behind a graph break; unchanged elsewhere.
+
+    The stencil arithmetic (NumPy and exact rationals) runs once per
+    configuration behind functools caches. TorchDynamo ignores those caches
+    and traces NumPy calls as tensor operations, on which
+    `stencils.coefficients` fails (the offsets' count turns symbolic), and
+    `_columns` on the bytes of its cache key.
+    """
+    if keras.backend.backend() != "torch":
+        return fn
+    import torch
+
+    return torch.compiler.disable(fn)
 
 
 class _NumPyOps:
@@ -97,6 +114,7 @@ def _rows_times(x, rows, axis, xp=ops):
     return total
 
 
+@plain_python
 @functools.lru_cache(maxsize=1024)
 def _columns(rows, shape, trailing, dtype):
     """`_rows_times`' terms for the float64 `rows` (their bytes and shape):

@@ -18,7 +18,7 @@ Masked outputs are 0, and masked samples are replaced by 0 before any
 arithmetic, so whatever they hold (NaN included) reaches no output.
 
 Everything here is `keras.ops` on the steps axis 1 of tensors whose batch axis
-is 0, as Keras masks are; `fdlayers.ops` decides where it runs.
+is 0, as Keras masks are; `fdlayers.dispatch` decides where it runs.
 """
 
 import keras

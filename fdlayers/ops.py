@@ -1,11 +1,11 @@
 """`derivative()` and `savitzky_golay()`: argument checks, shapes, masks, and
-where each backend runs a stencil.
+which stencil each input gets.
 
-The tensor operations themselves live in `fdlayers.kernels` (and, for masked
+Where each backend runs a stencil (NumPy, op by op, XLA; compiled functions,
+their gradients, lengths known only to a compiler) is `fdlayers.dispatch`;
+the tensor operations themselves live in `fdlayers.kernels` (and, for masked
 sequences, `fdlayers.masking`); the weights in `fdlayers.stencils` and
-`fdlayers.savgol`. Backend-specific code (XLA compilation, TensorFlow's
-custom gradient and run-time checks, what torch.compile must not trace) is
-confined to this module.
+`fdlayers.savgol`. TensorFlow's run-time checks stay here.
 """
 
 import functools
@@ -17,44 +17,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import kernels, masking, savgol, stencils
+from fdlayers import dispatch, kernels, masking, savgol, stencils
 
 # Half-precision inputs are differentiated in float32: the weights of a wide
 # or high-order stencil, scaled by spacing**-order, can exceed float16's range
 # (65504), and the cancellation in Σ w_k x_k loses every significant digit in
 # an 8-bit (bfloat16) or 11-bit (float16) mantissa.
 _HALF_DTYPES = ("float16", "bfloat16")
-
-
-def _plain_python(fn):
-    """`fn`, which builds a stencil's plan or weights, as `torch.compile` must
-    call it: as plain Python, behind a graph break; unchanged elsewhere.
-
-    The stencil arithmetic (NumPy and exact rationals) runs once per
-    configuration behind functools caches. TorchDynamo ignores those caches
-    and traces NumPy calls as tensor operations, on which
-    `stencils.coefficients` fails (the offsets' count turns symbolic).
-    """
-    if keras.backend.backend() != "torch":
-        return fn
-    import torch
-
-    return torch.compiler.disable(fn)
-
-
-def _static_python(fn):
-    """`fn` as TensorFlow's AutoGraph must call it: unconverted.
-
-    fdlayers branches on static facts only (arguments, static shapes), never
-    on a tensor's value, so converting its call tree, which AutoGraph would
-    do inside every `tf.function` that calls it, changes nothing and costs
-    seconds on the first trace.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return fn
-    import tensorflow as tf
-
-    return tf.autograph.experimental.do_not_convert(fn)
 
 
 def check_arguments(order, spacing, accuracy, padding):
@@ -139,7 +108,7 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
             f"(batch, steps, channels). Received: input of shape {input_shape}"
         )
     axis = check_axis(axis, rank)
-    length = _static_length(input_shape[axis])
+    length = dispatch.static_length(input_shape[axis])
     if length is not None and length < plan.min_length:
         raise ValueError(_too_short_message(plan, padding, axis, length))
     if coordinates is not None and length is not None and length != len(coordinates):
@@ -154,24 +123,7 @@ def _output_shape(input_shape, plan, padding, axis, coordinates=None,
     return tuple(shape)
 
 
-def _static_length(dim):
-    """`dim`, or None where the length is not known while tracing: None
-    itself, or a symbolic dimension of JAX's shape polymorphism (as
-    `model.export` traces on JAX), which has no truth value against an
-    int. (PyTorch's symbolic sizes compare as ints and pass through.)"""
-    return None if dim is None or _is_symbolic(dim) else dim
-
-
-def _is_symbolic(dim):
-    """Whether `dim` is a symbolic dimension of JAX's shape polymorphism."""
-    if keras.backend.backend() != "jax":
-        return False
-    from jax import export
-
-    return export.is_symbolic_dim(dim)
-
-
-@_plain_python
+@dispatch.plain_python
 def _layout(order, accuracy, padding, irregular):
     if irregular:
         return stencils.windows(order, accuracy, padding)
@@ -196,14 +148,16 @@ def _check_times_shape(times_shape, input_shape, axis):
                 f"{_TIMES} of shape (batch, steps) need axis=1 "
                 f"(the steps axis). Received: axis={axis}"
             )
-        batch = tuple(map(_static_length, (times_shape[0], input_shape[0])))
+        batch = tuple(map(dispatch.static_length,
+                          (times_shape[0], input_shape[0])))
         if None not in batch and batch[0] != batch[1] and batch[0] != 1:
             raise ValueError(
                 f"{_TIMES} have a batch of {batch[0]} but the input "
                 f"has {batch[1]}. Received: coordinates of shape {times_shape}"
                 f", input of shape {input_shape}"
             )
-    steps = tuple(map(_static_length, (times_shape[-1], input_shape[axis])))
+    steps = tuple(map(dispatch.static_length,
+                      (times_shape[-1], input_shape[axis])))
     if None not in steps and steps[0] != steps[1]:
         raise ValueError(
             f"{_TIMES} have {steps[0]} steps but the input has "
@@ -288,7 +242,7 @@ def _check_times(t, x, axis):
     return t
 
 
-@_static_python
+@dispatch.static_python
 def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
                mask=None):
     """The `order`-th derivative of `x` along `axis` by finite differences.
@@ -357,9 +311,10 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     if mask is not None and axis == 1 and padding in ("same", "causal"):
         t = times if times is not None else ops.convert_to_tensor(
             coordinates.astype(compute_dtype))
-        y = _run(_masked_windows_body, x, (mask, _check_times(t, x, axis)),
-                 plan, axis, _placement(x, plan.width),
-                 _masked_windows_padded, layout=plan, order=order)
+        y = dispatch.run_stencil(
+            _masked_windows_body, x, (mask, _check_times(t, x, axis)), plan,
+            axis, dispatch.placement(x, plan.width), _masked_windows_padded,
+            layout=plan, order=order)
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -371,7 +326,7 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
 
 
-@_static_python
+@dispatch.static_python
 def savitzky_golay(x, order=1, window=5, polyorder=2, spacing=1.0,
                    padding="same", axis=1, mask=None):
     """The `order`-th derivative of a Savitzky–Golay fit, along `axis`.
@@ -476,19 +431,10 @@ def _float_input(x):
     return x, dtype
 
 
-@_plain_python
-def _plan_of(spec):
-    """The `stencils.Plan` named by `spec`: `("difference", order, accuracy,
-    padding)` or `("savgol", order, window, polyorder, padding)`."""
-    if spec[0] == "difference":
-        return stencils.plan(*spec[1:])
-    return savgol.plan(*spec[1:])
-
-
 def _uniform(x, dtype, spec, spacing, order, axis, mask):
     """The plan `spec` scaled by `spacing**-order` along `axis` of a float
     tensor `x`: shape checks, half precision in float32, masks, the kernel."""
-    plan, padding = _plan_of(spec), spec[-1]
+    plan, padding = dispatch.plan_of(spec), spec[-1]
     _output_shape(x.shape, plan, padding, axis)
     axis = check_axis(axis, len(x.shape))
     x = _check_length(x, plan, padding, axis)
@@ -499,20 +445,21 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        y = _run(_masked_body, x, (mask,), plan, axis, _placement(x),
-                 _masked_padded, spec=spec, scale=scale)
+        y = dispatch.run_stencil(_masked_body, x, (mask,), plan, axis,
+                                 dispatch.placement(x), _masked_padded,
+                                 spec=spec, scale=scale)
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and
             # outputs whose stencil would need one are masked.
             x = masking.zero_masked(x, mask)
-        y = _mask_output(_kernel(x, spec, scale, axis, plan), mask, plan,
-                         padding, axis)
+        y = _mask_output(dispatch.uniform_kernel(x, spec, scale, axis, plan),
+                         mask, plan, padding, axis)
     y = _times_power_of_two(y, exponent)
     return ops.cast(y, dtype) if dtype in _HALF_DTYPES else y
 
 
-@_plain_python
+@dispatch.plain_python
 @functools.lru_cache(maxsize=256)
 def _scaling(spec, spacing, order, dtype):
     """`(scale, exponent)` with `spacing**-order = scale · 2**exponent`:
@@ -531,7 +478,7 @@ def _scaling(spec, spacing, order, dtype):
     so the result is right wherever it and its rounding scale
     `Σ|w·x|/spacing**order` are normal numbers.
     """
-    plan = _plan_of(spec)
+    plan = dispatch.plan_of(spec)
     weights = np.abs(np.concatenate([plan.weights.ravel(), plan.head.ravel(),
                                      plan.tail.ravel()]))
     weights = weights[weights > 0]
@@ -593,8 +540,9 @@ def _mask_output(y, mask, plan, padding, axis):
 def _output_mask(mask, plan, padding):
     """`masking.output_mask`, for symbolic lengths too (all False where the
     sequence is too short: see `_symbolic_length_guard`)."""
-    return _any_length(functools.partial(masking.output_mask, layout=plan,
-                                         padding=padding), plan, 1)(mask)
+    output_mask = functools.partial(masking.output_mask, layout=plan,
+                                    padding=padding)
+    return dispatch.any_length(output_mask, plan, 1)(mask)
 
 
 def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
@@ -630,7 +578,8 @@ def _derivative_mask(mask, rank, plan, padding, axis):
 def _check_mask(mask, x):
     mask = real_tensor(mask, "mask")
     shape, expected = tuple(mask.shape), tuple(x.shape[:2])
-    pairs = [tuple(map(_static_length, pair)) for pair in zip(shape, expected)]
+    pairs = [tuple(map(dispatch.static_length, pair))
+             for pair in zip(shape, expected)]
     if len(shape) != 2 or any(None not in pair and pair[0] != pair[1]
                               for pair in pairs):
         raise ValueError(
@@ -641,21 +590,22 @@ def _check_mask(mask, x):
 
 
 # One compiled function per rank, as in `_tensorflow_pair`.
-@_plain_python
+@dispatch.plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_fn(spec, scale, rank, compiled):
-    rows = masking.stencil_rows(_plan_of(spec), scale)
-    return _compiled(functools.partial(masking.masked_forward, rows=rows),
-                     compiled)
+    rows = masking.stencil_rows(dispatch.plan_of(spec), scale)
+    return dispatch.through_xla(
+        functools.partial(masking.masked_forward, rows=rows), compiled)
 
 
-@_plain_python
+@dispatch.plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_windows_fn(layout, order, rank, compiled):
     windows = functools.partial(masking.masked_windows, layout=layout,
                                 order=order)
     # (x, mask, t): the mask and the coordinates have their steps last.
-    return _compiled(_any_length(windows, layout, 1), compiled)
+    return dispatch.through_xla(dispatch.any_length(windows, layout, 1),
+                                compiled)
 
 
 def _masked_body(x, mask, compiled, spec, scale):
@@ -663,7 +613,8 @@ def _masked_body(x, mask, compiled, spec, scale):
 
 
 def _masked_padded(x, mask, spec, scale):
-    return _padded_call(_masked_fn(spec, scale, len(x.shape), True), x, mask)
+    return dispatch.padded_call(_masked_fn(spec, scale, len(x.shape), True),
+                                x, mask)
 
 
 def _masked_windows_body(x, mask, t, compiled, layout, order):
@@ -671,546 +622,8 @@ def _masked_windows_body(x, mask, t, compiled, layout, order):
 
 
 def _masked_windows_padded(x, mask, t, layout, order):
-    return _padded_call(_masked_windows_fn(layout, order, len(x.shape), True),
-                        x, mask, t)
-
-
-# Below this many elements a stencil runs op by op (eagerly on the CPU, in
-# NumPy), above it through XLA. A kernel compiled for a new shape costs
-# ≈ 40-150 ms, more than the whole stencil takes op by op at this size, and
-# real data comes in many lengths; above it, the fused single pass is worth
-# its compile (benchmarks/README.md, sections 5 and 10).
-_FUSION_MIN_SIZE = 1 << 20
-
-# Small eager calls on the CPU run in NumPy: one TensorFlow op dispatched
-# eagerly costs ≈ 10 µs, as much as a whole 3-term stencil over 4096 samples
-# in NumPy, and the op-by-op stencil is 10-20 of them.
-_EAGER_NUMPY = True
-
-
-def _placement(x, weights_width=0):
-    """Where the stencil runs on `x`, by backend, mode and size:
-
-    - "numpy": TensorFlow, eager, on the CPU, under `_FUSION_MIN_SIZE`
-      elements (uniform grids; the other stencils run "ops" there);
-    - "ops": op by op. PyTorch always; TensorFlow eagerly on other devices
-      and in graphs whose static size is under `_FUSION_MIN_SIZE`; every
-      backend where weights of a window wider than
-      `_FUSED_WEIGHTS_MAX_WIDTH` are computed in the graph;
-    - "xla": through XLA, compiled for `x`'s shape. JAX always; TensorFlow
-      from `_FUSION_MIN_SIZE` elements on, where the size is static;
-    - "any": a TensorFlow graph in which the size is known at run time only
-      (a Keras model's `None` lengths, `predict`, a served SavedModel): the
-      choice is made then, per call (`_by_size`), and a large input runs
-      through a kernel compiled for a padded length (`_bucket`), not for
-      each length.
-    """
-    backend = keras.backend.backend()
-    if backend == "torch" or weights_width > _FUSED_WEIGHTS_MAX_WIDTH:
-        return "ops"
-    if backend == "jax":
-        return "xla"
-    import tensorflow as tf
-
-    size = _static_size(x)
-    if tf.executing_eagerly():
-        if size >= _FUSION_MIN_SIZE:
-            return "xla"
-        return "numpy" if _EAGER_NUMPY and "CPU" in x.device else "ops"
-    if _in_xla_program():
-        return "xla"  # in an XLA program, the kernel is simply inlined
-    if size == math.inf:
-        return "any"
-    return "xla" if size >= _FUSION_MIN_SIZE else "ops"
-
-
-def _in_xla_program():
-    """Whether the TensorFlow graph being traced is compiled whole by XLA
-    (`jit_compile=True`, as Keras compiles models on GPUs). TensorFlow has no
-    public call for this; without the internal one, assume not."""
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-
-        return control_flow_util.GraphOrParentsInXlaContext(
-            tf.compat.v1.get_default_graph())
-    except (ImportError, AttributeError):
-        return False
-
-
-def _kernel(x, spec, scale, axis, plan):
-    """Apply the plan where the backend runs it fastest (`_placement`).
-
-    Shifted slices read and write the whole tensor once per stencil term when
-    their ops run one by one (≈ 3-6× an elementwise `x * 2.0`), but XLA fuses
-    them into a single pass (≈ 1.0-1.3×), whereas a depthwise convolution is
-    ≈ 3-5× without XLA and ≈ 30-90× with it on CPU. So large inputs run the
-    slices through XLA (nested in an outer XLA program, the inner function
-    is simply inlined), and small ones, where compiling for each new shape
-    would cost more than it saves, op by op. PyTorch runs them op by op.
-    """
-    backend = keras.backend.backend()
-    # Unknown trailing sizes count as channels; the choice is only for speed.
-    channels = any(dim != 1 for dim in x.shape[axis + 1:])
-    key = (spec, scale, axis, channels)
-    if backend == "jax":
-        return _jax_forward(*key)(x)
-    if backend == "torch":
-        return _linear_stencil(*key).forward(x)
-    placement = _placement(x)
-    if placement == "numpy":
-        return _numpy_kernel(x, key)
-    import tensorflow as tf
-
-    if placement == "ops" and tf.executing_eagerly():
-        # Op by op on a GPU: one op a term each way.
-        stencil = _linear_stencil(*key, in_place=False)
-        return _with_transpose_gradient(x, stencil.forward, stencil.transpose)
-    return _run(_uniform_body, x, (), plan, axis, placement, _bucketed_kernel,
-                key=key)
-
-
-def _uniform_body(x, compiled, key):
-    """The uniform stencil on TensorFlow: through the XLA pair, its gradient
-    the transposed stencil; or op by op, which, being inside a graph
-    (`_run`), autodiff differentiates."""
-    if compiled:
-        forward, transpose = _tensorflow_pair(*key, len(x.shape))
-        return _with_transpose_gradient(x, forward, transpose)
-    stencil = _linear_stencil(*key, in_place=False)
-    axis, plan = key[2], stencil.plan
-    if x.shape[axis] is not None:
-        return stencil.forward(x)
-    # Inside an XLA program this branch is compiled for the actual length
-    # even where it is not taken (`_by_size`): padded to the minimum, it
-    # stays well-formed for a sequence too short for the stencil.
-    import tensorflow as tf
-
-    steps = tf.shape(x)[axis]
-    y = stencil.forward(_padded(x, axis, tf.maximum(steps, plan.min_length)))
-    return kernels.take(y, axis, 0, tf.maximum(steps + _change(plan), 0))
-
-
-def _change(plan):
-    """How many steps longer than its input the plan's output is."""
-    return plan.output_length(plan.min_length) - plan.min_length
-
-
-def _numpy_kernel(x, key):
-    """The stencil of a small eager CPU tensor, computed in NumPy.
-
-    The same operations in the same order as op by op, so the same result;
-    differentiable, to any order, through the transposed stencil, which is
-    attached only where a gradient tape or forward accumulator is watching.
-    """
-    import tensorflow as tf
-
-    stencil = _linear_stencil(*key, in_place=False, xp=kernels.NUMPY)
-
-    # As TensorFlow's kernels do, and NumPy's would not by default, NaN and
-    # Inf samples give NaN and Inf results without a word.
-    # (tf.constant: a NumPy array takes the shortest way into a tensor.)
-    def forward(v):
-        with np.errstate(all="ignore"):
-            return tf.constant(stencil.forward(v.numpy()))
-
-    def transpose(g):
-        with np.errstate(all="ignore"):
-            return tf.constant(stencil.transpose(g.numpy()))
-
-    if not _recording():
-        return forward(x)
-    return _with_transpose_gradient(x, forward, transpose)
-
-
-def _recording():
-    """Whether a TensorFlow gradient tape or forward accumulator could record
-    an operation now. TensorFlow has no public call for this; without the
-    internal one, assume so (the gradient is then always attached)."""
-    global _could_record
-    if _could_record is None:
-        try:
-            from tensorflow.python.eager import record
-
-            _could_record = record.could_possibly_record
-        except (ImportError, AttributeError):
-            _could_record = lambda: True  # noqa: E731
-    return _could_record()
-
-
-_could_record = None
-
-
-def _by_size(shape, axis, min_length, small, large, threshold, short, dtype):
-    """`small()` or `large()`, chosen when the graph runs: the first for an
-    input of `shape` (a tensor) with fewer than `threshold` elements.
-
-    An input shorter than `min_length` along `axis` gives NaN of the shape
-    `short` (a tensor): outside XLA `_check_length` has failed before, but
-    inside an XLA program, where TensorFlow's run-time checks are dropped,
-    the stencil's slices would clamp silently to a result of the wrong
-    length.
-    """
-    import tensorflow as tf
-
-    size = tf.reduce_prod(tf.cast(shape, tf.int64))
-    # Two conditionals rather than one switch: LiteRT has no `Case`.
-    return tf.cond(
-        shape[axis] < min_length,
-        lambda: tf.fill(short, tf.constant(np.nan, dtype)),
-        lambda: tf.cond(size < threshold, small, large))
-
-
-# The padded lengths a kernel is compiled for: 4·2**e, 5·2**e, 6·2**e and
-# 7·2**e, so at most 25 % of a padded input is padding, and inputs of up to
-# 2**k steps need at most 4k compiled kernels, whatever their lengths.
-_BUCKETS = np.array(sorted(c << e for e in range(1, 60) for c in (4, 5, 6, 7)),
-                    dtype=np.int64)
-
-
-def _bucket(steps):
-    """The smallest of `_BUCKETS` ≥ `steps` (a scalar tensor), as int32."""
-    import tensorflow as tf
-
-    buckets = tf.constant(_BUCKETS)
-    # A count, not `searchsorted`, which LiteRT lacks.
-    index = tf.reduce_sum(tf.cast(buckets < tf.cast(steps, tf.int64), tf.int32))
-    return tf.cast(tf.gather(buckets, index), tf.int32)
-
-
-def _padded(x, axis, length, value=0.0):
-    """`x` padded with `value` to `length` (a scalar tensor) along `axis`."""
-    import tensorflow as tf
-
-    widths = [[0, 0]] * len(x.shape)
-    widths[axis] = [0, length - tf.shape(x)[axis]]
-    return tf.pad(x, widths, constant_values=value)
-
-
-def _bucketed_kernel(x, key):
-    """The stencil of a large input whose length is known at run time only:
-    zero-padded to its `_bucket`, through an XLA kernel compiled once per
-    bucket that takes the true length as a run-time value
-    (`kernels.LinearStencil.forward(x, length)`), and cut back. Autodiff
-    differentiates it (the kernel has no in-place update)."""
-    import tensorflow as tf
-
-    plan, axis = _plan_of(key[0]), key[2]
-    steps = tf.shape(x)[axis]
-    # A sequence too short for the stencil gets NaN (`_by_size`), but this
-    # branch, compiled all the same inside an XLA program, must stay in range.
-    steps_or_minimum = tf.maximum(steps, plan.min_length)
-    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps_or_minimum)),
-                           steps_or_minimum)
-    return kernels.take(y, axis, 0, tf.maximum(steps + _change(plan), 0))
-
-
-def _forward_padded(x, length, stencil):
-    return stencil.forward(x, length)
-
-
-@functools.lru_cache(maxsize=256)
-def _bucketed_fn(spec, scale, axis, channels):
-    import tensorflow as tf
-
-    stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)
-    return tf.function(functools.partial(_forward_padded, stencil=stencil),
-                       jit_compile=True, reduce_retracing=True,
-                       autograph=False)
-
-
-def _run(body, x, args, plan, along, placement, padded=None, **config):
-    """`body(x, *args, compiled=..., **config)`, a stencil of `plan` along
-    axis `along`, where `placement` says: op by op (`compiled=False`) or compiled
-    for x's shape. In a TensorFlow graph, through one function per
-    configuration, traced once for every size (`_graph_function`); where the
-    size is known at run time only ("any"), a large input runs
-    `padded(x, *args, **config)` (a kernel compiled once per padded length,
-    `_padded_call`) where that is given, else `body` compiled for its shape.
-    """
-    if placement == "xla":
-        return body(x, *args, compiled=True, **config)
-    if keras.backend.backend() != "tensorflow":
-        return body(x, *args, compiled=False, **config)
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return body(x, *args, compiled=False, **config)
-    signature = tuple((a.dtype, a.shape.rank) for a in (x,) + tuple(args))
-    lengths = (plan.min_length, _change(plan))
-    forward, transpose = _graph_pair(
-        body, padded, tuple(sorted(config.items())), signature,
-        placement == "any", int(min(_FUSION_MIN_SIZE, 2 ** 62)), lengths,
-        along)
-
-    # Each of these stencils is linear in x (masks and coordinates are data,
-    # without a gradient), so its gradient is the transposed map, and the
-    # gradient's own gradient is autodiff of that map.
-    @tf.custom_gradient
-    def apply(x):
-        shape = tf.shape(x)
-        return forward(tf.stop_gradient(x), *args), lambda g: transpose(
-            g, shape, *args)
-
-    y = apply(x)
-    shape = list(x.shape)
-    shape[along] = plan.output_length(shape[along])
-    y.set_shape(shape)
-    return y
-
-
-@functools.lru_cache(maxsize=256)
-def _graph_pair(body, padded, config, signature, any_size, threshold,
-                lengths, axis):
-    """`_run`'s stencil and its transpose as TensorFlow functions of inputs
-    of any size: `forward(x, *args)` and `transpose(g, shape, *args)`, the
-    gradient for an upstream `g` and an input of `shape`.
-
-    A graph that calls them holds one call, not the stencil's dozens of
-    operations, and each is traced, and the transpose differentiated, once
-    per configuration, not at every trace of every model that uses it: a
-    first call, a first `fit` step, a saved model's loading stay about as
-    quick as with a built-in layer. The transpose is autodiff of the
-    stencil, done when it is traced, and itself differentiable by autodiff,
-    so a SavedModel keeps derivatives of every order.
-    """
-    import tensorflow as tf
-
-    config = dict(config)
-    min_length, change = lengths
-    dtype = signature[0][0]
-
-    def choose(shape, steps, small, large):
-        if not any_size:
-            return small()
-        short = tf.tensor_scatter_nd_update(shape, [[axis]],
-                                            [tf.maximum(steps, 0)])
-        return _by_size(shape, axis, min_length, small, large, threshold,
-                        short, dtype)
-
-    def large_fn(x, *args):
-        if padded is not None:
-            return padded(x, *args, **config)
-        return body(x, *args, compiled=True, **config)
-
-    def small_fn(x, *args):
-        return body(x, *args, compiled=False, **config)
-
-    def forward(x, *args):
-        shape = tf.shape(x)
-        return choose(shape, shape[axis] + change,
-                      lambda: small_fn(x, *args), lambda: large_fn(x, *args))
-
-    def transpose(g, shape, *args):
-        def vjp(fn):
-            def run():
-                # The stencil's forward ops on these zeros feed nothing the
-                # gradient of a linear map needs, and are pruned.
-                x = tf.zeros(shape, dtype)
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    y = fn(x, *args)
-                return tape.gradient(y, x, output_gradients=g)
-            return run
-
-        return choose(shape, shape[axis], vjp(small_fn), vjp(large_fn))
-
-    specs = [tf.TensorSpec([None] * rank, dtype) for dtype, rank in signature]
-    out = tf.TensorSpec([None] * signature[0][1], dtype)
-    shape = tf.TensorSpec([signature[0][1]], tf.int32)
-    return (tf.function(forward, input_signature=specs, autograph=False),
-            tf.function(transpose, input_signature=[out, shape] + specs[1:],
-                        autograph=False))
-
-
-def _padded_call(fn, x, mask=None, t=None, change=0):
-    """`fn(x[, mask][, t])` on inputs padded along axis 1 to their
-    `_bucket`, cut back to `x`'s length plus `change`: one compiled kernel
-    serves every length up to the bucket. `fn` must not let the padding
-    reach the outputs kept: it is masked where `mask` is given; time stamps
-    go on increasing there (by their mean step), so that every weight stays
-    finite and no NaN reaches a gradient."""
-    import tensorflow as tf
-
-    steps = tf.shape(x)[1]
-    length = _bucket(steps)
-    args = [_padded(x, 1, length)]
-    if mask is not None:
-        args.append(tf.cast(_padded(tf.cast(mask, tf.int8), 1, length),
-                            tf.bool))
-    if t is not None:
-        last = t.shape.rank - 1
-        first, end = kernels.take(t, last, 0, 1), kernels.take(t, last, -1, None)
-        step = (end - first) / tf.cast(tf.maximum(steps - 1, 1), t.dtype)
-        count = tf.cast(tf.range(1, length - steps + 1), t.dtype)
-        args.append(tf.concat([t, end + step * count], last))
-    return kernels.take(fn(*args), 1, 0, steps + change)
-
-
-def _static_size(x):
-    size = 1
-    for dim in x.shape:
-        if dim is None:
-            return math.inf
-        size *= dim
-    return size
-
-
-@_plain_python
-@functools.lru_cache(maxsize=256)
-def _linear_stencil(spec, scale, axis, channels, in_place=True, xp=ops):
-    return kernels.LinearStencil(_plan_of(spec), scale, axis, channels,
-                                 in_place, xp)
-
-
-@functools.lru_cache(maxsize=256)
-def _tensorflow_pair(spec, scale, axis, channels, rank):
-    """(forward, transpose) of a stencil as XLA-compiled TensorFlow callables.
-
-    reduce_retracing lets one trace of the
-    forward map serve every length (XLA still compiles once per concrete
-    shape and caches it), and there is one pair per rank because a function traced for two ranks
-    generalises to an unknown rank. The callables are partials, not the bound
-    methods: TensorFlow pools retracing statistics by code object, and every
-    stencil would share the methods' code and warn of "excessive retracing".
-    """
-    import tensorflow as tf
-
-    stencil = _linear_stencil(spec, scale, axis, channels)
-    plan = stencil.plan
-    change = plan.output_length(plan.min_length) - plan.min_length
-    forward = functools.partial(_xla_length_guard, fn=stencil.forward,
-                                axis=axis, minimum=plan.min_length,
-                                change=change)
-    transpose = functools.partial(_xla_length_guard, fn=stencil.transpose,
-                                  axis=axis,
-                                  minimum=plan.min_length + change,
-                                  change=-change)
-    return (
-        tf.function(forward, jit_compile=True, reduce_retracing=True,
-                    autograph=False),
-        # Traced per shape: the transpose is faster where it knows the length
-        # (LinearStencil.transpose), and XLA compiles per shape regardless.
-        tf.function(transpose, jit_compile=True, autograph=False),
-    )
-
-
-def _xla_length_guard(x, fn, axis, minimum, change):
-    """`fn(x)`, safe for a length along `axis` that only XLA's compiler knows.
-
-    Inside an XLA program (an outer `jit_compile=True`, as Keras uses by
-    default on GPUs) TensorFlow's run-time assertions do nothing, so
-    `_check_length` cannot stop a sequence shorter than `minimum`, and the
-    stencil's slices clamp silently: the result would have the wrong length.
-    So `fn` runs on `x` zero-padded to `minimum` steps, its result is cut to
-    its documented length (x's plus `change`, or empty) and it is NaN unless
-    `x` was long enough. XLA sees the length as a constant and folds all of
-    this away for a long enough input: the optimised program is fn's own.
-    Outside XLA, `_check_length` raises first.
-    """
-    if x.shape[axis] is not None:
-        return fn(x)
-    import tensorflow as tf
-
-    steps = tf.shape(x)[axis]
-    paddings = [[0, 0]] * len(x.shape)
-    paddings[axis] = [0, tf.maximum(minimum - steps, 0)]
-    padded = tf.pad(x, paddings)
-    padded.set_shape(x.shape)  # the pad's shape inference loses it
-    length = tf.maximum(steps + change, 0)
-    y = kernels.take(fn(padded), axis, 0, length)
-    y = tf.where(steps >= minimum, y, tf.constant(np.nan, y.dtype))
-    # A shape made of x's own: where the function is called on inputs of a
-    # known shape, shape inference sees them through it.
-    shape = tf.shape(x)
-    return tf.reshape(y, tf.concat([shape[:axis], [length], shape[axis + 1:]],
-                                   0))
-
-
-def _with_transpose_gradient(x, forward, transpose):
-    """`forward(x)` whose gradient is `transpose`, to any order.
-
-    XLA's in-place update has no registered TensorFlow gradient, and the
-    transpose is also a single fused pass, where autodiff of the forward
-    slices would add one pass per stencil term. The gradient of the transpose
-    is the forward map again, so higher derivatives work too.
-    """
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def apply(x):
-        # stop_gradient: a watching tape would otherwise ask TensorFlow to
-        # differentiate the compiled function itself, in-place update and all.
-        y = forward(tf.stop_gradient(x))
-        return y, lambda g: _with_transpose_gradient(g, transpose, forward)
-
-    return apply(x)
-
-
-@functools.lru_cache(maxsize=256)
-def _jax_forward(spec, scale, axis, channels):
-    import jax
-
-    # JAX differentiates the in-place update itself.
-    stencil = _linear_stencil(spec, scale, axis, channels)
-    return jax.jit(_any_length(stencil.forward, stencil.plan, axis))
-
-
-def _any_length(fn, layout, axis, steps=None):
-    """`fn`, which applies `layout` (a `stencils.Plan` or `Windows`) along
-    `axis`, for inputs of at least `layout.min_length` steps, or of exactly
-    `steps` (static coordinates): on JAX wrapped in `_symbolic_length_guard`
-    for lengths that are symbolic; on the other backends `fn` itself."""
-    if keras.backend.backend() != "jax":
-        return fn
-    minimum = layout.min_length if steps is None else steps
-    return functools.partial(_symbolic_length_guard, fn=fn, axis=axis,
-                             minimum=minimum,
-                             change=layout.output_length(minimum) - minimum,
-                             exact=steps is not None)
-
-
-def _symbolic_length_guard(x, *times, fn, axis, minimum, change, exact=False):
-    """`fn(x, *times)`, also where the length along `axis` is symbolic.
-
-    JAX's shape polymorphism (`jax.export`, which `model.export` uses on
-    JAX) traces a length known only at run time as a symbol `a` of which it
-    knows only `a ≥ 1`: `x[2:]` is then `a - min(a, 2)` steps long and
-    `x[:-2]` `max(0, a - 2)`, which it cannot prove equal, so the stencil's
-    shifted slices would not add up. So, as `_xla_length_guard` does for
-    TensorFlow's XLA, `fn` runs on `x` cut or zero-padded to `max(a,
-    minimum)` steps (`minimum` where `exact`: static coordinates), a length
-    on which every slice is known, and so do `times`, the coordinates and
-    mask that come with `x`, along their last axis (per-sample coordinates
-    have a symbol of their own). The result is cut or padded to its
-    documented length, `max(a + change, 0)`, and is NaN (False for a mask)
-    unless `a ≥ minimum` (`a == minimum` where `exact`) and `times` have
-    `a` steps. For a length that is a number, or None, it is
-    `fn(x, *times)`.
-    """
-    steps = x.shape[axis]
-    if not _is_symbolic(steps):
-        return fn(x, *times)
-    import jax
-    import jax.numpy as jnp
-
-    length = minimum if exact else jax.core.max_dim(steps, minimum)
-    y = fn(_to_length(x, axis, length),
-           *(_to_length(t, len(t.shape) - 1, length) for t in times))
-    y = _to_length(y, axis, jax.core.max_dim(steps + change, 0))
-    steps = jnp.asarray(steps)
-    ok = steps == minimum if exact else steps >= minimum
-    for t in times:
-        ok = ok & (jnp.asarray(t.shape[-1]) == steps)
-    fill = np.nan if jnp.issubdtype(y.dtype, jnp.inexact) else 0
-    return jnp.where(ok, y, jnp.asarray(fill, y.dtype))
-
-
-def _to_length(x, axis, length):
-    """`x` cut, or zero-padded at the end, to `length` steps along `axis`
-    (a slice of `x` padded by `length` zeros: its stop is never beyond the
-    end, even for symbolic lengths)."""
-    return kernels.take(kernels.pad(x, axis, 0, length), axis, 0, length)
+    return dispatch.padded_call(
+        _masked_windows_fn(layout, order, len(x.shape), True), x, mask, t)
 
 
 def _per_sample(x, t, order, accuracy, padding, axis):
@@ -1222,10 +635,11 @@ def _per_sample(x, t, order, accuracy, padding, axis):
     |t| to the local spacing: give time stamps relative to the series start.
     """
     layout = _layout(order, accuracy, padding, True)
-    return _run(_per_sample_body, x, (t,), layout, axis,
-                _placement(x, order + accuracy),
-                _per_sample_padded if axis == 1 else None, order=order,
-                accuracy=accuracy, padding=padding, axis=axis)
+    return dispatch.run_stencil(
+        _per_sample_body, x, (t,), layout, axis,
+        dispatch.placement(x, order + accuracy),
+        _per_sample_padded if axis == 1 else None, order=order,
+        accuracy=accuracy, padding=padding, axis=axis)
 
 
 def _per_sample_body(x, t, compiled, order, accuracy, padding, axis):
@@ -1236,21 +650,15 @@ def _per_sample_body(x, t, compiled, order, accuracy, padding, axis):
 def _per_sample_padded(x, t, order, accuracy, padding, axis):
     layout = _layout(order, accuracy, padding, True)
     if padding == "valid":
-        return _padded_call(_per_sample_fn(order, accuracy, padding, axis,
-                                           len(x.shape), len(t.shape), True),
-                            x, t=t, change=1 - layout.width)
+        return dispatch.padded_call(
+            _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
+                           len(t.shape), True),
+            x, t=t, change=1 - layout.width)
     # Masked windows stop each run at its last sample, as the unmasked
     # layout stops at the last step: here the true length.
-    return _padded_call(
+    return dispatch.padded_call(
         _masked_windows_fn(layout, order, len(x.shape), True), x,
         ops.ones(ops.shape(x)[:2], "bool"), t)
-
-
-# Weights computed in the graph unroll Fornberg's recurrence over the window:
-# O(width²) operations, which XLA compiles, for each new shape, in ≈ 3 s at
-# width 16, 11 s at 32 and 100 s at 63 (per-sample coordinates, 2-core CPU).
-# Wider windows run op by op (≈ 1 s a call at width 63).
-_FUSED_WEIGHTS_MAX_WIDTH = 24
 
 
 def _broadcast_along(weight, rank, axis):
@@ -1284,39 +692,23 @@ def _apply_per_sample(x, t, layout, order, axis):
                 [fit_scale(s) for s in tail_scales]), order=order)
 
 
-def _compiled(fn, compiled):
-    """`fn` run by XLA on TensorFlow and JAX when `compiled`; as it is otherwise.
-
-    The position-dependent stencil is slices, products and a concatenation,
-    all differentiable, so autodiff gives its gradient on every backend.
-    """
-    if not compiled:
-        return fn
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True, reduce_retracing=True,
-                           autograph=False)
-    import jax
-
-    return jax.jit(fn)
-
-
-@_plain_python
+@dispatch.plain_python
 @functools.lru_cache(maxsize=256)
 def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank,
                    compiled):
     layout = stencils.windows(order, accuracy, padding)
     apply = functools.partial(_apply_per_sample, layout=layout, order=order,
                               axis=axis)
-    return _compiled(_any_length(apply, layout, axis), compiled)
+    return dispatch.through_xla(dispatch.any_length(apply, layout, axis),
+                                compiled)
 
 
 def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
     """The derivative on a static non-uniform grid: float64 weights, once."""
-    return _run(_static_body, x, (), _layout(order, accuracy, padding, True),
-                axis, _placement(x), order=order, accuracy=accuracy,
-                padding=padding, axis=axis, coordinates=coordinates.tobytes())
+    return dispatch.run_stencil(
+        _static_body, x, (), _layout(order, accuracy, padding, True), axis,
+        dispatch.placement(x), order=order, accuracy=accuracy,
+        padding=padding, axis=axis, coordinates=coordinates.tobytes())
 
 
 def _static_body(x, compiled, order, accuracy, padding, axis, coordinates):
@@ -1339,7 +731,7 @@ def _apply_static(x, layout, weights, axis, exponent):
         kernels.apply_windows(x, layout, axis, head, interior, tail), exponent)
 
 
-@_plain_python
+@dispatch.plain_python
 @functools.lru_cache(maxsize=32)
 def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
                compiled):
@@ -1378,5 +770,5 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
     apply = functools.partial(_apply_static, layout=layout,
                               weights=(head, interior, tail), axis=axis,
                               exponent=exponent)
-    return _compiled(_any_length(apply, layout, axis, len(coordinates)),
-                     compiled)
+    return dispatch.through_xla(
+        dispatch.any_length(apply, layout, axis, len(coordinates)), compiled)

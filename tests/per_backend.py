@@ -58,7 +58,7 @@ def compiled(fn, mode):
 
 
 # TensorFlow runs a stencil on one of several paths, by mode and size
-# (`fdlayers.ops._placement`); tests force each one on small inputs. Eagerly:
+# (`fdlayers.dispatch.placement`); tests force each one on small inputs. Eagerly:
 # NumPy on the CPU, op by op (as on other devices), the fused XLA kernels.
 # In a tf.function traced for any length (`None` sizes, as a Keras model's
 # `predict` or a served SavedModel): op by op, or the kernels compiled for
@@ -92,11 +92,11 @@ def _any_length(fn):
 def on_path(path, monkeypatch):
     """`wrap` with `wrap(fn)` running `fn` on `path` (one of `PATHS`)."""
     if path in _TF_PATHS:
-        from fdlayers import ops as fd_ops
+        from fdlayers import dispatch
 
         wrap, size, numpy = _TF_PATHS[path]
-        monkeypatch.setattr(fd_ops, "_FUSION_MIN_SIZE", size)
-        monkeypatch.setattr(fd_ops, "_EAGER_NUMPY", numpy)
+        monkeypatch.setattr(dispatch, "_FUSION_MIN_SIZE", size)
+        monkeypatch.setattr(dispatch, "_EAGER_NUMPY", numpy)
         if wrap is None:
             return lambda fn: fn
         return _any_length if wrap == "any length" else wrap

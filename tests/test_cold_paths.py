@@ -1,7 +1,7 @@
 """Where users meet fdlayers first: new lengths, small eager calls, serving.
 
 On TensorFlow a stencil runs where it is cheapest for its mode and size
-(`fdlayers.ops._placement`): small eager inputs in NumPy, small graph inputs
+(`fdlayers.dispatch.placement`): small eager inputs in NumPy, small graph inputs
 op by op through one function pair per configuration traced for any size,
 large inputs of a length known at run time only through XLA kernels
 compiled per padded length. The values and gradients of every path are
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fdlayers
-from fdlayers import ops as fd_ops
+from fdlayers import dispatch
 
 pytestmark = pytest.mark.tensorflow_only
 
@@ -31,13 +31,13 @@ def test_padded_lengths_grow_as_a_logarithm():
     import tensorflow as tf
 
     lengths = np.arange(1, 1 << 17)
-    buckets = fd_ops._BUCKETS[np.searchsorted(fd_ops._BUCKETS, lengths)]
+    buckets = dispatch._BUCKETS[np.searchsorted(dispatch._BUCKETS, lengths)]
     assert (buckets >= lengths).all()
     assert (buckets[lengths >= 8] <= 1.25 * lengths[lengths >= 8]).all()
     assert len(np.unique(buckets)) <= 4 * 17
     for n in (1, 7, 8, 9, 100, 1000, 10 ** 5, 123457):
-        expected = fd_ops._BUCKETS[np.searchsorted(fd_ops._BUCKETS, n)]
-        assert int(fd_ops._bucket(tf.constant(n))) == expected
+        expected = dispatch._BUCKETS[np.searchsorted(dispatch._BUCKETS, n)]
+        assert int(dispatch._bucket(tf.constant(n))) == expected
 
 
 def test_padded_kernel_is_traced_once_for_every_length(monkeypatch):
@@ -46,15 +46,15 @@ def test_padded_kernel_is_traced_once_for_every_length(monkeypatch):
     compiles it once per padded length, `_bucket`)."""
     import tensorflow as tf
 
-    monkeypatch.setattr(fd_ops, "_FUSION_MIN_SIZE", 0)  # small ones too
-    seen, original = [], fd_ops._bucketed_fn
+    monkeypatch.setattr(dispatch, "_FUSION_MIN_SIZE", 0)  # small ones too
+    seen, original = [], dispatch._bucketed_fn
     original.cache_clear()  # a kernel of this test's own
 
     def spy(*key):
         seen.append(key)
         return original(*key)
 
-    monkeypatch.setattr(fd_ops, "_bucketed_fn", spy)
+    monkeypatch.setattr(dispatch, "_bucketed_fn", spy)
     layer = fdlayers.FiniteDifference1D(order=2, accuracy=4, padding="periodic")
     traced = tf.function(layer, input_signature=[
         tf.TensorSpec((None, None, 2), tf.float32)])
@@ -82,15 +82,15 @@ def test_new_lengths_in_predict_trace_nothing_new():
     rng = np.random.default_rng(1)
     model.predict(rng.normal(size=(3, 40, 2)), verbose=0)
     model.predict(rng.normal(size=(3, 50, 2)), verbose=0)
-    before = fd_ops._graph_pair.cache_info()
-    pairs = [fd_ops._graph_pair(*args) for args in _graph_pair_calls(model)]
+    before = dispatch._graph_pair.cache_info()
+    pairs = [dispatch._graph_pair(*args) for args in _graph_pair_calls(model)]
     counts = [f.experimental_get_tracing_count() for pair in pairs
               for f in pair]
     for n in (60, 75, 101, 300, 999):
         x = rng.normal(size=(3, n, 2))
         np.testing.assert_allclose(model.predict(x, verbose=0), model(x),
                                    rtol=1e-4, atol=1e-4)
-    assert fd_ops._graph_pair.cache_info().misses == before.misses
+    assert dispatch._graph_pair.cache_info().misses == before.misses
     assert [f.experimental_get_tracing_count() for pair in pairs
             for f in pair] == counts
     assert all(count <= 1 for count in counts)
@@ -102,18 +102,18 @@ def _graph_pair_calls(model):
     import tensorflow as tf
 
     calls = []
-    original = fd_ops._graph_pair
+    original = dispatch._graph_pair
 
     def spy(*args):
         calls.append(args)
         return original(*args)
 
-    fd_ops._graph_pair = spy
+    dispatch._graph_pair = spy
     try:
         tf.function(model).get_concrete_function(
             tf.TensorSpec((None, None, 2), tf.float32))
     finally:
-        fd_ops._graph_pair = original
+        dispatch._graph_pair = original
     assert calls
     return calls
 
@@ -132,7 +132,7 @@ def test_eager_numpy_path_equals_op_by_op(monkeypatch):
             x = tf.constant(rng.normal(size=(2, 17, 3)).astype(dtype))
             results = []
             for numpy in (True, False):
-                monkeypatch.setattr(fd_ops, "_EAGER_NUMPY", numpy)
+                monkeypatch.setattr(dispatch, "_EAGER_NUMPY", numpy)
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     y = fdlayers.derivative(x, spacing=0.5, **kwargs)

@@ -5,9 +5,9 @@ other devices), as one fused XLA kernel for large eager inputs, op by op
 inside a `tf.function` for small inputs, through kernels compiled for padded
 lengths for large inputs of a length known at run time only, and inlined
 into an outer XLA program under `jit_compile=True`; its gradient is the
-transposed stencil (`fdlayers.ops._placement`). JAX runs it through XLA eagerly and under `jax.jit`, and
-differentiates it itself; PyTorch runs it op by op. Each path of the backend
-under test is checked here against a dense matrix built in NumPy from the
+transposed stencil (`fdlayers.dispatch.placement`). JAX runs it through
+XLA eagerly and under `jax.jit`, and differentiates it itself; PyTorch runs
+it op by op. Each path of the backend under test is checked here against a dense matrix built in NumPy from the
 documented semantics (windows from the README, weights from
 `fdlayers.coefficients`, which test_stencils checks against findiff), for the
 value, the gradient with respect to the input and the second derivative.

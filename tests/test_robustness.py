@@ -27,7 +27,7 @@ import pytest
 import fdlayers
 import per_backend
 import reference
-from fdlayers import ops as fd_ops
+from fdlayers import dispatch
 from per_backend import numpy, tensor
 
 FD = fdlayers.FiniteDifference1D
@@ -462,7 +462,7 @@ def test_graph_size_grows_with_the_window_not_its_square(name, make, widths,
     would be sixteen times)."""
     import tensorflow as tf
 
-    monkeypatch.setattr(fd_ops, "_FUSION_MIN_SIZE", float("inf"))
+    monkeypatch.setattr(dispatch, "_FUSION_MIN_SIZE", float("inf"))
     counts = []
     for width in widths:
         fn = tf.function(make(width)).get_concrete_function(
