@@ -64,6 +64,14 @@ class _SequenceLayer(keras.layers.Layer):
         """
         return self.variable_dtype
 
+    def _as_input_dtype(self, x):
+        x = fd_ops.real_tensor(x, "inputs")
+        # No cast where there is nothing to cast: an eager call on a small
+        # series is a few tens of µs, of which a cast would be one op.
+        if keras.backend.standardize_dtype(x.dtype) == self.input_dtype:
+            return x
+        return keras.ops.cast(x, self.input_dtype)
+
     def build(self, input_shape):
         self._check_input_shape(input_shape)
         self.built = True
@@ -233,8 +241,7 @@ class FiniteDifference1D(_SequenceLayer):
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
         return fd_ops.derivative(
-            keras.ops.cast(fd_ops.real_tensor(x, "inputs"), self.input_dtype),
-            self.order,
+            self._as_input_dtype(x), self.order,
             self.spacing if t is None else t, self.accuracy, self.padding,
             self.axis, mask=self._input_mask(mask),
         )
@@ -337,8 +344,7 @@ class SavitzkyGolay1D(_SequenceLayer):
 
     def call(self, inputs, mask=None):
         return fd_ops.savitzky_golay(
-            keras.ops.cast(fd_ops.real_tensor(inputs, "inputs"),
-                           self.input_dtype), self.order, self.window,
+            self._as_input_dtype(inputs), self.order, self.window,
             self.polyorder, self.spacing, self.padding, self.axis, mask=mask)
 
     def get_config(self):

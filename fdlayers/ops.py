@@ -29,6 +29,9 @@ _HALF_DTYPES = ("float16", "bfloat16")
 def check_arguments(order, spacing, accuracy, padding):
     """Validate and normalise the arguments shared by `derivative` and layers.
 
+    Plain Python arguments are checked once per distinct value (a small
+    eager call costs tens of µs, and the checks were several of them).
+
     `spacing` is a positive number (a uniform grid) or a 1-D array of
     strictly increasing sample coordinates (a non-uniform grid, returned as a
     float64 ndarray; not with padding 'periodic').
@@ -37,6 +40,18 @@ def check_arguments(order, spacing, accuracy, padding):
         `(order, spacing, accuracy, padding)` as `(int, float or ndarray,
         int, str)`.
     """
+    if (type(order) is int and type(accuracy) is int
+            and type(padding) is str and type(spacing) in (int, float)):
+        return _check_plain_arguments(order, spacing, accuracy, padding)
+    return _check_arguments(order, spacing, accuracy, padding)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_plain_arguments(order, spacing, accuracy, padding):
+    return _check_arguments(order, spacing, accuracy, padding)
+
+
+def _check_arguments(order, spacing, accuracy, padding):
     if not isinstance(padding, str):
         raise TypeError(
             "`padding` must be a string, one of "
@@ -400,7 +415,8 @@ def real_tensor(value, name):
             f"padding is not differentiated. Received: {name} of type "
             f"{type(value).__name__}")
     try:
-        tensor = ops.convert_to_tensor(value, sparse=False)
+        tensor = (value if _is_dense_backend_tensor(value)
+                  else ops.convert_to_tensor(value, sparse=False))
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"`{name}` must be a tensor or array of real numbers. Received: "
@@ -411,6 +427,16 @@ def real_tensor(value, name):
             f"`{name}` must hold real numbers (float, integer or bool). "
             f"Received: {name} of dtype {dtype}")
     return tensor
+
+
+def _is_dense_backend_tensor(value):
+    """Whether `value` is already a dense TensorFlow tensor, which needs no
+    conversion (a shortcut for small eager calls; other backends convert)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(value, tf.Tensor)
 
 
 def _is_ragged(value):
