@@ -173,9 +173,10 @@ def _uniform_body(x, compiled, key):
     axis, plan = key[2], stencil.plan
     if x.shape[axis] is not None:
         return stencil.forward(x)
-    # Inside an XLA program this branch is compiled for the actual length
-    # even where it is not taken (`_by_size`): padded to the minimum, it
-    # stays well-formed for a sequence too short for the stencil.
+    # Should this function end up in an XLA program (traced outside one,
+    # compiled within), XLA compiles it for the actual length even where
+    # `_by_size` does not take it: padded to the minimum, it stays
+    # well-formed for a sequence too short for the stencil.
     import tensorflow as tf
 
     steps = tf.shape(x)[axis]

@@ -46,6 +46,7 @@ def check_arguments(order, spacing, accuracy, padding):
     return _check_arguments(order, spacing, accuracy, padding)
 
 
+@dispatch.plain_python  # TorchDynamo would trace past the cache, and warn
 @functools.lru_cache(maxsize=256)
 def _check_plain_arguments(order, spacing, accuracy, padding):
     return _check_arguments(order, spacing, accuracy, padding)
