@@ -169,7 +169,9 @@ def _uniform_body(x, compiled, key):
     if compiled:
         forward, transpose = _tensorflow_pair(*key, len(x.shape))
         return _with_transpose_gradient(x, forward, transpose)
-    stencil = _linear_stencil(*key, in_place=False)
+    # Compact edges: fewer operations for TensorFlow to optimise at every
+    # new trace that inlines this function (a new length in a tf.function).
+    stencil = _linear_stencil(*key, in_place=False, compact=True)
     axis, plan = key[2], stencil.plan
     if x.shape[axis] is not None:
         return stencil.forward(x)
@@ -451,9 +453,10 @@ def _static_size(x):
 
 @plain_python
 @functools.lru_cache(maxsize=256)
-def _linear_stencil(spec, scale, axis, channels, in_place=True, xp=ops):
+def _linear_stencil(spec, scale, axis, channels, in_place=True, xp=ops,
+                    compact=False):
     return kernels.LinearStencil(plan_of(spec), scale, axis, channels,
-                                 in_place, xp)
+                                 in_place, xp, compact)
 
 
 @functools.lru_cache(maxsize=256)

@@ -73,6 +73,9 @@ def test_padded_kernel_is_traced_once_for_every_length(monkeypatch):
 def test_new_lengths_in_predict_trace_nothing_new():
     """A model's predict at new lengths: the stencils' function pairs are
     traced once, for any size, and reused."""
+    # Pairs of this test's own (another test's may have been traced again
+    # under a distribution strategy or another device, as functions are).
+    dispatch._graph_pair.cache_clear()
     model = keras.Sequential([
         keras.Input((None, 2)),
         fdlayers.FiniteDifference1D(order=2, spacing=0.1, accuracy=4),
