@@ -114,6 +114,14 @@ def _rows_times(x, rows, axis, xp=ops):
     return total
 
 
+#: Up to this many edge weights (rows × columns) `LinearStencil(compact=True)`
+#: takes `_rows_sum`, whose products hold rows × columns values for every
+#: `columns` input steps: at most 22 times the input here (a 45-point
+#: Savitzky–Golay window on a sequence of 45 steps; far less on longer ones),
+#: where a 255-point window's would be 127 times.
+_COMPACT_MAX_WEIGHTS = 1024
+
+
 def _rows_sum(x, rows, axis):
     """`_rows_times` in a few operations, whatever the number of rows and
     columns: every product of the edge window at once (rows × columns of
@@ -277,7 +285,7 @@ class LinearStencil:
         where its band has 3r columns."""
         if self.plan.periodic:
             return _correlate(window, self.weights, self.axis)
-        if self.compact:
+        if self.compact and rows.size <= _COMPACT_MAX_WEIGHTS:
             return _rows_sum(window, rows, self.axis)
         return _rows_times(window, rows, self.axis, self.xp)
 
@@ -350,7 +358,8 @@ class LinearStencil:
             if not count:
                 continue
             upstream = take(g, axis, first, (first + count) or None)
-            window = (_rows_sum(upstream, rows.T, axis) if self.compact
+            window = (_rows_sum(upstream, rows.T, axis)
+                      if self.compact and rows.size <= _COMPACT_MAX_WEIGHTS
                       else _rows_times(upstream, rows.T, axis, self.xp))
             offset = 0
             for start, size in segments:
