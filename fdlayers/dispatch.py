@@ -171,19 +171,10 @@ def _uniform_body(x, compiled, key):
         return _with_transpose_gradient(x, forward, transpose)
     # Compact edges: fewer operations for TensorFlow to optimise at every
     # new trace that inlines this function (a new length in a tf.function).
-    stencil = _linear_stencil(*key, in_place=False, compact=True)
-    axis, plan = key[2], stencil.plan
-    if x.shape[axis] is not None:
-        return stencil.forward(x)
-    # Should this function end up in an XLA program (traced outside one,
-    # compiled within), XLA compiles it for the actual length even where
-    # `_by_size` does not take it: padded to the minimum, it stays
-    # well-formed for a sequence too short for the stencil.
-    import tensorflow as tf
-
-    steps = tf.shape(x)[axis]
-    y = stencil.forward(_padded(x, axis, tf.maximum(steps, plan.min_length)))
-    return kernels.take(y, axis, 0, tf.maximum(steps + length_change(plan), 0))
+    # (Inside an XLA program `placement` gives "xla", whose kernels guard a
+    # length known only to the compiler; a sequence too short for this one
+    # is refused by `fdlayers.ops._check_length`, or `_by_size` gives NaN.)
+    return _linear_stencil(*key, in_place=False, compact=True).forward(x)
 
 
 def length_change(plan):
