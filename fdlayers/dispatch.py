@@ -58,6 +58,7 @@ def is_symbolic(dim):
 
 
 @plain_python
+@functools.lru_cache(maxsize=1024)
 def plan_of(spec):
     """The `stencils.Plan` named by `spec`: `("difference", order, accuracy,
     padding)` or `("savgol", order, window, polyorder, padding)`."""
@@ -607,19 +608,49 @@ def _to_length(x, axis, length):
 FUSED_WEIGHTS_MAX_WIDTH = 24
 
 
+@functools.lru_cache(maxsize=256)
 def through_xla(fn, compiled):
     """`fn` run by XLA on TensorFlow and JAX when `compiled`; as it is otherwise.
 
     The position-dependent stencil is slices, products and a concatenation,
     all differentiable, so autodiff gives its gradient on every backend.
+
+    In a TensorFlow graph, `fn` op by op and `fn` compiled are both calls of
+    one function, traced (and differentiated) once: a graph whose size is
+    known at run time only holds both (`_by_size`), and a first `fit` step
+    would otherwise trace the stencil, and its gradient, twice.
     """
-    if not compiled:
-        return fn
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True,
-                           autograph=False)
+        if compiled:
+            return tf.function(
+                functools.partial(_call, fn=_traced_once(fn)),
+                jit_compile=True, reduce_retracing=True, autograph=False)
+        return functools.partial(_in_graphs_traced_once, fn=fn)
+    if not compiled:
+        return fn
     import jax
 
     return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _traced_once(fn):
+    import tensorflow as tf
+
+    return tf.function(fn, reduce_retracing=True, autograph=False)
+
+
+def _call(*args, fn):
+    return fn(*args)
+
+
+def _in_graphs_traced_once(*args, fn):
+    """`fn(*args)`: eagerly or in an XLA program as it is, else through
+    `_traced_once`."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly() or _in_xla_program():
+        return fn(*args)
+    return _traced_once(fn)(*args)

@@ -616,22 +616,31 @@ def _check_mask(mask, x):
     return ops.cast(mask, "bool")
 
 
-# One compiled function per rank, as in `_tensorflow_pair`.
+# One function per rank, as in `_tensorflow_pair`; `compiled` or not, the
+# same stencil function, so that `dispatch.through_xla` traces it once for
+# both in TensorFlow graphs.
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_fn(spec, scale, rank, compiled):
+def _masked_stencil(spec, scale, rank):
     rows = masking.stencil_rows(dispatch.plan_of(spec), scale)
-    return dispatch.through_xla(
-        functools.partial(masking.masked_forward, rows=rows), compiled)
+    return functools.partial(masking.masked_forward, rows=rows)
+
+
+def _masked_fn(spec, scale, rank, compiled):
+    return dispatch.through_xla(_masked_stencil(spec, scale, rank), compiled)
 
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_windows_fn(layout, order, rank, compiled):
+def _masked_windows_stencil(layout, order, rank):
     windows = functools.partial(masking.masked_windows, layout=layout,
                                 order=order)
     # (x, mask, t): the mask and the coordinates have their steps last.
-    return dispatch.through_xla(dispatch.any_length(windows, layout, 1),
+    return dispatch.any_length(windows, layout, 1)
+
+
+def _masked_windows_fn(layout, order, rank, compiled):
+    return dispatch.through_xla(_masked_windows_stencil(layout, order, rank),
                                 compiled)
 
 
