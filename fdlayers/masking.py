@@ -110,18 +110,25 @@ def zero_masked(x, mask):
     return ops.where(_along(mask, len(x.shape)), x, ops.zeros_like(x))
 
 
-def _shifted_sum(padded, reach, offsets, weights):
+def _shifted_sum(padded, reach, offsets, weights, shifted=None):
     """Σ_k weights[k] · x[i + offsets[k]] for every step of `x`, where
     `padded` is `x` with `reach` zeros before and after along axis 1.
 
     Terms in column order and zero weights skipped, as `kernels` does, so
     that a run covering the whole sequence gets the unmasked result.
+    `shifted`, a dict, keeps each offset's slice for the next rows: one
+    slice per offset, not per term, in a graph that is traced (and
+    optimised) before its first run.
     """
+    shifted = {} if shifted is None else shifted
     total = None
     for o, w in zip(offsets, weights):
         if w == 0.0:
             continue
-        term = kernels.take(padded, 1, reach + o, (o - reach) or None) * float(w)
+        if o not in shifted:
+            shifted[o] = kernels.take(padded, 1, reach + o,
+                                      (o - reach) or None)
+        term = shifted[o] * float(w)
         total = term if total is None else total + term
     if total is None:
         return ops.zeros_like(kernels.take(padded, 1, reach, -reach or None))
@@ -194,10 +201,12 @@ def masked_forward(x, mask, rows):
     padded = kernels.pad(zero_masked(x, mask), 1, reach, reach)
 
     if len(rows) <= _ROWS_BY_SELECTION:
-        y = _shifted_sum(padded, reach, *rows[0])
+        shifted = {}
+        y = _shifted_sum(padded, reach, *rows[0], shifted)
         for r, (offsets, weights) in enumerate(rows[1:], 1):
             y = ops.where(_along(row == r, rank),
-                          _shifted_sum(padded, reach, offsets, weights), y)
+                          _shifted_sum(padded, reach, offsets, weights,
+                                       shifted), y)
     else:
         dtype = keras.backend.standardize_dtype(x.dtype)
         y = None
