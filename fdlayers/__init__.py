@@ -7,8 +7,10 @@ Public API:
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
-- `input_derivatives(model, x, order)`: a model's derivatives with respect to
-  its input by autodiff, zeros where the truth is zero (never None).
+- `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
+  and `input_laplacian(model, x, features)`: a model's derivatives with
+  respect to its input by autodiff, zeros where the truth is zero (never
+  None), differentiable with respect to its weights on every backend.
 """
 
 __version__ = "0.1.0"
@@ -16,7 +18,9 @@ __version__ = "0.1.0"
 from fdlayers.stencils import coefficients, stencil  # noqa: E402
 from fdlayers.ops import derivative  # noqa: E402
 from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402
-from fdlayers.autodiff import input_derivatives  # noqa: E402
+from fdlayers.autodiff import (  # noqa: E402
+    input_derivatives, input_laplacian, input_partials)
 
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
-           "derivative", "input_derivatives", "stencil", "__version__"]
+           "derivative", "input_derivatives", "input_laplacian",
+           "input_partials", "stencil", "__version__"]
