@@ -21,9 +21,13 @@ Sections:
   9. SavitzkyGolay1D against scipy.signal.savgol_filter and the floor;
  10. the cold paths (benchmarks/cold.py): a new sequence length in predict,
      tf.function and a served SavedModel, a first fit epoch, and eager calls
-     on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer.
+     on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer;
+ 11. derivatives of a network for training (benchmarks/derivatives.py): a
+     Laplacian, a residual with its weight gradients and a fourth derivative
+     of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
+     and DeepXDE.
 
-    python benchmarks/bench.py --only 8   # one section (8, 9 or 10)
+    python benchmarks/bench.py --only 8   # one section (8 to 11)
 """
 
 import argparse
@@ -42,6 +46,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import cold  # noqa: E402
+import derivatives  # noqa: E402
 import fdlayers  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
@@ -385,9 +390,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11),
                         help="run one section (8: per-sample time stamps, "
-                             "9: Savitzky-Golay, 10: cold paths)")
+                             "9: Savitzky-Golay, 10: cold paths, 11: "
+                             "derivatives of a network)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -397,6 +403,9 @@ def main(argv=None):
     x = tf.random.normal((64, steps, 4), seed=0)
     if args.only == 10:
         cold.main(args.quick)
+        return
+    if args.only == 11:
+        derivatives.main(args.quick)
         return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
@@ -414,6 +423,7 @@ def main(argv=None):
     section_irregular(x, rounds)
     section_savgol(x, rounds)
     cold.main(args.quick)
+    derivatives.main(args.quick)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ def input_derivatives(model, x, order=2, feature=None):
     variables as sources and does not arise).
 
     TensorFlow: nested `GradientTape`s (reverse mode, one gradient per
-    output element and order). JAX: nested `jax.jvp` (forward mode, one
-    pass per order and input direction). PyTorch: nested
-    `torch.autograd.grad` with `create_graph=True`.
+    output element and order). JAX: nested `jax.jvp` (forward mode), and
+    Taylor mode for `feature=j` from order 3 on. PyTorch: nested
+    `torch.autograd.grad` with `create_graph=True`. The results are
+    differentiable with respect to the model's weights on every backend
+    (see `input_partials`).
 
     Args:
         model: a Keras model or layer, or any callable on tensors of the
