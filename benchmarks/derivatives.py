@@ -15,7 +15,8 @@ point, vmapped, on JAX, torch.autograd.grad(create_graph=True) on PyTorch;
 also DeepXDE's jacobian and hessian (its PyTorch backend: its TensorFlow
 backend needs tensorflow_probability) where it is installed. Each runs as
 training runs it: in a tf.function on TensorFlow, under jax.jit on JAX,
-eagerly on PyTorch (torch.compile cannot differentiate twice).
+eagerly on PyTorch (torch.compile cannot differentiate twice; one thread,
+see below).
 
     python benchmarks/bench.py --only 11
     python benchmarks/derivatives.py [--quick] [--backends jax torch]
@@ -161,6 +162,9 @@ elif backend == "jax":
 else:
     import torch
 
+    # One thread: with two, PyTorch's timings on a shared 2-core machine
+    # swung by 10x from round to round (threads waiting for each other).
+    torch.set_num_threads(1)
     params = [v.value for v in weights]
 
     def grad(y, x):
@@ -246,6 +250,10 @@ for fn in candidates.values():
 times = {key: [] for key in candidates}
 for _ in range(rounds):
     for key, fn in candidates.items():
+        # An untimed call first: the call after another task's was measured
+        # up to 6x slower on PyTorch, paying for memory laid out for that
+        # task (and the next task's first call would pay for this one's).
+        finish(fn())
         start = time.perf_counter()
         finish(fn())
         times[key].append(time.perf_counter() - start)
