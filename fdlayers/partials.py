@@ -30,7 +30,10 @@ gradient with respect to them on every backend.
 import math
 
 # Pure derivatives along one feature from this order on go through Taylor
-# mode on JAX (below it nested jvp is as cheap and XLA fuses it better).
+# mode on JAX. Measured on a 5 x 50 tanh MLP, 10 000 points: eagerly, jet
+# took 1/5 of nested jvp's time at order 6 and 4/5 at order 4; under
+# jax.jit the two were within 15 % (XLA removes nested jvp's repeated
+# work), and at order 2 nested jvp was as fast.
 _JET_MIN_ORDER = 3
 
 

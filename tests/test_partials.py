@@ -168,10 +168,10 @@ def test_fdlayers_exports_them():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="DeepXDE's PyTorch backend")
-def test_deepxde_agrees():
+def test_deepxde_agrees(monkeypatch):
     """DeepXDE's `jacobian` and `hessian` give the same numbers (on its
     PyTorch backend; its TensorFlow backend needs tensorflow_probability)."""
-    os.environ.setdefault("DDE_BACKEND", "pytorch")
+    monkeypatch.setenv("DDE_BACKEND", os.environ.get("DDE_BACKEND", "pytorch"))
     dde = pytest.importorskip("deepxde")
     if dde.backend.backend_name != "pytorch":
         pytest.skip(f"DeepXDE runs on {dde.backend.backend_name}")
