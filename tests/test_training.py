@@ -147,8 +147,8 @@ def _by_hand(model, x):
     def of_weights(trainable):
         return _loss(_by_hand_jax(trainable, non_trainable, model, x))
 
-    # Returned through _weight_gradients' JAX branch would route the model
-    # through fdlayers' scope; by hand, jax.grad sees stateless_call alone.
+    # Not through _weight_gradients' StatelessScope: by hand, the weights
+    # reach the model through stateless_call alone.
     return jax.jit(jax.value_and_grad(of_weights))(
         [v.value for v in variables])
 
