@@ -249,7 +249,7 @@ def masked_windows(x, mask, t, layout, order):
     def window(start, size):
         index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
         offsets = [_gather_steps(t, i) - t for i in index]
-        weights, scale = stencils.fornberg_scaled(order, offsets)
+        weights, scale = kernels.fornberg_scaled(order, offsets)
         y = kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
                                for w, i in zip(weights, index)])
         for _ in range(order):

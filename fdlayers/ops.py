@@ -721,7 +721,10 @@ def _apply_per_sample(x, t, layout, order, axis):
     rank = len(x.shape)
 
     def fit(row):
-        return [_broadcast_along(w, rank, axis) for w in row]
+        fitted = [_broadcast_along(w, rank, axis) for w in row]
+        if isinstance(row, kernels.ReadingGroup):
+            return kernels.ReadingGroup(fitted, row.reads)
+        return fitted
 
     def fit_scale(scale):
         return None if scale is None else _broadcast_along(scale, rank, axis)

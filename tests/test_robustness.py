@@ -441,6 +441,55 @@ def test_the_widest_windows_run_promptly(kwargs, quick_path, fails_fast):
     assert y.shape == x.shape and np.isfinite(y).all()
 
 
+# Per-sample time stamps at the widest windows: Fornberg's recurrence runs
+# as a loop there (kernels.UNROLLED_MAX_WIDTH), and the causal head rows,
+# one window size each, go through one loop together. Unrolled, the first
+# call of the causal ones took minutes and gigabytes.
+# Compiled whole, only the first: each compile costs seconds of test time.
+WIDEST_STAMPS = [(QUICK_PATHS[-1], dict(order=1, accuracy=62,
+                                        padding="causal"))] + [
+    (QUICK_PATHS[0], kwargs) for kwargs in (
+        dict(order=1, accuracy=62, padding="causal"),
+        dict(order=32, accuracy=32, padding="causal"),
+        dict(order=2, accuracy=60, padding="same"))]
+
+
+@pytest.mark.parametrize("where, kwargs", WIDEST_STAMPS,
+                         ids=[f"{p}-{_widest_id(k)}" for p, k in WIDEST_STAMPS])
+def test_the_widest_time_stamp_windows_run_promptly(where, kwargs,
+                                                    monkeypatch, fails_fast):
+    quick_path = per_backend.on_path(where, monkeypatch)
+    n = 200
+    t = np.cumsum(np.random.default_rng(3).uniform(0.5, 1.5, n))
+    x = np.sin(0.05 * t)
+    layer = FD(**kwargs)
+    # float64: weights this wide cancel to within float32's rounding.
+    y = numpy(quick_path(lambda a, b: layer([a, b]))(
+        tensor(x.reshape(1, n, 1)), tensor(t.reshape(1, n))))
+    assert y.shape == (1, n, 1)
+    if kwargs["order"] > 2 or y.dtype != np.float64:
+        return  # no precision to compare (JAX without x64: float32)
+    # The same weights from the static coordinates (the scalar recurrence).
+    want = numpy(FD(spacing=t, **kwargs)(x.reshape(1, n, 1)))
+    np.testing.assert_allclose(y, want, rtol=1e-6,
+                               atol=1e-9 * np.abs(want).max())
+
+
+def test_a_wide_causal_row_does_not_read_beyond_its_window(monkeypatch):
+    """Head rows share one loop and one group of terms: x[k] must still
+    reach only the rows whose window holds it, not even as 0 · inf."""
+    quick_path = per_backend.on_path(QUICK_PATHS[0], monkeypatch)
+    n = 120
+    t = np.cumsum(np.random.default_rng(4).uniform(0.5, 1.5, n))
+    x = np.sin(0.05 * t).reshape(1, n, 1)
+    x[0, 40, 0] = np.inf
+    layer = FD(order=1, accuracy=40, padding="causal")
+    y = numpy(quick_path(lambda a, b: layer([a, b]))(
+        tensor(x.astype("float32")), tensor(t.reshape(1, n).astype("float32"))))
+    assert np.isfinite(y[0, :40]).all()
+    assert not np.isfinite(y[0, 40:81]).any()
+
+
 GROWING = [  # (name, layer of width w, two widths)
     ("savgol-same", lambda w: SG(order=1, window=w, polyorder=4), (63, 255)),
     ("savgol-periodic", lambda w: SG(order=1, window=w, polyorder=4,
