@@ -492,17 +492,17 @@ UNROLLED_MAX_WIDTH = 12
 def fornberg_scaled(order, offsets):
     """`stencils.fornberg_scaled` for offsets that are tensors: unrolled up
     to `UNROLLED_MAX_WIDTH` nodes, else as a loop over the nodes
-    (`_fornberg_loop`)."""
+    (`fornberg_loop`)."""
     m = len(offsets)
     if m <= UNROLLED_MAX_WIDTH:
         return stencils.fornberg_scaled(order, offsets)
     inverse = 1.0 / (offsets[-1] - offsets[0])
-    weights = _fornberg_loop(order, ops.stack([o * inverse for o in offsets],
+    weights = fornberg_loop(order, ops.stack([o * inverse for o in offsets],
                                               axis=-1))
     return [w[..., 0] for w in ops.split(weights, m, axis=-1)], inverse
 
 
-def _fornberg_loop(order, nodes, sizes=None):
+def fornberg_loop(order, nodes, sizes=None):
     """Fornberg's weights of the `order`-th derivative at 0 for the nodes
     along the last axis of `nodes` (`(..., m)`, increasing), as a loop that
     adds one node per pass: a graph of a few dozen operations whatever m.
@@ -511,9 +511,9 @@ def _fornberg_loop(order, nodes, sizes=None):
     pass applies the scalar recurrence's differences and quotients
     (`stencils.fornberg`) entry by entry, except that the new node's
     `Π (x_i - x_j)` is one product over the nodes before it (its rounding
-    may differ from the scalar sequence's by an ulp or so). `sizes`, an
-    integer array for the second-to-last axis of `nodes`, stops each of
-    those windows at its own number of nodes (later nodes get weight 0).
+    may differ from the scalar sequence's by an ulp or so). `sizes`,
+    integers that broadcast against `nodes[..., 0]`, stops each window at
+    its own number of nodes (later nodes get weight 0).
     """
     m = nodes.shape[-1]
     dtype = keras.backend.standardize_dtype(nodes.dtype)
@@ -535,7 +535,9 @@ def _fornberg_loop(order, nodes, sizes=None):
         here, previous = pick(nodes, i), pick(nodes, i - 1)  # c4, c5
         before = index < i
         c3 = ops.expand_dims(here, -1) - nodes
-        c2 = ops.prod(ops.where(before, c3, ops.ones_like(c3)), -1)
+        # (dtype: on PyTorch, keras.ops.prod returns float32 for float64.)
+        c2 = ops.prod(ops.where(before, c3, ops.ones_like(c3)), -1,
+                      dtype=dtype)
         # c[i - 1], before this pass updates it.
         last = ops.sum(ops.where(ops.expand_dims(index == i - 1, -1), c,
                                  ops.zeros_like(c)), -2)
@@ -553,8 +555,9 @@ def _fornberg_loop(order, nodes, sizes=None):
                             ops.expand_dims(row, -2), updated)
         if sizes is None:
             return updated, c2
-        active = ops.convert_to_tensor(np.asarray(sizes, "int32")) > i
-        return (ops.where(active[:, None, None], updated, c),
+        active = ops.convert_to_tensor(sizes, "int32") > i
+        return (ops.where(ops.expand_dims(ops.expand_dims(active, -1), -1),
+                          updated, c),
                 ops.where(active, c2, c1))
 
     zero = ops.zeros_like(nodes)
@@ -577,7 +580,7 @@ class ReadingGroup(list):
 
 def _causal_heads(t, layout, order):
     """`time_weights`' causal head rows as one group (`ReadingGroup`) from
-    one `_fornberg_loop` over all of them: row r's window is x[0:size_r] at
+    one `fornberg_loop` over all of them: row r's window is x[0:size_r] at
     sample point_r; its nodes are padded to the widest window with its last
     one, which the loop never reaches. Returns `(groups, scales)`."""
     axis = len(t.shape) - 1
@@ -601,7 +604,7 @@ def _causal_heads(t, layout, order):
     inverse = ops.where(wide, 1.0 / ops.where(wide, extent,
                                               ops.ones_like(extent)),
                         ops.zeros_like(extent))
-    weights = _fornberg_loop(order, offsets * ops.expand_dims(inverse, -1),
+    weights = fornberg_loop(order, offsets * ops.expand_dims(inverse, -1),
                              sizes)
     reads = np.arange(m)[:, None] < sizes[None, :]  # (m, rows)
     group = ReadingGroup([weights[..., j] for j in range(m)], reads)
