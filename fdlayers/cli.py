@@ -463,7 +463,8 @@ def diff(args, say):
         along = f"with spacing {args.spacing:g}"
     for note in table.notes:
         say(f"{args.file}: {note}")
-    copied = f"; copying {listing(table.copied)} (not numeric)" if table.copied else ""
+    copied = (f"; copying {listing(table.copied)}"
+              f"{'' if args.column else ' (not numeric)'}" if table.copied else "")
     dropped = (f" (padding 'valid' drops {first} at the start and {last} at "
                "the end)" if first or last else "")
     say(f"{args.file}: {table.steps} {steps}; differentiating "
@@ -767,7 +768,6 @@ def main(argv=None):
         finally:
             _restore_signals(handlers)
     except CommandError as error:
-        _print(lines)
         parser.error(str(error))
     except BrokenPipeError:
         _silence_stdout()

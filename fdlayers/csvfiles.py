@@ -93,7 +93,7 @@ def read_csv(path, columns=None, time_column=None, header=True,
             raise CommandError(f"{path} has a header but no data rows")
     else:
         names = [f"col{k + 1}" for k in range(text.num_columns)]
-    where = _Lines(path, delimiter, header)
+    where = _Lines(path, delimiter, header, decimal)
     number = _Numbers(decimal)
 
     def find(name):
@@ -118,7 +118,8 @@ def read_csv(path, columns=None, time_column=None, header=True,
             raise CommandError(
                 f"{path} has no numeric column to differentiate; its "
                 f"columns are {listing(names, 20)}"
-                f"{_delimiter_hint(names, delimiter)}")
+                f"{_delimiter_hint(names, delimiter)}"
+                f"{_decimal_hint(text, candidates, decimal)}")
     values = np.empty((text.num_rows, len(chosen)))
     empty = np.zeros(text.num_rows, dtype=bool)
     gaps = {}
@@ -195,6 +196,7 @@ def _read_text(path, delimiter):
     width = _width(path, delimiter)
     if width == 0:
         raise CommandError(f"{path} is empty")
+    _check_quotes(path, delimiter, width)
     try:
         return arrow_csv.read_csv(
             path,
@@ -210,7 +212,25 @@ def _read_text(path, delimiter):
     except pa.ArrowInvalid as error:
         if "UTF8" in str(error) or "UTF-8" in str(error):
             raise CommandError(f"cannot read {path}: it is not UTF-8 text") from None
-        raise _Lines(path, delimiter, True).structure_error(width, error) from None
+        problem = _Lines(path, delimiter, True).structure_error(width)
+        detail = str(error).splitlines()[0]
+        raise problem or CommandError(f"cannot read {path} as CSV: {detail}") from None
+
+
+def _check_quotes(path, delimiter, width):
+    """pyarrow reads a quote left open at the end of the file, or text after
+    a closing quote, without a word; Python's csv module in strict mode
+    does not. So a file with any quote is rescanned (C speed, but a second
+    pass): a CSV without quotes costs one search for the character."""
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            if b'"' in chunk:
+                break
+        else:
+            return
+    problem = _Lines(path, delimiter, True).structure_error(width)
+    if problem is not None:
+        raise problem
 
 
 def _width(path, delimiter):
@@ -281,6 +301,17 @@ def _delimiter_hint(names, delimiter):
     return ""
 
 
+def _decimal_hint(text, candidates, decimal):
+    """A hint where the cells would be numbers with the other decimal mark."""
+    other = "," if decimal == "." else "."
+    for k in candidates:
+        cells = [cell.strip() for cell in text.column(k).slice(0, 20).to_pylist()]
+        if any(re.fullmatch(_NUMBER.format(d=re.escape(other)), cell)
+               for cell in cells if other in cell):
+            return f" (numbers with a decimal {'comma' if other == ',' else 'point'}? pass --decimal {other})"
+    return ""
+
+
 class _Numbers:
     """Strict number parsing of text columns, with `decimal` as the mark."""
 
@@ -338,9 +369,13 @@ class _Numbers:
 def _bad_cell(where, row, name, column, automatic):
     text = _cell(column[row])
     kind = ("finite number" if _NOT_FINITE.fullmatch(text.strip())
-            or re.fullmatch(_NUMBER.format(d=r"[.,]"), text.strip()) else "number")
+            or re.fullmatch(_NUMBER.format(d=re.escape(where.decimal)),
+                            text.strip()) else "number")
     hint = ("; pick the columns to differentiate with --column" if automatic
             else "")
+    other = "," if where.decimal == "." else "."
+    if other in text and re.fullmatch(_NUMBER.format(d=re.escape(other)), text.strip()):
+        hint = f" (a decimal {'comma' if other == ',' else 'point'}? pass --decimal {other})"
     return CommandError(f"{where.cell(row, name)}: {text!r} is not a {kind}{hint}")
 
 
@@ -409,8 +444,9 @@ def _check_increasing(times, where, name, column, keep):
 class _Lines:
     """Line numbers of data rows, found by rescanning the file (errors only)."""
 
-    def __init__(self, path, delimiter, header):
+    def __init__(self, path, delimiter, header, decimal="."):
         self.path, self.delimiter, self.header = path, delimiter, header
+        self.decimal = decimal
 
     def line(self, row):
         """The line on which data row `row` (0-based) starts."""
@@ -429,9 +465,9 @@ class _Lines:
     def cell(self, row, name):
         return f"{self.path} line {self.line(row)}, column {name!r}"
 
-    def structure_error(self, width, arrow_error):
+    def structure_error(self, width):
         """The first record with the wrong number of fields or broken
-        quotes, as a CommandError."""
+        quotes, as a CommandError; None where there is none."""
         names = None
         try:
             with open(self.path, newline="", encoding="utf-8-sig") as file:
@@ -444,14 +480,14 @@ class _Lines:
                         elif len(fields) != width:
                             return CommandError(
                                 f"{self.path} line {previous + 1} has "
-                                f"{len(fields)} fields, but there are {width} "
-                                f"columns ({listing(c.strip() for c in names)})")
+                                f"{len(fields)} fields, but there "
+                                f"{'is 1 column' if width == 1 else f'are {width} columns'}"
+                                f" ({listing(c.strip() for c in names)})")
                     previous = reader.line_num
         except csv.Error as error:
             return CommandError(
                 f"{self.path} line {previous + 1}: {_quote_problem(str(error))}")
-        detail = str(arrow_error).splitlines()[0]
-        return CommandError(f"cannot read {self.path} as CSV: {detail}")
+        return None
 
 
 def _quote_problem(message):
