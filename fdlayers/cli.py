@@ -420,8 +420,9 @@ def diff(args, say):
         unit = "_per_s" if args.order == 1 else f"_per_s{args.order}"
     names = [f"d{args.order}_{name}{unit}" for name in table.names]
     if output.lower().endswith(".csv"):
+        header = set(table.header)
         for name in names:
-            if name in table.header:
+            if name in header:
                 raise CommandError(
                     f"{args.file} already has a column {name!r}; pick the "
                     "columns to differentiate with --column")

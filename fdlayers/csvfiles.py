@@ -1,12 +1,13 @@
 """CSV files for `fdlayers diff`: read with pyarrow, checked strictly, written back.
 
-pyarrow's CSV engine reads and writes (C++, two threads where there are two
-cores); fdlayers reads every cell as text and decides itself what is a
-number, so that the rules are its own and strict: ASCII digits, an optional
-sign, one decimal mark ('.' or, with `--decimal ,`, ','), an optional
-exponent; no '1_0', no '１', no '0x10', no 'nan' or 'inf'. Keeping the text
-also means that every column the command does not differentiate is written
-back exactly as it was read.
+pyarrow's CSV engine parses the file (C++) in blocks of a few MB; fdlayers
+reads every cell as text and decides itself what is a number, so that the
+rules are its own and strict: ASCII digits, an optional sign, one decimal
+mark ('.' or, with `--decimal ,`, ','), an optional exponent; no '1_0', no
+'１', no '0x10', no 'nan' or 'inf'. Only the float64 values of the columns
+used are kept; writing a CSV parses the file a second time, block by block,
+so that every column the command does not differentiate is written back
+exactly as it was read, and the text of the whole file is never in memory.
 
 Errors name the file, the line (counted as an editor counts them, blank
 lines and lines inside quoted fields included) and the column; finding the
@@ -15,7 +16,7 @@ line rescans the file with Python's `csv` module, on the error path only.
 
 import csv
 import io
-import math
+import os
 import re
 
 import numpy as np
@@ -80,19 +81,8 @@ def read_csv(path, columns=None, time_column=None, header=True,
     'drop' (the whole row), or 'interpolate' (linearly in time, between
     values; not at either end). Blank lines are skipped.
     """
-    import pyarrow as pa
-
-    text = _read_text(path, delimiter)
-    if text.num_rows == 0:
-        raise CommandError(f"{path} is empty")
-    if header:
-        names = [_cell(text.column(k)[0]).strip() for k in range(text.num_columns)]
-        names = _check_names(path, names)
-        text = text.slice(1)
-        if not text.num_rows:
-            raise CommandError(f"{path} has a header but no data rows")
-    else:
-        names = [f"col{k + 1}" for k in range(text.num_columns)]
+    source = _Source(path, delimiter, header)
+    names = source.names
     where = _Lines(path, delimiter, header, decimal)
     number = _Numbers(decimal)
 
@@ -105,37 +95,42 @@ def read_csv(path, columns=None, time_column=None, header=True,
 
     time = None if time_column is None else find(time_column)
     if columns:
-        chosen = [find(name) for name in dict.fromkeys(columns)]
-        if time in chosen:
+        candidates = [find(name) for name in dict.fromkeys(columns)]
+        if time in candidates:
             raise CommandError(
                 f"column {time_column!r} is the time column; it cannot be "
                 "differentiated too")
     else:
         candidates = [k for k in range(len(names)) if k != time]
-        chosen = [k for k, numeric in zip(candidates, number.mostly_numbers(
-            [text.column(k) for k in candidates])) if numeric]
+    scan = _scan(source, candidates, time, number)
+    if scan.rows == 0:
+        raise CommandError(f"{path} has a header but no data rows")
+    if columns:
+        chosen = list(range(len(candidates)))
+    else:
+        chosen = [j for j in range(len(candidates))
+                  if 2 * scan.numbers[j] > scan.filled[j] > 0]
         if not chosen:
             raise CommandError(
                 f"{path} has no numeric column to differentiate; its "
                 f"columns are {listing(names, 20)}"
                 f"{_delimiter_hint(names, delimiter)}"
-                f"{_decimal_hint(text, candidates, decimal)}")
-    values = np.empty((text.num_rows, len(chosen)))
-    empty = np.zeros(text.num_rows, dtype=bool)
-    gaps = {}
-    for j, k in enumerate(chosen):
-        column, holes = number.parse(text.column(k))
-        if isinstance(column, int):
-            raise _bad_cell(where, column, names[k], text.column(k),
+                f"{_decimal_hint(scan.sample, decimal)}")
+    for j in chosen:
+        if scan.bad[j] >= 0:
+            raise _bad_cell(where, scan.bad[j], names[candidates[j]],
                             columns is None)
-        values[:, j] = column
+    values = scan.values(chosen)
+    empty = np.zeros(scan.rows, dtype=bool)
+    gaps = {}
+    for j in chosen:
+        holes = scan.empty(j)
         if holes.any():
-            gaps[names[k]] = holes
+            gaps[names[candidates[j]]] = holes
             empty |= holes
     times = origin = None
     if time is not None:
-        times, holes, origin = _times(number, text.column(time), where,
-                                      names[time])
+        times, holes, origin = scan.times(where, names[time])
         if holes.any():
             if missing != "drop":
                 raise CommandError(
@@ -157,17 +152,17 @@ def read_csv(path, columns=None, time_column=None, header=True,
             values = values[keep]
             times = None if times is None else times[keep]
             notes.append(f"--missing drop: dropped {int(empty.sum())} of "
-                         f"{text.num_rows} rows with an empty cell")
+                         f"{scan.rows} rows with an empty cell")
         else:
-            axis = times if times is not None else np.arange(text.num_rows, dtype=float)
+            axis = times if times is not None else np.arange(scan.rows, dtype=float)
             filled = 0
-            for j, k in enumerate(chosen):
+            for j, k in enumerate(candidates[c] for c in chosen):
                 holes = gaps.get(names[k])
                 if holes is None:
                     continue
                 inside = np.flatnonzero(~holes)
                 if not inside.size or holes[0] or holes[-1]:
-                    row = 0 if holes[0] else text.num_rows - 1
+                    row = 0 if holes[0] else scan.rows - 1
                     raise CommandError(
                         f"{where.cell(row, names[k])} is empty and has no "
                         f"value {'before' if row == 0 else 'after'} it to "
@@ -178,43 +173,189 @@ def read_csv(path, columns=None, time_column=None, header=True,
             notes.append(f"--missing interpolate: filled {filled} empty "
                          f"cell{'s' if filled != 1 else ''} linearly")
     if times is not None:
-        _check_increasing(times, where, names[time], text.column(time), keep)
+        _check_increasing(times, where, names[time], keep)
         if origin is not None:
             times = times - times[0]
-    copied = [name for k, name in enumerate(names) if k != time and k not in chosen]
-    return Table(names, [names[k] for k in chosen], values,
-                 time=time_column, times=times, copied=copied, source=text,
+    used = {candidates[j] for j in chosen}
+    copied = [name for k, name in enumerate(names) if k != time and k not in used]
+    return Table(names, [names[candidates[j]] for j in chosen], values,
+                 time=time_column, times=times, copied=copied, source=source,
                  rows=keep, delimiter=delimiter, decimal=decimal,
                  time_origin=origin, notes=notes)
 
 
-def _read_text(path, delimiter):
-    """Every cell of `path` as text: a pyarrow Table with columns f0, f1, ..."""
-    import pyarrow as pa
-    from pyarrow import csv as arrow_csv
+class _Source:
+    """A CSV file as blocks of text cells (pyarrow RecordBatches of strings,
+    columns f0, f1, ...), header row removed; read as often as needed."""
 
-    width = _width(path, delimiter)
-    if width == 0:
-        raise CommandError(f"{path} is empty")
-    _check_quotes(path, delimiter, width)
-    try:
-        return arrow_csv.read_csv(
-            path,
-            read_options=arrow_csv.ReadOptions(
-                autogenerate_column_names=True, block_size=1 << 24),
-            parse_options=arrow_csv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True),
-            convert_options=arrow_csv.ConvertOptions(
-                column_types={f"f{k}": pa.string() for k in range(width)},
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except OSError as error:
-        raise read_error(path, error) from None
-    except pa.ArrowInvalid as error:
-        if "UTF8" in str(error) or "UTF-8" in str(error):
-            raise CommandError(f"cannot read {path}: it is not UTF-8 text") from None
-        problem = _Lines(path, delimiter, True).structure_error(width)
-        detail = str(error).splitlines()[0]
-        raise problem or CommandError(f"cannot read {path} as CSV: {detail}") from None
+    def __init__(self, path, delimiter, header):
+        self.path, self.delimiter, self.header = path, delimiter, header
+        self._kept = None
+        first = _first_record(path, delimiter)
+        self.width = len(first)
+        if self.width == 0:
+            raise CommandError(f"{path} is empty")
+        _check_quotes(path, delimiter, self.width)
+        if header:
+            self.names = _check_names(path, [name.strip() for name in first])
+        else:
+            self.names = [f"col{k + 1}" for k in range(self.width)]
+
+    def _batches(self):
+        if self.width > _WIDE and os.path.getsize(self.path) <= _KEEP_BYTES:
+            yield self._wide_batch()
+            return
+        import pyarrow as pa
+        from pyarrow import csv as arrow_csv
+
+        try:
+            reader = arrow_csv.open_csv(
+                self.path,
+                read_options=arrow_csv.ReadOptions(
+                    autogenerate_column_names=True, block_size=_BLOCK_BYTES),
+                parse_options=arrow_csv.ParseOptions(
+                    delimiter=self.delimiter, newlines_in_values=True),
+                convert_options=arrow_csv.ConvertOptions(
+                    column_types={f"f{k}": pa.string() for k in range(self.width)},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+            for batch in reader:
+                yield batch
+        except OSError as error:
+            raise read_error(self.path, error) from None
+        except pa.ArrowInvalid as error:
+            if "UTF8" in str(error) or "UTF-8" in str(error):
+                raise CommandError(
+                    f"cannot read {self.path}: it is not UTF-8 text") from None
+            problem = _Lines(self.path, self.delimiter, True).structure_error(self.width)
+            detail = str(error).splitlines()[0]
+            raise problem or CommandError(
+                f"cannot read {self.path} as CSV: {detail}") from None
+
+    def _wide_batch(self):
+        """A small file of many columns in one block, parsed by Python's csv
+        module: pyarrow's reader sets up a converter per column, seconds
+        and a GB for 100 000 columns, while there are few rows to parse."""
+        import pyarrow as pa
+
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig") as file:
+                records = [row for row in _reader(file, self.delimiter, strict=True)
+                           if row]
+        except UnicodeDecodeError:
+            raise CommandError(f"cannot read {self.path}: it is not UTF-8 text") from None
+        except csv.Error:
+            records = None
+        if records is None or any(len(row) != self.width for row in records):
+            raise _Lines(self.path, self.delimiter, True).structure_error(self.width)
+        rows = len(records)
+        cells = pa.array([row[k] for k in range(self.width) for row in records],
+                         pa.string())
+        return pa.RecordBatch.from_arrays(
+            [cells.slice(k * rows, rows) for k in range(self.width)],
+            names=[f"f{k}" for k in range(self.width)])
+
+    def batches(self):
+        """The data rows, block by block. A small file's blocks are kept
+        after the first pass: opening a reader costs about 20 µs per
+        column, seconds for 100 000 columns, for a second pass."""
+        if self._kept is not None:
+            yield from self._kept
+            return
+        keep = os.path.getsize(self.path) <= _KEEP_BYTES
+        kept = []
+        skip = self.header
+        for batch in self._batches():
+            if skip and batch.num_rows:
+                batch, skip = batch.slice(1), False
+            if batch.num_rows:
+                if keep:
+                    kept.append(batch)
+                yield batch
+        if keep:
+            self._kept = kept
+
+
+# Bytes of text per block: large enough for pyarrow's parser to run at full
+# speed, small enough that a block's text and checks stay a few tens of MB.
+_BLOCK_BYTES = 1 << 23
+# Files up to this size are parsed once, not once per pass.
+_KEEP_BYTES = 1 << 25
+# Columns beyond which a small file is parsed by Python's csv module.
+_WIDE = 1000
+
+
+class _Scan:
+    """What one pass over the data found, per candidate column."""
+
+    def __init__(self, count):
+        self.rows = 0
+        self.numbers = np.zeros(count, dtype=np.int64)
+        self.filled = np.zeros(count, dtype=np.int64)
+        self.bad = np.full(count, -1, dtype=np.int64)
+        self.blocks = []  # (rows, values (count, rows), empty (count, rows))
+        self.time_blocks = []
+        self.sample = []
+
+    def values(self, chosen):
+        """The chosen columns, float64 (rows, len(chosen)); the blocks are
+        released as they are copied, so the peak is about one copy."""
+        out = np.empty((self.rows, len(chosen)))
+        start = 0
+        blocks, self.blocks = self.blocks, []
+        kept = []
+        for rows, values, empty in blocks:
+            out[start:start + rows] = values[chosen].T
+            start += rows
+            kept.append((rows, empty))
+        self._empty = np.concatenate([e for _, e in kept], axis=1) if kept else None
+        return out
+
+    def empty(self, j):
+        return self._empty[j]
+
+    def times(self, where, name):
+        """(times, empty, origin): numbers as they are, or ISO 8601
+        dates/times as seconds since the first (origin: its text)."""
+        kinds = {kind for kind, *_ in self.time_blocks if kind != "empty"}
+        empty = np.concatenate([e for _, _, e, _ in self.time_blocks])
+        values = np.concatenate([v for _, v, _, _ in self.time_blocks])
+        if len(kinds) > 1 or "bad" in kinds:
+            row = _first_bad_time(where, name, self.rows)
+            raise CommandError(
+                f"{where.cell(row, name)}: {where.text(row, name)!r} is neither "
+                "a number nor an ISO 8601 date/time (e.g. 2024-03-01 or "
+                "2024-03-01T12:30:00Z; all with a zone offset or all without)")
+        if kinds == {"number"} or not kinds:
+            return values, empty, None
+        first = int(np.argmax(~empty))
+        origin = next(o for *_, o in self.time_blocks if o is not None)
+        return (values - values[first]) / 1e9, empty, origin
+
+
+def _scan(source, candidates, time, number):
+    """One pass: per candidate column, its float64 values (NaN where not a
+    number), empty cells, counts of numbers and of non-empty cells, and
+    its first cell that is not a number; the time column's values."""
+    scan = _Scan(len(candidates))
+    for batch in source.batches():
+        rows = batch.num_rows
+        columns = [batch.column(k) for k in candidates]
+        if len(scan.sample) < 1 and columns:
+            scan.sample = [column.slice(0, 20) for column in columns]
+        if columns:
+            values, numeric, empty = number.convert(columns, rows)
+            bad = ~(numeric | empty)
+            scan.numbers += numeric.sum(axis=1)
+            scan.filled += (~empty).sum(axis=1)
+            for j in np.flatnonzero(bad.any(axis=1) & (scan.bad < 0)):
+                scan.bad[j] = scan.rows + int(np.argmax(bad[j]))
+            scan.blocks.append((rows, values, empty))
+        else:
+            scan.blocks.append((rows, np.empty((0, rows)), np.zeros((0, rows), bool)))
+        if time is not None:
+            scan.time_blocks.append(number.times(batch.column(time), rows))
+        scan.rows += rows
+    return scan
 
 
 def _check_quotes(path, delimiter, width):
@@ -233,20 +374,21 @@ def _check_quotes(path, delimiter, width):
         raise problem
 
 
-def _width(path, delimiter):
-    """The number of fields of the first record (0 for an empty file)."""
+def _first_record(path, delimiter):
+    """The fields of the first record: the header, or the first row ([]
+    for an empty file). Python's csv module parses CSV as pyarrow does."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
             for row in _reader(file, delimiter):
                 if row:
-                    return len(row)
+                    return row
     except OSError as error:
         raise read_error(path, error) from None
     except UnicodeDecodeError:
         raise CommandError(f"cannot read {path}: it is not UTF-8 text") from None
-    except csv.Error:
-        return 1  # arrow reports it, and the rescan says where
-    return 0
+    except csv.Error as error:
+        raise CommandError(f"{path} line 1: {_quote_problem(str(error))}") from None
+    return []
 
 
 def _reader(file, delimiter, strict=False):
@@ -301,73 +443,81 @@ def _delimiter_hint(names, delimiter):
     return ""
 
 
-def _decimal_hint(text, candidates, decimal):
-    """A hint where the cells would be numbers with the other decimal mark."""
+def _decimal_hint(sample, decimal):
+    """A hint where cells would be numbers with the other decimal mark."""
     other = "," if decimal == "." else "."
-    for k in candidates:
-        cells = [cell.strip() for cell in text.column(k).slice(0, 20).to_pylist()]
-        if any(re.fullmatch(_NUMBER.format(d=re.escape(other)), cell)
-               for cell in cells if other in cell):
-            return f" (numbers with a decimal {'comma' if other == ',' else 'point'}? pass --decimal {other})"
+    pattern = _NUMBER.format(d=re.escape(other))
+    for column in sample:
+        if any(other in cell and re.fullmatch(pattern, cell.strip())
+               for cell in column.to_pylist()):
+            return (f" (numbers with a decimal "
+                    f"{'comma' if other == ',' else 'point'}? pass --decimal {other})")
     return ""
 
 
 class _Numbers:
-    """Strict number parsing of text columns, with `decimal` as the mark."""
+    """Strict number parsing of text cells, with `decimal` as the mark."""
 
     def __init__(self, decimal):
         self.decimal = decimal
         self.pattern = "^" + _NUMBER.format(d=re.escape(decimal)) + "$"
 
-    def _flags(self, column):
-        """(is a number, is empty) per cell, as NumPy booleans."""
+    def convert(self, columns, rows):
+        """Columns of one block at once (one call per check, however many
+        columns): `(values, numeric, empty)`, each `(len(columns), rows)`;
+        values are float64, NaN where the cell is not a finite number."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        trimmed = pc.utf8_trim_whitespace(column)
+        # One contiguous array: a kernel call per chunk would cost more
+        # than the copy where a wide file makes every column a chunk.
+        cells = pa.concat_arrays(
+            [chunk for column in columns
+             for chunk in getattr(column, "chunks", [column])])
+        trimmed = pc.utf8_trim_whitespace(cells)
         numeric = pc.match_substring_regex(trimmed, self.pattern)
-        empty = pc.equal(pc.utf8_length(trimmed), 0)
-        return (numeric.to_numpy(zero_copy_only=False),
-                empty.to_numpy(zero_copy_only=False), trimmed)
-
-    def mostly_numbers(self, columns):
-        """Per column: whether most of its non-empty cells are numbers."""
-        import pyarrow as pa
-
-        result = []
-        rows = len(columns[0]) if columns else 0
-        step = max(1, _CELLS_PER_BATCH // max(rows, 1))
-        for start in range(0, len(columns), step):
-            batch = columns[start:start + step]
-            chunks = [chunk for column in batch for chunk in column.chunks]
-            numeric, empty, _ = self._flags(pa.chunked_array(chunks, pa.string()))
-            numeric = numeric.reshape(len(batch), rows)
-            filled = (~empty).reshape(len(batch), rows).sum(axis=1)
-            result.extend((2 * numeric.sum(axis=1) > filled) & (filled > 0))
-        return result
-
-    def parse(self, column):
-        """`(values, empty)`: float64 values (NaN where empty) and the empty
-        cells, or `(row, None)` for the first cell that is not a number."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        numeric, empty, trimmed = self._flags(column)
-        bad = ~(numeric | empty)
-        if bad.any():
-            return int(np.argmax(bad)), None
+        empty = pc.equal(pc.binary_length(trimmed), 0)
         if self.decimal != ".":
             trimmed = pc.replace_substring(trimmed, self.decimal, ".")
-        trimmed = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), trimmed)
-        values = pc.cast(trimmed, pa.float64()).to_numpy(zero_copy_only=False)
-        values = np.asarray(values, dtype=np.float64)
-        huge = np.isinf(values)  # 1e999 is a number, but not a finite one
-        if huge.any():
-            return int(np.argmax(huge)), None
-        return values, empty
+        text = pc.if_else(numeric, trimmed, pa.scalar(None, pa.string()))
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+        values = np.asarray(values, dtype=np.float64).reshape(len(columns), rows)
+        numeric = numeric.to_numpy(zero_copy_only=False).reshape(len(columns), rows)
+        # 1e999 is a number, but not a finite one: it counts as a bad cell.
+        numeric &= np.isfinite(values)
+        empty = empty.to_numpy(zero_copy_only=False).reshape(len(columns), rows)
+        return values, numeric, empty
+
+    def times(self, column, rows):
+        """A block of the time column: (kind, float64 values, empty, the
+        first non-empty cell's text for dates). kind: 'number', 'naive' or
+        'aware' (ISO 8601 without or with zone offsets; values are then
+        nanoseconds), 'empty', or 'bad'."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values, numeric, empty = self.convert([column], rows)
+        values, numeric, empty = values[0], numeric[0], empty[0]
+        if empty.all():
+            return "empty", values, empty, None
+        if (numeric | empty).all():
+            return "number", values, empty, None
+        trimmed = pc.utf8_trim_whitespace(column)
+        present = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), trimmed)
+        first = _cell(trimmed[int(np.argmax(~empty))])
+        for kind, unit in (("naive", pa.timestamp("ns")),
+                           ("aware", pa.timestamp("ns", tz="UTC"))):
+            try:
+                stamps = pc.cast(present, unit)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            nanoseconds = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            return kind, np.asarray(nanoseconds, dtype=np.float64), empty, first
+        return "bad", values, empty, None
 
 
-def _bad_cell(where, row, name, column, automatic):
-    text = _cell(column[row])
+def _bad_cell(where, row, name, automatic):
+    text = where.text(row, name)
     kind = ("finite number" if _NOT_FINITE.fullmatch(text.strip())
             or re.fullmatch(_NUMBER.format(d=re.escape(where.decimal)),
                             text.strip()) else "number")
@@ -379,43 +529,16 @@ def _bad_cell(where, row, name, column, automatic):
     return CommandError(f"{where.cell(row, name)}: {text!r} is not a {kind}{hint}")
 
 
-def _times(number, column, where, name):
-    """The time column as float64, with its empty cells: numbers as they
-    are, ISO 8601 dates/times as seconds (origin: the first row's text)."""
-    values, empty = number.parse(column)
-    if not isinstance(values, int):
-        return values, empty, None
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    trimmed = pc.utf8_trim_whitespace(column)
-    empty = pc.equal(pc.utf8_length(trimmed), 0).to_numpy(zero_copy_only=False)
-    present = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), trimmed)
-    for unit in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):
-        try:
-            stamps = pc.cast(present, unit)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        nanoseconds = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
-        nanoseconds = np.asarray(nanoseconds, dtype=np.float64)
-        first = int(np.argmax(~empty))
-        seconds = (nanoseconds - nanoseconds[first]) / 1e9
-        return seconds, empty, _cell(trimmed[first])
-    row = _first_bad_time(trimmed, empty)
-    text = _cell(column[row])
-    raise CommandError(
-        f"{where.cell(row, name)}: {text!r} is neither a number nor an ISO "
-        "8601 date/time (e.g. 2024-03-01 or 2024-03-01T12:30:00Z; all "
-        "with a zone offset or all without)")
-
-
-def _first_bad_time(trimmed, empty):
-    """The first cell that breaks the time column, on the error path."""
+def _first_bad_time(where, name, rows):
+    """The first row that breaks the time column, on the error path: not
+    ISO 8601, or a number among dates, or with a zone offset where the
+    first date has none (or the reverse)."""
     import datetime
 
     aware = None
-    for row, text in enumerate(trimmed.to_pylist()):
-        if empty[row]:
+    for row, text in enumerate(where.column(name)):
+        text = text.strip()
+        if not text:
             continue
         try:
             stamp = datetime.datetime.fromisoformat(text)
@@ -428,39 +551,68 @@ def _first_bad_time(trimmed, empty):
     return 0
 
 
-def _check_increasing(times, where, name, column, keep):
+def _check_increasing(times, where, name, keep):
     bad = np.flatnonzero(~(np.diff(times) > 0))
     if bad.size:
-        i, j = bad[0], bad[0] + 1
+        i, j = int(bad[0]), int(bad[0]) + 1
         if keep is not None:
-            i, j = keep[i], keep[j]
-        line, next_line = where.line(i), where.line(j)
+            i, j = int(keep[i]), int(keep[j])
         raise CommandError(
             f"time column {name!r} must increase strictly: {where.path} line "
-            f"{next_line} has {_cell(column[int(j)]).strip()} after "
-            f"{_cell(column[int(i)]).strip()} on line {line}")
+            f"{where.line(j)} has {where.text(j, name).strip()} after "
+            f"{where.text(i, name).strip()} on line {where.line(i)}")
 
 
 class _Lines:
-    """Line numbers of data rows, found by rescanning the file (errors only)."""
+    """Line numbers and cells of data rows, found by rescanning the file
+    with Python's csv module (error paths only)."""
 
     def __init__(self, path, delimiter, header, decimal="."):
         self.path, self.delimiter, self.header = path, delimiter, header
         self.decimal = decimal
 
-    def line(self, row):
-        """The line on which data row `row` (0-based) starts."""
-        target = row + (1 if self.header else 0)
+    def _records(self):
+        """(first line, fields) of every record, header included."""
         with open(self.path, newline="", encoding="utf-8-sig") as file:
             reader = _reader(file, self.delimiter)
-            record, previous = 0, 0
+            previous = 0
             for fields in reader:
                 if fields:
-                    if record == target:
-                        return previous + 1
-                    record += 1
+                    yield previous + 1, fields
                 previous = reader.line_num
-        return previous
+
+    def _locate(self, row):
+        target = row + (1 if self.header else 0)
+        for index, (line, fields) in enumerate(self._records()):
+            if index == target:
+                return line, fields
+        return 0, []
+
+    def _index(self, name):
+        names = next(iter(self._records()))[1] if self.header else None
+        if names is None:
+            return int(name[3:]) - 1  # col<k>
+        names = [n.strip() for n in names]
+        if name in names:
+            return names.index(name)
+        return int(name[3:]) - 1  # an unnamed column, named col<k>
+
+    def line(self, row):
+        """The line on which data row `row` (0-based) starts."""
+        return self._locate(row)[0]
+
+    def text(self, row, name):
+        fields = self._locate(row)[1]
+        return fields[self._index(name)]
+
+    def column(self, name):
+        """Every data cell of column `name`, in order."""
+        k = self._index(name)
+        records = self._records()
+        if self.header:
+            next(records, None)
+        for _, fields in records:
+            yield fields[k] if k < len(fields) else ""
 
     def cell(self, row, name):
         return f"{self.path} line {self.line(row)}, column {name!r}"
@@ -504,7 +656,8 @@ def write_csv(file, table, names, derivative, first, stop):
     """Write rows `first:stop` of `table` with their derivative to the open
     binary `file`: the header, every original column as it was read (a
     .npy input's as the shortest text that reads back as the same float64),
-    then `names`; in the input's delimiter and decimal mark."""
+    then `names`; in the input's delimiter and decimal mark. A CSV input is
+    read again, block by block, for its cells."""
     import pyarrow as pa
     from pyarrow import csv as arrow_csv
 
@@ -512,47 +665,73 @@ def write_csv(file, table, names, derivative, first, stop):
     csv.writer(header, delimiter=table.delimiter,
                lineterminator="\n").writerow(table.header + names)
     file.write(header.getvalue().encode())
-    source = table.source
-    if source is not None and table.rows is not None:
-        source = source.take(pa.array(table.rows))
-    batch = max(1, (1 << 20) // max(len(table.header) + len(names), 1))
-    options = arrow_csv.WriteOptions(include_header=False,
-                                     delimiter=table.delimiter,
-                                     quoting_style="none")
-    fallback = arrow_csv.WriteOptions(include_header=False,
-                                      delimiter=table.delimiter,
-                                      quoting_style="needed")
-    for start in range(first, stop, batch):
-        end = min(start + batch, stop)
-        if source is not None:
-            columns = list(source.slice(start, end - start).columns)
-        else:
-            columns = [_text(table.values[start:end, k], table.decimal)
-                       for k in range(table.values.shape[1])]
-        columns += [_text(derivative[start - first:end - first, k], table.decimal)
-                    for k in range(derivative.shape[1])]
-        part = pa.Table.from_arrays(
-            columns, names=[f"f{k}" for k in range(len(columns))])
-        # Each batch goes through memory first, so that a batch that needs
-        # quotes is written once, whole, and not after a partial attempt.
+    options = [arrow_csv.WriteOptions(include_header=False, delimiter=table.delimiter,
+                                      quoting_style=style)
+               for style in ("none", "needed")]
+
+    def write(columns, rows):
+        """Columns of one block, and the derivative of output rows `rows`."""
+        columns = columns + _texts(derivative[rows], table.decimal)
+        part = pa.Table.from_arrays(columns, names=[f"f{k}" for k in range(len(columns))])
+        # Through memory first, so that a block that needs quotes is
+        # written once, whole, and not after a partial attempt.
         buffer = pa.BufferOutputStream()
         try:
-            arrow_csv.write_csv(part, buffer, options)
+            arrow_csv.write_csv(part, buffer, options[0])
         except pa.ArrowInvalid:
             # A cell holds the delimiter, a quote or a line break: quote
-            # every text cell of this batch, as CSV requires.
+            # every text cell of this block, as CSV requires.
             buffer = pa.BufferOutputStream()
-            arrow_csv.write_csv(part, buffer, fallback)
+            arrow_csv.write_csv(part, buffer, options[1])
         file.write(memoryview(buffer.getvalue()))
+
+    if table.source is None:
+        batch = max(1, (1 << 20) // max(len(table.header) + len(names), 1))
+        for start in range(first, stop, batch):
+            end = min(start + batch, stop)
+            write(_texts(table.values[start:end], table.decimal),
+                  slice(start - first, end - first))
+        return table.header + names
+    keep = None
+    if table.rows is not None:
+        keep = np.zeros(table.rows[-1] + 1 if len(table.rows) else 0, dtype=bool)
+        keep[table.rows] = True
+    row = 0   # data rows of the file read so far
+    kept = 0  # of them, rows of the table (all but dropped ones)
+    for batch in table.source.batches():
+        rows = batch.num_rows
+        if keep is not None:
+            mask = np.zeros(rows, dtype=bool)
+            part = keep[row:row + rows]
+            mask[:part.size] = part
+            indices = np.flatnonzero(mask)
+        else:
+            indices = np.arange(rows)
+        # Table rows of this block, and those inside first:stop.
+        numbers = kept + np.arange(indices.size)
+        inside = (numbers >= first) & (numbers < stop)
+        row += rows
+        kept += indices.size
+        if not inside.any():
+            continue
+        chosen = indices[inside]
+        if chosen.size == rows:
+            columns = list(batch.columns)
+        else:
+            columns = list(batch.take(pa.array(chosen)).columns)
+        write(columns, numbers[inside] - first)
     return table.header + names
 
 
-def _text(values, decimal):
-    """float64 values as the shortest text that reads back the same."""
+def _texts(values, decimal):
+    """The columns of float64 `values` (rows, columns) as text: the
+    shortest that reads back as the same float64. One conversion for all
+    columns (a file may have 100 000), then zero-copy slices."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.cast(pa.array(np.ascontiguousarray(values)), pa.string())
+    rows, count = values.shape
+    text = pc.cast(pa.array(np.ascontiguousarray(values.T).reshape(-1)), pa.string())
     if decimal != ".":
         text = pc.replace_substring(text, ".", decimal)
-    return text
+    return [text.slice(k * rows, rows) for k in range(count)]
