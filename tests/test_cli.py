@@ -922,3 +922,42 @@ def test_text_quotes_and_dates_are_read_as_written(capsys, real_files):
     header, rows = read_csv("zoned.d1.csv")
     assert header == ["when", "x", "d1_x_per_s"]
     np.testing.assert_allclose(column(header, rows, "d1_x_per_s"), 2.0, rtol=1e-12)
+
+
+def test_a_file_of_many_columns(capsys, here, rng):
+    """Columns scale linearly (once three scans of every column per column):
+    1 500 columns, read in one pass by the wide-file path."""
+    values = rng.normal(size=(6, 1500))
+    names = [f"c{k}" for k in range(1500)]
+    write_csv("wide.csv", names, *values.T)
+    status, out, err = call(capsys, "diff", "wide.csv", "--spacing", "0.5")
+    assert (status, err) == (0, "")
+    header, rows = read_csv("wide.d1.csv")
+    assert header == names + [f"d1_{n}" for n in names] and len(rows) == 6
+    result = np.array([[float(v) for v in row[1500:]] for row in rows])
+    np.testing.assert_allclose(result, np.gradient(values, 0.5, axis=0, edge_order=2),
+                               rtol=1e-12, atol=1e-12)
+    with open("wide.csv", "a") as file:
+        file.write("1,2\n")
+    status, _, err = call(capsys, "diff", "wide.csv", "-f")
+    assert status == 2
+    assert "wide.csv line 8 has 2 fields, but there are 1500 columns" in err
+
+
+def test_the_readme_example_prints_what_it_shows(capsys, here):
+    """The command line section's example, run as written, prints its
+    output block, and the head of the file it shows."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Command line"):]
+    command, shown = re.search(r"```bash\n(.*?)```\n\n```\n(.*?)```", section,
+                               flags=re.S).groups()
+    diff_line, head_line = command.strip().splitlines()
+    os.makedirs("tests/data")
+    _copy("co2_weekly.csv")
+    shutil.move("co2_weekly.csv", "tests/data/co2_weekly.csv")
+    status, out, err = call(capsys, *diff_line.split()[1:])
+    assert (status, err) == (0, "")
+    lines = int(head_line.split()[1].lstrip("-"))
+    with open(head_line.split()[2]) as file:
+        head = [next(file).rstrip("\n") for _ in range(lines)]
+    assert out.splitlines() + head == shown.strip().splitlines()
