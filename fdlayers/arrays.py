@@ -65,20 +65,33 @@ def derivative(x, order, spacing, accuracy, padding):
     if np.ndim(spacing) == 0:
         plan = stencils.plan(order, accuracy, padding)
         return apply_plan(x, plan, float(spacing) ** -order)
-    layout, head, interior, tail = stencils.window_weights(
-        spacing, order, accuracy, padding)
+    layout = stencils.windows(order, accuracy, padding)
+    t = stencils.check_coordinates(spacing, layout.min_length)
     x = np.asarray(x, dtype=np.float64)
-    n, m = x.shape[0], layout.width
-    rows = [np.tensordot(w, x[:w.size], axes=1) if w.size else np.zeros(x.shape[1:])
-            for w in head]
-    body = np.zeros((interior.shape[0],) + x.shape[1:])
-    for start in range(0, body.shape[0], _BLOCK):
-        stop = min(start + _BLOCK, body.shape[0])
+    n, m, left = x.shape[0], layout.width, layout.left
+    # The edge rows' windows lie within the first and the last 2m samples.
+    edge = min(n, 2 * m)
+    _, head, _, _ = stencils.window_weights(t[:edge], order, accuracy, padding)
+    _, _, _, tail = stencils.window_weights(t[n - edge:], order, accuracy, padding)
+    count = n - m + 1  # points whose window fits
+    y = np.empty((len(head) + count + len(tail),) + x.shape[1:])
+    for i, w in enumerate(head):
+        y[i] = np.tensordot(w, x[:w.size], axes=1) if w.size else 0.0
+    body = y[len(head):len(head) + count]
+    for start in range(0, count, _BLOCK):
+        # The interior weights block by block, as window_weights computes
+        # them: its (n, m) arrays for a long series would cost more memory
+        # than the data.
+        stop = min(start + _BLOCK, count)
+        nodes = np.lib.stride_tricks.sliding_window_view(t[start:stop + m - 1], m)
+        weights = stencils.fornberg(order, list((nodes - t[start + left:stop + left, None]).T))
+        block = body[start:stop]
+        block[...] = 0.0
         for k in range(m):  # m ≤ stencils.MAX_WIDTH terms
-            body[start:stop] += (interior[start:stop, k, np.newaxis]
-                                 * x[start + k:stop + k])
-    ends = np.tensordot(tail, x[n - m:], axes=1) if tail.size else x[:0]
-    return np.concatenate([np.reshape(rows, (len(rows),) + x.shape[1:]), body, ends])
+            block += weights[k].reshape((-1,) + (1,) * (x.ndim - 1)) * x[start + k:stop + k]
+    if len(tail):
+        y[len(head) + count:] = np.tensordot(tail, x[n - m:], axes=1)
+    return y
 
 
 def savitzky_golay(x, order, window, polyorder, spacing, padding):

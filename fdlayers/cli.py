@@ -460,7 +460,7 @@ def diff(args, say):
         else:
             along = f"along column {table.time!r} ({times[0]:g} to {times[-1]:g})"
     else:
-        times = np.arange(table.steps) * args.spacing
+        times = None
         along = f"with spacing {args.spacing:g}"
     for note in table.notes:
         say(f"{args.file}: {note}")
@@ -474,6 +474,8 @@ def diff(args, say):
     say(f"wrote {output}: {stop - first} {steps}{dropped}; "
         f"columns {listing(columns)}")
     if args.plot:
+        if times is None:  # only now: as long as the file, for the figure alone
+            times = np.arange(table.steps) * args.spacing
         _diff_figure(args.plot, args.force, table, times, slice(first, stop),
                      derivative, names, f"{os.path.basename(args.file)}: "
                      f"{_method_text(args)}")

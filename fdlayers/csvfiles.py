@@ -195,7 +195,7 @@ class _Source:
         self.width = len(first)
         if self.width == 0:
             raise CommandError(f"{path} is empty")
-        _check_quotes(path, delimiter, self.width)
+        self.bound = _check_quotes(path, delimiter, self.width)
         if header:
             self.names = _check_names(path, [name.strip() for name in first])
         else:
@@ -205,12 +205,22 @@ class _Source:
         if self.width > _WIDE and os.path.getsize(self.path) <= _KEEP_BYTES:
             yield self._wide_batch()
             return
+        try:
+            # A Python file, not the path: given a path, pyarrow reads far
+            # ahead of the blocks it hands out (the whole file, in its pool).
+            file = open(self.path, "rb")
+        except OSError as error:
+            raise read_error(self.path, error) from None
+        with file:
+            yield from self._arrow_batches(file)
+
+    def _arrow_batches(self, file):
         import pyarrow as pa
         from pyarrow import csv as arrow_csv
 
         try:
             reader = arrow_csv.open_csv(
-                self.path,
+                file,
                 read_options=arrow_csv.ReadOptions(
                     autogenerate_column_names=True, block_size=_BLOCK_BYTES),
                 parse_options=arrow_csv.ParseOptions(
@@ -276,8 +286,9 @@ class _Source:
 
 
 # Bytes of text per block: large enough for pyarrow's parser to run at full
-# speed, small enough that a block's text and checks stay a few tens of MB.
-_BLOCK_BYTES = 1 << 23
+# speed (2 MB is as fast as 8 MB on a 200 MB file), small enough that the
+# blocks in flight and their checks stay a few tens of MB (8 MB: 330 MB).
+_BLOCK_BYTES = 1 << 21
 # Files up to this size are parsed once, not once per pass.
 _KEEP_BYTES = 1 << 25
 # Columns beyond which a small file is parsed by Python's csv module.
@@ -285,63 +296,79 @@ _WIDE = 1000
 
 
 class _Scan:
-    """What one pass over the data found, per candidate column."""
+    """What one pass over the data found, per candidate column.
 
-    def __init__(self, count):
+    The values go straight into arrays sized by the file's line breaks (an
+    upper bound on its rows; pages never written cost no memory), so that
+    no block is held, and nothing is copied, after the pass.
+    """
+
+    def __init__(self, count, bound, time):
         self.rows = 0
         self.numbers = np.zeros(count, dtype=np.int64)
         self.filled = np.zeros(count, dtype=np.int64)
         self.bad = np.full(count, -1, dtype=np.int64)
-        self.blocks = []  # (rows, values (count, rows), empty (count, rows))
-        self.time_blocks = []
+        self._values = np.empty((bound, count))
+        self._empty = np.empty((bound, count), dtype=bool)
+        self._times = np.empty(bound) if time else None
+        self._time_empty = np.empty(bound, dtype=bool) if time else None
+        self.kinds = set()
+        self.origin = None
         self.sample = []
 
+    def add(self, values, empty, time=None):
+        start, stop = self.rows, self.rows + values.shape[1]
+        self._values[start:stop] = values.T
+        self._empty[start:stop] = empty.T
+        if time is not None:
+            kind, times, holes, origin = time
+            self._times[start:stop] = times
+            self._time_empty[start:stop] = holes
+            if kind != "empty":
+                self.kinds.add(kind)
+            if self.origin is None:
+                self.origin = origin
+        self.rows = stop
+
     def values(self, chosen):
-        """The chosen columns, float64 (rows, len(chosen)); the blocks are
-        released as they are copied, so the peak is about one copy."""
-        out = np.empty((self.rows, len(chosen)))
-        start = 0
-        blocks, self.blocks = self.blocks, []
-        kept = []
-        for rows, values, empty in blocks:
-            out[start:start + rows] = values[chosen].T
-            start += rows
-            kept.append((rows, empty))
-        self._empty = np.concatenate([e for _, e in kept], axis=1) if kept else None
-        return out
+        """The chosen columns, float64 (rows, len(chosen)): a view where
+        they are all the candidates."""
+        if list(chosen) == list(range(self._values.shape[1])):
+            return self._values[:self.rows]
+        return self._values[:self.rows, chosen]
 
     def empty(self, j):
-        return self._empty[j]
+        return self._empty[:self.rows, j]
 
     def times(self, where, name):
         """(times, empty, origin): numbers as they are, or ISO 8601
         dates/times as seconds since the first (origin: its text)."""
-        kinds = {kind for kind, *_ in self.time_blocks if kind != "empty"}
-        empty = np.concatenate([e for _, _, e, _ in self.time_blocks])
-        values = np.concatenate([v for _, v, _, _ in self.time_blocks])
-        if len(kinds) > 1 or "bad" in kinds:
+        values, empty = self._times[:self.rows], self._time_empty[:self.rows]
+        if len(self.kinds) > 1 or "bad" in self.kinds:
             row = _first_bad_time(where, name, self.rows)
             raise CommandError(
                 f"{where.cell(row, name)}: {where.text(row, name)!r} is neither "
                 "a number nor an ISO 8601 date/time (e.g. 2024-03-01 or "
                 "2024-03-01T12:30:00Z; all with a zone offset or all without)")
-        if kinds == {"number"} or not kinds:
+        if self.kinds <= {"number"}:
             return values, empty, None
         first = int(np.argmax(~empty))
-        origin = next(o for *_, o in self.time_blocks if o is not None)
-        return (values - values[first]) / 1e9, empty, origin
+        return (values - values[first]) / 1e9, empty, self.origin
 
 
 def _scan(source, candidates, time, number):
     """One pass: per candidate column, its float64 values (NaN where not a
     number), empty cells, counts of numbers and of non-empty cells, and
     its first cell that is not a number; the time column's values."""
-    scan = _Scan(len(candidates))
+    import pyarrow as pa
+
+    scan = _Scan(len(candidates), source.bound, time is not None)
     for batch in source.batches():
         rows = batch.num_rows
         columns = [batch.column(k) for k in candidates]
-        if len(scan.sample) < 1 and columns:
-            scan.sample = [column.slice(0, 20) for column in columns]
+        if not scan.sample and columns:
+            scan.sample = [pa.array(column.slice(0, 20).to_pylist(), pa.string())
+                           for column in columns]
         if columns:
             values, numeric, empty = number.convert(columns, rows)
             bad = ~(numeric | empty)
@@ -349,12 +376,12 @@ def _scan(source, candidates, time, number):
             scan.filled += (~empty).sum(axis=1)
             for j in np.flatnonzero(bad.any(axis=1) & (scan.bad < 0)):
                 scan.bad[j] = scan.rows + int(np.argmax(bad[j]))
-            scan.blocks.append((rows, values, empty))
         else:
-            scan.blocks.append((rows, np.empty((0, rows)), np.zeros((0, rows), bool)))
-        if time is not None:
-            scan.time_blocks.append(number.times(batch.column(time), rows))
-        scan.rows += rows
+            values, empty = np.empty((0, rows)), np.zeros((0, rows), bool)
+        scan.add(values, empty, None if time is None
+                 else number.times(batch.column(time), rows))
+    # pyarrow's allocator keeps freed blocks for reuse; the pass is over.
+    pa.default_memory_pool().release_unused()
     return scan
 
 
@@ -362,16 +389,22 @@ def _check_quotes(path, delimiter, width):
     """pyarrow reads a quote left open at the end of the file, or text after
     a closing quote, without a word; Python's csv module in strict mode
     does not. So a file with any quote is rescanned (C speed, but a second
-    pass): a CSV without quotes costs one search for the character."""
+    pass: about 1 s per 100 MB); a CSV without quotes costs one search.
+
+    Returns:
+        The number of line breaks: at least the number of records after
+        the first, so that the values can be stored as they are read.
+    """
+    breaks, quoted = 0, False
     with open(path, "rb") as file:
         while chunk := file.read(1 << 24):
-            if b'"' in chunk:
-                break
-        else:
-            return
-    problem = _Lines(path, delimiter, True).structure_error(width)
-    if problem is not None:
-        raise problem
+            breaks += chunk.count(b"\n") + chunk.count(b"\r")
+            quoted = quoted or b'"' in chunk
+    if quoted:
+        problem = _Lines(path, delimiter, True).structure_error(width)
+        if problem is not None:
+            raise problem
+    return breaks + 1
 
 
 def _first_record(path, delimiter):
@@ -480,8 +513,10 @@ class _Numbers:
         if self.decimal != ".":
             trimmed = pc.replace_substring(trimmed, self.decimal, ".")
         text = pc.if_else(numeric, trimmed, pa.scalar(None, pa.string()))
-        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
-        values = np.asarray(values, dtype=np.float64).reshape(len(columns), rows)
+        # A copy that NumPy owns: a view would keep pyarrow's buffer, and
+        # with it the allocator's memory, for as long as the values live.
+        values = np.array(pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False),
+                          dtype=np.float64).reshape(len(columns), rows)
         numeric = numeric.to_numpy(zero_copy_only=False).reshape(len(columns), rows)
         # 1e999 is a number, but not a finite one: it counts as a bad cell.
         numeric &= np.isfinite(values)
@@ -512,7 +547,7 @@ class _Numbers:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 continue
             nanoseconds = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
-            return kind, np.asarray(nanoseconds, dtype=np.float64), empty, first
+            return kind, nanoseconds.astype(np.float64), empty, first
         return "bad", values, empty, None
 
 
