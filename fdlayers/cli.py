@@ -784,6 +784,10 @@ def main(argv=None):
     except MemoryError:
         _fail(parser, "out of memory; try a smaller file, or fewer columns "
                       "with --column", 2)
+    except Exception as error:  # a bug: still one line, and the exit status
+        _fail(parser, f"unexpected {type(error).__name__}: "
+                      f"{' '.join(str(error).split())} (a bug in fdlayers; "
+                      "please report it with the command that caused it)", 2)
 
 
 def _print(lines):
