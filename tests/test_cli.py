@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fdlayers import cli
+from fdlayers import cli, demo
 
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="--plot needs matplotlib")
@@ -710,7 +710,7 @@ def test_the_demo_refuses_a_float32_backend():
     keras = pytest.importorskip("keras")
     with pytest.raises(cli.CommandError, match=r"^the .* backend computed in "
                        r"float32, not float64"):
-        cli._check_float64(keras, np.zeros(3, np.float32))
+        demo._check_float64(keras, np.zeros(3, np.float32))
 
 
 # real CSV files --------------------------------------------------------------------
