@@ -21,9 +21,12 @@ Sections:
   9. SavitzkyGolay1D against scipy.signal.savgol_filter and the floor;
  10. the cold paths (benchmarks/cold.py): a new sequence length in predict,
      tf.function and a served SavedModel, a first fit epoch, and eager calls
-     on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer.
+     on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer;
+ 11. the `fdlayers diff` command on files (benchmarks/command.py): a 200 MB
+     CSV and a 100 000-column CSV against pandas + numpy.gradient, a 200 MB
+     .npy's peak memory, and the start of the command.
 
-    python benchmarks/bench.py --only 8   # one section (8, 9 or 10)
+    python benchmarks/bench.py --only 8   # one section (8, 9, 10 or 11)
 """
 
 import argparse
@@ -381,13 +384,23 @@ def section_savgol(x, rounds):
     return results
 
 
+def section_command(quick):
+    """Section 11, in a process of its own: a child's peak memory counts
+    its parent's at the fork, and this one has loaded TensorFlow."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "command.py")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, script, *(["--quick"] if quick else [])],
+                   check=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11),
                         help="run one section (8: per-sample time stamps, "
-                             "9: Savitzky-Golay, 10: cold paths)")
+                             "9: Savitzky-Golay, 10: cold paths, 11: the "
+                             "command on files)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -397,6 +410,9 @@ def main(argv=None):
     x = tf.random.normal((64, steps, 4), seed=0)
     if args.only == 10:
         cold.main(args.quick)
+        return
+    if args.only == 11:
+        section_command(args.quick)
         return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
@@ -414,6 +430,7 @@ def main(argv=None):
     section_irregular(x, rounds)
     section_savgol(x, rounds)
     cold.main(args.quick)
+    section_command(args.quick)
 
 
 if __name__ == "__main__":

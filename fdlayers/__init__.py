@@ -9,14 +9,51 @@ Public API:
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
 - `input_derivatives(model, x, order)`: a model's derivatives with respect to
   its input by autodiff, zeros where the truth is zero (never None).
+
+`import fdlayers` imports every layer, and with them Keras and its backend,
+so that saved models load. The one exception is the `fdlayers` command
+itself (`fdlayers ...` or `python -m fdlayers ...`): `diff` needs NumPy
+only, and `--help` or a bad argument should not wait seconds for a backend,
+so there the same names are imported on first use.
 """
+
+import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 
-from fdlayers.stencils import coefficients, stencil  # noqa: E402
-from fdlayers.ops import derivative  # noqa: E402
-from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402
-from fdlayers.autodiff import input_derivatives  # noqa: E402
-
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "stencil", "__version__"]
+
+_HOMES = {"coefficients": "stencils", "stencil": "stencils",
+          "derivative": "ops", "FiniteDifference1D": "layers",
+          "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff"}
+
+
+def _is_the_command():
+    """Whether this process is the `fdlayers` command: its console script,
+    or `python -m fdlayers` (whose package is imported before argv[0] is
+    set, hence `orig_argv`)."""
+    script = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
+    if _os.path.splitext(script)[0] in ("fdlayers", "fdlayers-script"):
+        return True
+    arguments = getattr(_sys, "orig_argv", [])
+    return any(a == "-m" and b == "fdlayers"
+               for a, b in zip(arguments, arguments[1:]))
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fdlayers' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"fdlayers.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+if not _is_the_command():
+    from fdlayers.stencils import coefficients, stencil  # noqa: E402,F401
+    from fdlayers.ops import derivative  # noqa: E402,F401
+    from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
+    from fdlayers.autodiff import input_derivatives  # noqa: E402,F401
