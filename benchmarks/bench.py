@@ -22,12 +22,15 @@ Sections:
  10. the cold paths (benchmarks/cold.py): a new sequence length in predict,
      tf.function and a served SavedModel, a first fit epoch, and eager calls
      on one small series, beside a Conv1D stand-in or the NumPy/SciPy peer;
- 11. derivatives of a network for training (benchmarks/derivatives.py): a
+ 11. the `fdlayers diff` command on files (benchmarks/command.py): a 200 MB
+     CSV and a 100 000-column CSV against pandas + numpy.gradient, a 200 MB
+     .npy's peak memory, and the start of the command;
+ 12. derivatives of a network for training (benchmarks/derivatives.py): a
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
      and DeepXDE.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 11)
+    python benchmarks/bench.py --only 8   # one section (8 to 12)
 """
 
 import argparse
@@ -386,14 +389,24 @@ def section_savgol(x, rounds):
     return results
 
 
+def section_command(quick):
+    """Section 11, in a process of its own: a child's peak memory counts
+    its parent's at the fork, and this one has loaded TensorFlow."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "command.py")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, script, *(["--quick"] if quick else [])],
+                   check=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12),
                         help="run one section (8: per-sample time stamps, "
-                             "9: Savitzky-Golay, 10: cold paths, 11: "
-                             "derivatives of a network)")
+                             "9: Savitzky-Golay, 10: cold paths, 11: the "
+                             "command on files, 12: derivatives of a "
+                             "network)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -405,6 +418,9 @@ def main(argv=None):
         cold.main(args.quick)
         return
     if args.only == 11:
+        section_command(args.quick)
+        return
+    if args.only == 12:
         derivatives.main(args.quick)
         return
     if args.only:
@@ -423,6 +439,7 @@ def main(argv=None):
     section_irregular(x, rounds)
     section_savgol(x, rounds)
     cold.main(args.quick)
+    section_command(args.quick)
     derivatives.main(args.quick)
 
 

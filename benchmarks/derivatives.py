@@ -1,4 +1,4 @@
-"""Section 11 of bench.py: derivatives of a network, as training uses them.
+"""Section 12 of bench.py: derivatives of a network, as training uses them.
 
 A 5 × 50 tanh MLP (float32) on 10 000 points of 2 features (x, t), each
 Keras backend in a fresh process, each task timed for fdlayers and for the
@@ -18,7 +18,7 @@ training runs it: in a tf.function on TensorFlow, under jax.jit on JAX,
 eagerly on PyTorch (torch.compile cannot differentiate twice; one thread,
 see below).
 
-    python benchmarks/bench.py --only 11
+    python benchmarks/bench.py --only 12
     python benchmarks/derivatives.py [--quick] [--backends jax torch]
 """
 
@@ -280,7 +280,7 @@ def run_backend(backend, points, rounds):
 
 def main(quick=False, backends=None):
     points, rounds = (2000, 3) if quick else (10000, 7)
-    print(f"\n11. Derivatives of a 5 x 50 tanh MLP on {points} points of 2 "
+    print(f"\n12. Derivatives of a 5 x 50 tanh MLP on {points} points of 2 "
           "features, float32: fdlayers against nested autodiff by hand "
           "(and DeepXDE)")
     print(f"{'backend':<11} {'task':<30} {'fdlayers ms':>11} {'by hand ms':>10} "

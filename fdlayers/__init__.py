@@ -11,16 +11,54 @@ Public API:
   and `input_laplacian(model, x, features)`: a model's derivatives with
   respect to its input by autodiff, zeros where the truth is zero (never
   None), differentiable with respect to its weights on every backend.
+
+`import fdlayers` imports every layer, and with them Keras and its backend,
+so that saved models load. The one exception is the `fdlayers` command
+itself (`fdlayers ...` or `python -m fdlayers ...`): `diff` needs NumPy
+only, and `--help` or a bad argument should not wait seconds for a backend,
+so there the same names are imported on first use.
 """
 
-__version__ = "0.1.0"
+import os as _os
+import sys as _sys
 
-from fdlayers.stencils import coefficients, stencil  # noqa: E402
-from fdlayers.ops import derivative  # noqa: E402
-from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402
-from fdlayers.autodiff import (  # noqa: E402
-    input_derivatives, input_laplacian, input_partials)
+__version__ = "0.1.0"
 
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "input_laplacian",
            "input_partials", "stencil", "__version__"]
+
+_HOMES = {"coefficients": "stencils", "stencil": "stencils",
+          "derivative": "ops", "FiniteDifference1D": "layers",
+          "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff",
+          "input_partials": "autodiff", "input_laplacian": "autodiff"}
+
+
+def _is_the_command():
+    """Whether this process is the `fdlayers` command: its console script,
+    or `python -m fdlayers` (whose package is imported before argv[0] is
+    set, hence `orig_argv`)."""
+    script = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
+    if _os.path.splitext(script)[0] in ("fdlayers", "fdlayers-script"):
+        return True
+    arguments = getattr(_sys, "orig_argv", [])
+    return any(a == "-m" and b == "fdlayers"
+               for a, b in zip(arguments, arguments[1:]))
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fdlayers' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"fdlayers.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+if not _is_the_command():
+    from fdlayers.stencils import coefficients, stencil  # noqa: E402,F401
+    from fdlayers.ops import derivative  # noqa: E402,F401
+    from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
+    from fdlayers.autodiff import (  # noqa: E402,F401
+        input_derivatives, input_laplacian, input_partials)

@@ -608,34 +608,44 @@ def _to_length(x, axis, length):
 FUSED_WEIGHTS_MAX_WIDTH = 24
 
 
-@functools.lru_cache(maxsize=256)
 def through_xla(fn, compiled):
     """`fn` run by XLA on TensorFlow and JAX when `compiled`; as it is otherwise.
 
     The position-dependent stencil is slices, products and a concatenation,
     all differentiable, so autodiff gives its gradient on every backend.
-
-    In a TensorFlow graph, `fn` op by op and `fn` compiled are both calls of
-    one function, traced (and differentiated) once: a graph whose size is
-    known at run time only holds both (`_by_size`), and a first `fit` step
-    would otherwise trace the stencil, and its gradient, twice.
     """
+    if not compiled:
+        return fn
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        if compiled:
-            return tf.function(
-                functools.partial(_call, fn=_traced_once(fn)),
-                jit_compile=True, reduce_retracing=True, autograph=False)
-        return functools.partial(_in_graphs_traced_once, fn=fn)
-    if not compiled:
-        return fn
+        return tf.function(fn, jit_compile=True, reduce_retracing=True,
+                           autograph=False)
     import jax
 
     return jax.jit(fn)
 
 
-@functools.lru_cache(maxsize=256)
+def shared_through_xla(fn, compiled):
+    """`through_xla(fn, compiled)`, except that in a TensorFlow graph `fn`
+    op by op and `fn` compiled are both calls of one function, traced (and
+    differentiated) once: a graph whose size is known at run time only
+    holds both (`_by_size`), and a first `fit` step would otherwise trace
+    the stencil, and its gradient, twice. For stencils of many operations
+    and no data of their own (masks); the caller caches the result.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return through_xla(fn, compiled)
+    import tensorflow as tf
+
+    if compiled:
+        return tf.function(functools.partial(_call, fn=_traced_once(fn)),
+                           jit_compile=True, reduce_retracing=True,
+                           autograph=False)
+    return functools.partial(_in_graphs_traced_once, fn=fn)
+
+
+@functools.lru_cache(maxsize=64)
 def _traced_once(fn):
     import tensorflow as tf
 

@@ -448,6 +448,9 @@ def apply_windows(x, layout, axis, head, interior, tail, scales=None,
     parts = []
     for group, scale in zip(head, scales[0]):
         terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
+        if isinstance(group, ReadingGroup):
+            terms = [_where_read(term, reads, axis)
+                     for term, reads in zip(terms, group.reads) if reads.any()]
         parts.append(scaled(sum_terms(terms), scale) if terms
                      else ops.zeros_like(take(x, axis, 0, 1)))
     parts.append(scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
@@ -460,12 +463,152 @@ def apply_windows(x, layout, axis, head, interior, tail, scales=None,
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
 
 
+def _where_read(term, reads, axis):
+    """`term` where `reads` (one boolean per row along `axis`), else 0."""
+    if reads.all():
+        return term
+    shape = [1] * len(term.shape)
+    shape[axis] = len(reads)
+    return ops.where(reads.reshape(shape), term, ops.zeros_like(term))
+
+
 def sum_terms(terms):
     """terms[0] + terms[1] + ..., left to right."""
     total = terms[0]
     for term in terms[1:]:
         total = total + term
     return total
+
+
+#: Windows up to this many nodes unroll Fornberg's recurrence in the graph
+#: (about 2.5·m²·(order + 1) operations: a few hundred at m = 6, fused by
+#: XLA and cheapest op by op); wider ones run it as a loop
+#: (`fornberg_scaled`), a graph of a few dozen operations whatever the
+#: width, where the unrolled one would take minutes and gigabytes to build
+#: and compile (m = 63: ≈ 20 000 operations at order 1, ≈ 300 000 at 32).
+UNROLLED_MAX_WIDTH = 12
+
+
+def fornberg_scaled(order, offsets):
+    """`stencils.fornberg_scaled` for offsets that are tensors: unrolled up
+    to `UNROLLED_MAX_WIDTH` nodes, else as a loop over the nodes
+    (`fornberg_loop`)."""
+    m = len(offsets)
+    if m <= UNROLLED_MAX_WIDTH:
+        return stencils.fornberg_scaled(order, offsets)
+    inverse = 1.0 / (offsets[-1] - offsets[0])
+    weights = fornberg_loop(order, ops.stack([o * inverse for o in offsets],
+                                              axis=-1))
+    return [w[..., 0] for w in ops.split(weights, m, axis=-1)], inverse
+
+
+def fornberg_loop(order, nodes, sizes=None):
+    """Fornberg's weights of the `order`-th derivative at 0 for the nodes
+    along the last axis of `nodes` (`(..., m)`, increasing), as a loop that
+    adds one node per pass: a graph of a few dozen operations whatever m.
+
+    Every node's weights so far are one tensor `(..., m, order + 1)`; each
+    pass applies the scalar recurrence's differences and quotients
+    (`stencils.fornberg`) entry by entry, except that the new node's
+    `Π (x_i - x_j)` is one product over the nodes before it (its rounding
+    may differ from the scalar sequence's by an ulp or so). `sizes`,
+    integers that broadcast against `nodes[..., 0]`, stops each window at
+    its own number of nodes (later nodes get weight 0).
+    """
+    m = nodes.shape[-1]
+    dtype = keras.backend.standardize_dtype(nodes.dtype)
+    k = ops.convert_to_tensor(np.arange(order + 1, dtype=dtype))
+
+    def shifted(c):  # c[..., k - 1], 0 for k = 0
+        return ops.concatenate(
+            [ops.zeros_like(take(c, -1, 0, 1)), take(c, -1, 0, order)], -1)
+
+    def add_node(i, state):
+        c, c1 = state
+        i = ops.cast(i, "int32")
+        index = ops.arange(m, dtype="int32")
+
+        def pick(values, j):  # values[..., j], exactly (a sum of zeros)
+            return ops.sum(ops.where(index == j, values,
+                                     ops.zeros_like(values)), -1)
+
+        here, previous = pick(nodes, i), pick(nodes, i - 1)  # c4, c5
+        before = index < i
+        c3 = ops.expand_dims(here, -1) - nodes
+        # (dtype: on PyTorch, keras.ops.prod returns float32 for float64.)
+        c2 = ops.prod(ops.where(before, c3, ops.ones_like(c3)), -1,
+                      dtype=dtype)
+        # c[i - 1], before this pass updates it.
+        last = ops.sum(ops.where(ops.expand_dims(index == i - 1, -1), c,
+                                 ops.zeros_like(c)), -2)
+        c5, scale = ops.expand_dims(previous, -1), ops.expand_dims(c1, -1)
+        # Node i: c1·(k·c[i-1][k-1] - c5·c[i-1][k]) / c2, and for k = 0
+        # -c1·c5·c[i-1][0] / c2, as the scalar recurrence writes them.
+        row = ops.where(k == 0, -scale * c5 * last,
+                        scale * (k * shifted(last) - c5 * last))
+        row = row / ops.expand_dims(c2, -1)
+        # Nodes j < i: (c4·c[j][k] - k·c[j][k-1]) / c3[j].
+        updated = ((ops.expand_dims(ops.expand_dims(here, -1), -1) * c
+                    - k * shifted(c)) / ops.expand_dims(c3, -1))
+        updated = ops.where(ops.expand_dims(before, -1), updated, c)
+        updated = ops.where(ops.expand_dims(index == i, -1),
+                            ops.expand_dims(row, -2), updated)
+        if sizes is None:
+            return updated, c2
+        active = ops.convert_to_tensor(sizes, "int32") > i
+        return (ops.where(ops.expand_dims(ops.expand_dims(active, -1), -1),
+                          updated, c),
+                ops.where(active, c2, c1))
+
+    zero = ops.zeros_like(nodes)
+    first = ops.where(np.arange(m) == 0, ops.ones_like(zero), zero)
+    c = ops.stack([first] + [zero] * order, -1)
+    c, _ = ops.fori_loop(1, m, add_node, (c, ops.ones_like(zero[..., 0])))
+    return c[..., order]
+
+
+class ReadingGroup(list):
+    """A head group of `apply_windows` whose rows read only part of the
+    window: `reads[k]` (a boolean array, one entry per row) says which rows
+    read x[k]; the others get no term from it, not even 0 · x[k], so that
+    a NaN or Inf beyond a causal row's window does not reach it."""
+
+    def __init__(self, weights, reads):
+        super().__init__(weights)
+        self.reads = reads
+
+
+def _causal_heads(t, layout, order):
+    """`time_weights`' causal head rows as one group (`ReadingGroup`) from
+    one `fornberg_loop` over all of them: row r's window is x[0:size_r] at
+    sample point_r; its nodes are padded to the widest window with its last
+    one, which the loop never reaches. Returns `(groups, scales)`."""
+    axis = len(t.shape) - 1
+    m = layout.width
+    first = take(t, axis, 0, m)  # (..., m): every head window's samples
+    points = np.array([point for point, _ in layout.head])
+    sizes = np.array([size for _, size in layout.head])
+    # nodes[..., r, j] = t[min(j, size_r - 1)] - t[point_r]
+    columns = np.clip(np.arange(m)[None, :], 0, np.maximum(sizes[:, None] - 1, 0))
+    gathered = ops.take(first, ops.convert_to_tensor(columns.reshape(-1)),
+                        axis=axis)
+    gathered = ops.reshape(gathered,
+                           tuple(ops.shape(first)[:-1]) + (len(points), m))
+    here = ops.expand_dims(ops.take(first, ops.convert_to_tensor(points),
+                                    axis=axis), -1)
+    offsets = gathered - here
+    # Each row's last node is its last column too (the padding repeats it);
+    # a row of fewer than two nodes has no derivative, and weights 0.
+    extent = offsets[..., m - 1] - offsets[..., 0]
+    wide = ops.convert_to_tensor(sizes >= 2)
+    inverse = ops.where(wide, 1.0 / ops.where(wide, extent,
+                                              ops.ones_like(extent)),
+                        ops.zeros_like(extent))
+    weights = fornberg_loop(order, offsets * ops.expand_dims(inverse, -1),
+                             sizes)
+    reads = np.arange(m)[:, None] < sizes[None, :]  # (m, rows)
+    group = ReadingGroup([weights[..., j] for j in range(m)], reads)
+    return [group], [inverse]
 
 
 def time_weights(t, layout, order):
@@ -487,7 +630,7 @@ def time_weights(t, layout, order):
     m, left = layout.width, layout.left
     span = m - 1
     centre = take(t, axis, left, (left - span) or None)
-    interior, interior_scale = stencils.fornberg_scaled(
+    interior, interior_scale = fornberg_scaled(
         order, [take(t, axis, k, (k - span) or None) - centre for k in range(m)])
     head, tail, head_scales, tail_scales = [], [], [], []
     if layout.tail:  # 'same': every edge row has the full window
@@ -499,16 +642,18 @@ def time_weights(t, layout, order):
             if rows:
                 parts.insert(0, take(t, axis, k, k + 1) - take(t, axis, 0, rows))
             offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
-        weights, scale = stencils.fornberg_scaled(order, offsets)
+        weights, scale = fornberg_scaled(order, offsets)
         if rows:
             head.append([take(w, axis, 0, rows) for w in weights])
             head_scales.append(take(scale, axis, 0, rows))
         tail.append([take(w, axis, rows, None) for w in weights])
         tail_scales.append(take(scale, axis, rows, None))
+    elif m > UNROLLED_MAX_WIDTH:  # 'causal', wide: every head row at once
+        head, head_scales = _causal_heads(t, layout, order)
     else:
         for point, size in layout.head:  # 'causal': windows of growing size
             here = take(t, axis, point, point + 1)
-            weights, scale = stencils.fornberg_scaled(
+            weights, scale = fornberg_scaled(
                 order, [take(t, axis, k, k + 1) - here for k in range(size)]
             ) if size else ([], None)
             head.append(weights)

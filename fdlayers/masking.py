@@ -227,6 +227,35 @@ def _gather_steps(x, index):
     return ops.take_along_axis(x, _along(index, len(x.shape)), axis=1)
 
 
+def _causal_windows_at_once(x, t, size, here, m, order):
+    """`masked_windows`' causal rows where each step's window has `size`
+    nodes (≤ m), ending at the step: one `kernels.fornberg_loop` for all the
+    sizes, on windows padded to m nodes by repeating their last, which the
+    loop never reaches; a window of at most `order` nodes gives 0."""
+    rank = len(x.shape)
+    steps = ops.shape(x)[1]
+    start = here - (size - 1)
+    index = [ops.clip(start + ops.minimum(k, size - 1), 0, steps - 1)
+             for k in range(m)]
+    nodes = ops.stack([_gather_steps(t, i) - t for i in index], axis=-1)
+    # Each window's last node is its last column too.
+    extent = nodes[..., m - 1] - nodes[..., 0]
+    enough = size > order
+    inverse = ops.where(enough, 1.0 / ops.where(enough, extent,
+                                                ops.ones_like(extent)),
+                        ops.zeros_like(extent))
+    weights = kernels.fornberg_loop(order, nodes * ops.expand_dims(inverse, -1),
+                                    ops.where(enough, size, 0))
+    terms = [ops.where(_along(size > k, rank),
+                       _along(weights[..., k], rank) * _gather_steps(x, i),
+                       ops.zeros_like(x))
+             for k, i in enumerate(index)]
+    y = kernels.sum_terms(terms)
+    for _ in range(order):
+        y = y * _along(inverse, rank)
+    return y
+
+
 def masked_windows(x, mask, t, layout, order):
     """The derivative along axis 1 of `x` masked by `mask`, on coordinates `t`.
 
@@ -249,13 +278,17 @@ def masked_windows(x, mask, t, layout, order):
     def window(start, size):
         index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
         offsets = [_gather_steps(t, i) - t for i in index]
-        weights, scale = stencils.fornberg_scaled(order, offsets)
+        weights, scale = kernels.fornberg_scaled(order, offsets)
         y = kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
                                for w, i in zip(weights, index)])
         for _ in range(order):
             y = y * _along(scale, len(x.shape))
         return y
 
+    if causal and m > kernels.UNROLLED_MAX_WIDTH:
+        return zero_masked(
+            _causal_windows_at_once(x, t, ops.minimum(before, m - 1) + 1,
+                                    here, m, order), mask)
     if causal:
         size = ops.minimum(before, m - 1) + 1
         y = ops.zeros_like(x)

@@ -617,8 +617,8 @@ def _check_mask(mask, x):
 
 
 # One function per rank, as in `_tensorflow_pair`; `compiled` or not, the
-# same stencil function, so that `dispatch.through_xla` traces it once for
-# both in TensorFlow graphs.
+# same stencil function, which `dispatch.shared_through_xla` traces once
+# for both in TensorFlow graphs.
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
 def _masked_stencil(spec, scale, rank):
@@ -626,8 +626,11 @@ def _masked_stencil(spec, scale, rank):
     return functools.partial(masking.masked_forward, rows=rows)
 
 
+@dispatch.plain_python
+@functools.lru_cache(maxsize=64)
 def _masked_fn(spec, scale, rank, compiled):
-    return dispatch.through_xla(_masked_stencil(spec, scale, rank), compiled)
+    return dispatch.shared_through_xla(_masked_stencil(spec, scale, rank),
+                                       compiled)
 
 
 @dispatch.plain_python
@@ -639,9 +642,11 @@ def _masked_windows_stencil(layout, order, rank):
     return dispatch.any_length(windows, layout, 1)
 
 
+@dispatch.plain_python
+@functools.lru_cache(maxsize=64)
 def _masked_windows_fn(layout, order, rank, compiled):
-    return dispatch.through_xla(_masked_windows_stencil(layout, order, rank),
-                                compiled)
+    return dispatch.shared_through_xla(
+        _masked_windows_stencil(layout, order, rank), compiled)
 
 
 def _masked_body(x, mask, compiled, spec, scale):
@@ -716,7 +721,10 @@ def _apply_per_sample(x, t, layout, order, axis):
     rank = len(x.shape)
 
     def fit(row):
-        return [_broadcast_along(w, rank, axis) for w in row]
+        fitted = [_broadcast_along(w, rank, axis) for w in row]
+        if isinstance(row, kernels.ReadingGroup):
+            return kernels.ReadingGroup(fitted, row.reads)
+        return fitted
 
     def fit_scale(scale):
         return None if scale is None else _broadcast_along(scale, rank, axis)

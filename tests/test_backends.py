@@ -23,6 +23,7 @@ Which tests, and why:
   non-finite samples, extremes and threads, on each backend's paths.
 - test_export.py: `model.export` traces each backend's own way (on JAX
   with symbolic lengths), and on PyTorch fails as Keras itself does.
+- test_cli_backends.py: `fdlayers demo`, float64 on each backend.
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
@@ -49,7 +50,8 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_savgol.py", "tests/test_autodiff.py",
                    "tests/test_partials.py", "tests/test_training.py",
                    "tests/test_properties.py", "tests/test_fuzzing.py",
-                   "tests/test_robustness.py", "tests/test_export.py"]
+                   "tests/test_robustness.py", "tests/test_export.py",
+                   "tests/test_cli_backends.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run
 _RUNS = pytest.StashKey[dict]()

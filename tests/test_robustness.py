@@ -441,6 +441,94 @@ def test_the_widest_windows_run_promptly(kwargs, quick_path, fails_fast):
     assert y.shape == x.shape and np.isfinite(y).all()
 
 
+# Per-sample time stamps at the widest windows: Fornberg's recurrence runs
+# as a loop there (kernels.UNROLLED_MAX_WIDTH), and the causal head rows,
+# one window size each, go through one loop together. Unrolled, the first
+# call of the causal ones took minutes and gigabytes.
+# Compiled whole, only the first: each compile costs seconds of test time.
+WIDEST_STAMPS = [(QUICK_PATHS[-1], dict(order=1, accuracy=62,
+                                        padding="causal"))] + [
+    (QUICK_PATHS[0], kwargs) for kwargs in (
+        dict(order=1, accuracy=62, padding="causal"),
+        dict(order=32, accuracy=32, padding="causal"),
+        dict(order=2, accuracy=60, padding="same"))]
+
+
+@pytest.mark.parametrize("where, kwargs", WIDEST_STAMPS,
+                         ids=[f"{p}-{_widest_id(k)}" for p, k in WIDEST_STAMPS])
+def test_the_widest_time_stamp_windows_run_promptly(where, kwargs,
+                                                    monkeypatch, fails_fast):
+    quick_path = per_backend.on_path(where, monkeypatch)
+    n = 200
+    t = np.cumsum(np.random.default_rng(3).uniform(0.5, 1.5, n))
+    x = np.sin(0.05 * t)
+    layer = FD(**kwargs)
+    y = numpy(quick_path(lambda a, b: layer([a, b]))(
+        tensor(x.reshape(1, n, 1).astype("float32")),
+        tensor(t.reshape(1, n).astype("float32"))))
+    # Weights this wide are all cancellation (one-sided rows of 63 jittered
+    # nodes reach 1e17): what is checked here is that the call is prompt;
+    # the looped recurrence's values, at a width where they mean something,
+    # are checked below.
+    assert y.shape == (1, n, 1)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(order=1, accuracy=15, padding="causal"),
+    dict(order=2, accuracy=14, padding="same"),
+    dict(order=3, accuracy=13, padding="causal")], ids=_widest_id)
+def test_the_looped_recurrence_matches_the_scalar_one(kwargs, monkeypatch):
+    """Windows of 16 nodes take the loop (kernels.UNROLLED_MAX_WIDTH); in
+    float64 their weights are the scalar recurrence's, which the static
+    coordinates use, to within rounding."""
+    quick_path = per_backend.on_path(QUICK_PATHS[0], monkeypatch)
+    n = 60
+    t = np.cumsum(np.random.default_rng(5).uniform(0.8, 1.2, n))
+    x = np.sin(0.05 * t).reshape(1, n, 1)
+    y = numpy(quick_path(lambda a, b: FD(dtype="float64", **kwargs)([a, b]))(
+        tensor(x), tensor(t.reshape(1, n))))
+    if y.dtype != np.float64:
+        pytest.skip("no float64 on this backend's configuration")
+    want = numpy(FD(spacing=t, dtype="float64", **kwargs)(x))
+    np.testing.assert_allclose(y, want, rtol=1e-7,
+                               atol=1e-8)
+
+
+def test_a_masked_wide_causal_run_is_a_sequence_of_its_own(monkeypatch):
+    """Masked, each step's causal window has its own size, all in one loop
+    (masking._causal_windows_at_once): each run equals that run alone."""
+    quick_path = per_backend.on_path(QUICK_PATHS[0], monkeypatch)
+    n = 70
+    t = np.cumsum(np.random.default_rng(6).uniform(0.8, 1.2, n))
+    x = np.sin(0.05 * t).reshape(1, n, 1)
+    mask = np.ones((1, n), dtype=bool)
+    mask[0, 30:33] = False
+    layer = FD(order=1, accuracy=15, padding="causal", dtype="float64")
+    y = numpy(quick_path(lambda a, b, k: layer([a, b], mask=[k, None]))(
+        tensor(x), tensor(t.reshape(1, n)), tensor(mask)))
+    if y.dtype != np.float64:
+        pytest.skip("no float64 on this backend's configuration")
+    for run in (slice(0, 30), slice(33, n)):
+        alone = numpy(layer([tensor(x[:, run]), tensor(t[None, run])]))
+        np.testing.assert_allclose(y[:, run], alone, rtol=1e-7, atol=1e-8)
+    np.testing.assert_array_equal(y[0, 30:33], 0.0)
+
+
+def test_a_wide_causal_row_does_not_read_beyond_its_window(monkeypatch):
+    """Head rows share one loop and one group of terms: x[k] must still
+    reach only the rows whose window holds it, not even as 0 · inf."""
+    quick_path = per_backend.on_path(QUICK_PATHS[0], monkeypatch)
+    n = 120
+    t = np.cumsum(np.random.default_rng(4).uniform(0.5, 1.5, n))
+    x = np.sin(0.05 * t).reshape(1, n, 1)
+    x[0, 40, 0] = np.inf
+    layer = FD(order=1, accuracy=40, padding="causal")
+    y = numpy(quick_path(lambda a, b: layer([a, b]))(
+        tensor(x.astype("float32")), tensor(t.reshape(1, n).astype("float32"))))
+    assert np.isfinite(y[0, :40]).all()
+    assert not np.isfinite(y[0, 40:81]).any()
+
+
 GROWING = [  # (name, layer of width w, two widths)
     ("savgol-same", lambda w: SG(order=1, window=w, polyorder=4), (63, 255)),
     ("savgol-periodic", lambda w: SG(order=1, window=w, polyorder=4,
