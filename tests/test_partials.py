@@ -194,3 +194,23 @@ def test_deepxde_agrees(monkeypatch):
         np.testing.assert_allclose(per_backend.numpy(got),
                                    per_backend.numpy(want), rtol=1e-6,
                                    atol=1e-9)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="Taylor mode is JAX's")
+def test_taylor_mode_falls_back_where_jet_has_no_rule(monkeypatch):
+    """softplus (a custom_jvp that jet cannot trace) gets its third
+    derivative from nested jvp, the same as with Taylor mode off."""
+    from fdlayers import partials
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((2,), dtype=DTYPE),
+                              keras.layers.Dense(4, "softplus", dtype=DTYPE),
+                              keras.layers.Dense(1, dtype=DTYPE)])
+    points = _points()
+    model(points)
+    third = _run(lambda p: input_partials(model, p, [(0, 0, 0)])[0], points)
+    monkeypatch.setattr(partials, "_JET_MIN_ORDER", 99)
+    nested = _run(lambda p: input_partials(model, p, [(0, 0, 0)])[0], points)
+    assert np.abs(per_backend.numpy(nested)).max() > 0
+    np.testing.assert_allclose(per_backend.numpy(third),
+                               per_backend.numpy(nested), rtol=1e-10)
