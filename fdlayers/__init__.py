@@ -7,8 +7,10 @@ Public API:
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
-- `input_derivatives(model, x, order)`: a model's derivatives with respect to
-  its input by autodiff, zeros where the truth is zero (never None).
+- `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
+  and `input_laplacian(model, x, features)`: a model's derivatives with
+  respect to its input by autodiff, zeros where the truth is zero (never
+  None), differentiable with respect to its weights on every backend.
 
 `import fdlayers` imports every layer, and with them Keras and its backend,
 so that saved models load. The one exception is the `fdlayers` command
@@ -23,11 +25,13 @@ import sys as _sys
 __version__ = "0.1.0"
 
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
-           "derivative", "input_derivatives", "stencil", "__version__"]
+           "derivative", "input_derivatives", "input_laplacian",
+           "input_partials", "stencil", "__version__"]
 
 _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "derivative": "ops", "FiniteDifference1D": "layers",
-          "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff"}
+          "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff",
+          "input_partials": "autodiff", "input_laplacian": "autodiff"}
 
 
 def _is_the_command():
@@ -56,4 +60,5 @@ if not _is_the_command():
     from fdlayers.stencils import coefficients, stencil  # noqa: E402,F401
     from fdlayers.ops import derivative  # noqa: E402,F401
     from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
-    from fdlayers.autodiff import input_derivatives  # noqa: E402,F401
+    from fdlayers.autodiff import (  # noqa: E402,F401
+        input_derivatives, input_laplacian, input_partials)

@@ -3,13 +3,24 @@
 `input_derivatives(model, x, order)` answers the question that nested
 `GradientTape`s answer with `None`: the second derivative of a network whose
 first derivative does not depend on the input (a linear network) is zero,
-and fdlayers returns zeros.
+and fdlayers returns zeros. `input_partials(model, x, indices)` gives mixed
+and high-order partials of a model of several input features, and
+`input_laplacian(model, x)` the sum of its pure second partials: the terms
+of a differential equation's residual.
+
+All three are differentiable with respect to the model's weights on every
+backend, so that a loss built from them trains the model (see
+fdlayers/partials.py for how each backend computes them).
 """
 
 import math
 import numbers
 
 import keras
+
+from fdlayers import partials as _partials
+
+_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def input_derivatives(model, x, order=2, feature=None):
@@ -37,9 +48,11 @@ def input_derivatives(model, x, order=2, feature=None):
     variables as sources and does not arise).
 
     TensorFlow: nested `GradientTape`s (reverse mode, one gradient per
-    output element and order). JAX: nested `jax.jvp` (forward mode, one
-    pass per order and input direction). PyTorch: nested
-    `torch.autograd.grad` with `create_graph=True`.
+    output element and order). JAX: nested `jax.jvp` (forward mode), and
+    Taylor mode for `feature=j` from order 3 on. PyTorch: nested
+    `torch.autograd.grad` with `create_graph=True`. The results are
+    differentiable with respect to the model's weights on every backend
+    (see `input_partials`).
 
     Args:
         model: a Keras model or layer, or any callable on tensors of the
@@ -62,6 +75,168 @@ def input_derivatives(model, x, order=2, feature=None):
             or order < 1:
         raise ValueError(
             f"`order` must be an integer ≥ 1. Received: order={order!r}")
+    backend = _backend("input_derivatives")
+    x, features = _points(x)
+    if feature is not None:
+        feature = _feature("feature", feature, features)
+    elif features == 1:
+        feature = 0
+    call = _caller(model)
+    if feature is not None:
+        values = _partials.partials(
+            call, x, [(feature,) * k for k in range(1, order + 1)], backend)
+        return [values[(feature,) * k] for k in range(1, order + 1)]
+    elementwise = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
+    return elementwise[backend](call, x, order, features)
+
+
+def input_partials(model, x, indices):
+    """Partial derivatives of `y = model(x)` given by multi-indices, per sample.
+
+    A multi-index `(j₁, ..., jₖ)` names the partial derivative
+
+        ∂ᵏ y[i, ...] / ∂x[i, j₁] ... ∂x[i, jₖ]
+
+    of every output element with respect to features `j₁, ..., jₖ` of the
+    same sample `i` (`x` of shape `(batch, d)`, or any rank ≥ 2 with the
+    non-batch elements flattened into `d` features): `(0,)` is ∂y/∂x₀,
+    `(0, 0)` is ∂²y/∂x₀², `(0, 1)` is ∂²y/∂x₀∂x₁ and `(1, 1, 1, 1)` is
+    ∂⁴y/∂x₁⁴. The order of the features in a multi-index does not matter
+    (partial derivatives of a smooth function commute), and lower
+    derivatives shared by several multi-indices are computed once: a whole
+    Hessian costs what its rows do. The model must treat samples
+    independently, as `input_derivatives` requires; it is called with
+    `training=False`.
+
+    Where the true derivative is zero, so is the result, never `None`. The
+    results are differentiable with respect to the model's weights on every
+    backend (inside a `GradientTape`, `jax.grad` or a Keras `train_step`),
+    so a loss built from them trains the model.
+
+    Args:
+        model: a Keras model or layer, or any callable on tensors of the
+            current backend.
+        x: the input points, an array or tensor of rank ≥ 2 with the batch
+            first. Integers are cast to `keras.config.floatx()`.
+        indices: a list of multi-indices, each a non-empty tuple of integer
+            feature indices in `[-d, d)`.
+
+    Returns:
+        A list with one tensor per multi-index, in the order of `indices`,
+        each shaped like `model(x)`, in its dtype.
+
+    Raises:
+        ValueError: for an invalid `x` or `indices`.
+
+    Example:
+
+    ```python
+    import numpy as np, keras, fdlayers
+
+    model = keras.Sequential([keras.Input((2,)),
+                              keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(1)])
+    xt = np.random.uniform(-1, 1, (8, 2)).astype("float32")
+    u_x, u_xx, u_xt = fdlayers.input_partials(model, xt, [(0,), (0, 0), (0, 1)])
+    print(u_xt.shape)  # (8, 1)
+    ```
+    """
+    backend = _backend("input_partials")
+    x, features = _points(x)
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, (list, tuple)) \
+            or not indices:
+        raise ValueError(
+            "`indices` must be a non-empty list of multi-indices, tuples of "
+            "feature indices such as [(0,), (0, 1)]. Received: "
+            f"indices={indices!r}")
+    wanted = []
+    for position, index in enumerate(indices):
+        if isinstance(index, (str, bytes)) or not isinstance(index, (list, tuple)) \
+                or not index:
+            raise ValueError(
+                "`indices` must be a list of multi-indices, each a non-empty "
+                "tuple of feature indices: (0,) for ∂/∂x0, (0, 1) for "
+                "∂²/∂x0∂x1 (wrap a single multi-index in a list: [(0, 1)]). "
+                f"Received: indices[{position}]={index!r}")
+        wanted.append(tuple(sorted(
+            _feature(f"indices[{position}]", j, features) for j in index)))
+    values = _partials.partials(_caller(model), x, dict.fromkeys(wanted),
+                                backend)
+    return [values[index] for index in wanted]
+
+
+def input_laplacian(model, x, features=None):
+    """`Σⱼ ∂²y/∂x[:, j]²` of `y = model(x)` over `features`, per sample.
+
+    The Laplacian of every output element with respect to the sample's
+    features `features` (all of them by default), shaped like `model(x)`:
+    the sum of the pure second partials that `input_partials` gives for
+    `[(j, j) for j in features]`, computed in one pass per feature. Same
+    contract as `input_partials`: per sample, zeros where the truth is
+    zero, differentiable with respect to the model's weights.
+
+    Args:
+        model: a Keras model or layer, or any callable on tensors of the
+            current backend.
+        x: the input points, an array or tensor of rank ≥ 2 with the batch
+            first. Integers are cast to `keras.config.floatx()`.
+        features: None (every feature), or a non-empty list of distinct
+            integer feature indices in `[-d, d)` (the space variables, for
+            instance, without time).
+
+    Returns:
+        A tensor shaped like `model(x)`, in its dtype.
+
+    Raises:
+        ValueError: for an invalid `x` or `features`.
+
+    Example:
+
+    ```python
+    import numpy as np, keras, fdlayers
+
+    square = keras.layers.Lambda(
+        lambda v: keras.ops.sum(v ** 2, axis=1, keepdims=True))
+    points = np.random.uniform(-1, 1, (4, 3)).astype("float32")
+    print(fdlayers.input_laplacian(square, points))  # 6 at every point
+    ```
+    """
+    backend = _backend("input_laplacian")
+    x, count = _points(x)
+    if features is None:
+        chosen = list(range(count))
+    else:
+        if isinstance(features, (str, bytes)) \
+                or not isinstance(features, (list, tuple)) or not features:
+            raise ValueError(
+                "`features` must be None or a non-empty list of feature "
+                f"indices in [{-count}, {count}). Received: "
+                f"features={features!r}")
+        chosen = [_feature(f"features[{position}]", j, count)
+                  for position, j in enumerate(features)]
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(
+                "`features` must not name a feature twice (x has "
+                f"{count} features per sample). Received: features={features!r}")
+    values = _partials.partials(_caller(model), x, [(j, j) for j in chosen],
+                                backend)
+    total = values[(chosen[0], chosen[0])]
+    for j in chosen[1:]:
+        total = total + values[(j, j)]
+    return total
+
+
+def _backend(name):
+    backend = keras.backend.backend()
+    if backend not in _BACKENDS:
+        raise NotImplementedError(
+            f"{name} runs on the TensorFlow, JAX and PyTorch backends. "
+            f"Received: the {backend!r} backend")
+    return backend
+
+
+def _points(x):
+    """`x` as a float tensor of rank ≥ 2, and its features per sample."""
     x = keras.ops.convert_to_tensor(x)
     if not keras.backend.standardize_dtype(x.dtype).startswith(("float", "bfloat")):
         x = keras.ops.cast(x, keras.config.floatx())
@@ -69,30 +244,27 @@ def input_derivatives(model, x, order=2, feature=None):
         raise ValueError(
             "`x` must have a batch axis and the features of each sample, "
             f"e.g. shape (N, 1). Received: x of shape {tuple(x.shape)}")
-    features = math.prod(x.shape[1:])
-    if feature is not None:
-        if isinstance(feature, bool) or not isinstance(feature, numbers.Integral) \
-                or not -features <= feature < features:
-            raise ValueError(
-                f"`feature` must be an integer in [{-features}, {features}): "
-                f"x has {features} features per sample. Received: "
-                f"feature={feature!r}")
-        feature = int(feature) % features
-    elif features == 1:
-        feature = 0
+    return x, math.prod(x.shape[1:])
 
+
+def _feature(name, value, features):
+    """A feature index in [-features, features) as one in [0, features)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not -features <= value < features:
+        argument, _, _ = name.partition("[")
+        what = "hold integers" if argument != name else "be an integer"
+        raise ValueError(
+            f"`{argument}` must {what} in [{-features}, {features}): x has "
+            f"{features} features per sample. Received: {name}={value!r}")
+    return int(value) % features
+
+
+def _caller(model):
     def call(v):
         if isinstance(model, keras.layers.Layer):
             return model(v, training=False)
         return model(v)
-
-    backend = keras.backend.backend()
-    derivatives = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
-    if backend not in derivatives:
-        raise NotImplementedError(
-            "input_derivatives runs on the TensorFlow, JAX and PyTorch "
-            f"backends. Received: the {backend!r} backend")
-    return derivatives[backend](call, x, order, feature, features)
+    return call
 
 
 def _check_elementwise(y, x):
@@ -104,12 +276,11 @@ def _check_elementwise(y, x):
             f"{tuple(y.shape)}; pass feature=j for ∂y/∂x[:, j]")
 
 
-def _columns(feature, outputs):
-    """The input feature that each flattened output element is taken against."""
-    return [feature] * outputs if feature is not None else list(range(outputs))
+# The elementwise derivatives ∂ᵏy[i, j]/∂x[i, j]ᵏ: the diagonal of each
+# order's Jacobian, one gradient (or jvp) per output element and order,
+# where fdlayers.partials would take every row of every Jacobian.
 
-
-def _tensorflow(call, x, order, feature, features):
+def _tensorflow(call, x, order, features):
     import tensorflow as tf
 
     # Tape k records everything up to the (k-1)-th derivative; the innermost
@@ -122,13 +293,12 @@ def _tensorflow(call, x, order, feature, features):
             entered.append(tape)
             tape.watch(x)
         current = call(x)
-        if feature is None:
-            _check_elementwise(current, x)
+        _check_elementwise(current, x)
         results = []
         for tape in tapes:
             entered.remove(tape)
             tape.__exit__(None, None, None)
-            current = _tape_derivative(tape, current, x, feature, features)
+            current = _tape_diagonal(tape, current, x, features)
             results.append(current)
         return results
     finally:
@@ -136,32 +306,29 @@ def _tensorflow(call, x, order, feature, features):
             tape.__exit__(None, None, None)
 
 
-def _tape_derivative(tape, y, x, feature, features):
-    """∂y/∂x per sample, shaped like `y`, with `tape` (which recorded `y`)."""
+def _tape_diagonal(tape, y, x, features):
+    """∂y[:, j]/∂x[:, j] for every j, shaped like `y`, with `tape`."""
     import tensorflow as tf
 
     batch = tf.shape(y)[0]
-    outputs = math.prod(y.shape[1:])
     columns = []
-    for element, column in enumerate(_columns(feature, outputs)):
+    for element in range(features):
         # The gradient of Σ_i y[i, element]: per sample, as samples are
         # independent. One-hot output gradients avoid slicing y outside the
         # tape that recorded it.
-        pick = tf.reshape(tf.one_hot(element, outputs, dtype=y.dtype),
+        pick = tf.reshape(tf.one_hot(element, features, dtype=y.dtype),
                           [1] + list(y.shape[1:]))
         grad = tape.gradient(y, x, output_gradients=tf.broadcast_to(
             pick, tf.shape(y)), unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        columns.append(tf.reshape(grad, [batch, features])[:, column])
+        columns.append(tf.reshape(grad, [batch, features])[:, element])
     return tf.reshape(tf.stack(columns, axis=1), tf.shape(y))
 
 
-def _jax(call, x, order, feature, features):
+def _jax(call, x, order, features):
     import jax
     import jax.numpy as jnp
 
-    y = call(x)
-    if feature is None:
-        _check_elementwise(y, x)
+    _check_elementwise(call(x), x)
 
     def derivatives(column):
         tangent = jnp.zeros(x.shape[1:], x.dtype).reshape(-1).at[column].set(1)
@@ -172,9 +339,7 @@ def _jax(call, x, order, feature, features):
             fns.append(lambda v, inner=inner: jax.jvp(inner, (v,), (tangent,))[1])
         return [fn(x) for fn in fns[1:]]
 
-    if feature is not None:
-        return derivatives(feature)
-    # Elementwise: direction j gives ∂y/∂x_j; keep output element j.
+    # Direction j gives ∂y/∂x_j; keep output element j.
     per_column = [derivatives(j) for j in range(features)]
     picks = jnp.eye(features, dtype=bool)
     return [
@@ -184,28 +349,32 @@ def _jax(call, x, order, feature, features):
     ]
 
 
-def _torch(call, x, order, feature, features):
+def _torch(call, x, order, features):
     import torch
 
-    x = x.detach().clone().requires_grad_(True)
-    current = call(x)
-    if feature is None:
+    # As in fdlayers.partials: a graph to the weights whenever autograd is
+    # on, and autograd on for the derivatives themselves.
+    keep_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        current = call(x)
         _check_elementwise(current, x)
-    results = []
-    for _ in range(order):
-        if not current.requires_grad:  # constant in x: the rest are zeros
-            current = torch.zeros_like(current)
+        results = []
+        for level in range(order):
+            if not current.requires_grad:  # constant in x: the rest are zeros
+                current = torch.zeros_like(current)
+                results.append(current)
+                continue
+            flat = current.reshape(current.shape[0], features)
+            columns = []
+            for element in range(features):
+                grad, = torch.autograd.grad(
+                    flat[:, element].sum(), x, allow_unused=True,
+                    create_graph=keep_graph or level + 1 < order)
+                if grad is None:  # unconnected: the derivative is zero
+                    grad = torch.zeros_like(x)
+                columns.append(grad.reshape(x.shape[0], features)[:, element])
+            current = torch.stack(columns, dim=1).reshape(current.shape)
             results.append(current)
-            continue
-        outputs = math.prod(current.shape[1:])
-        flat = current.reshape(current.shape[0], outputs)
-        columns = []
-        for element, column in enumerate(_columns(feature, outputs)):
-            grad, = torch.autograd.grad(flat[:, element].sum(), x,
-                                        create_graph=True, allow_unused=True)
-            if grad is None:  # unconnected: the derivative is zero
-                grad = torch.zeros_like(x)
-            columns.append(grad.reshape(x.shape[0], features)[:, column])
-        current = torch.stack(columns, dim=1).reshape(current.shape)
-        results.append(current)
-    return [r.detach() for r in results]
+    return results

@@ -13,9 +13,11 @@ Which tests, and why:
   static and per-sample coordinates, and every execution path of the op with
   its gradient and second derivative, with each backend's autodiff and
   compiler (per_backend.py).
-- test_masking.py, test_savgol.py, test_autodiff.py: masks run by run,
-  SavitzkyGolay1D against scipy, and input_derivatives, whose gradients are
-  each backend's own.
+- test_masking.py, test_savgol.py, test_autodiff.py, test_partials.py,
+  test_training.py: masks run by run, SavitzkyGolay1D against scipy, and
+  the derivatives of a model with respect to its input, whose gradients are
+  each backend's own, with the weight gradients of losses built from them
+  and model.fit with such a loss.
 - test_properties.py, test_fuzzing.py, test_robustness.py: random
   configurations against an independent reference, junk arguments,
   non-finite samples, extremes and threads, on each backend's paths.
@@ -46,6 +48,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_ops.py", "tests/test_masking.py",
                    "tests/test_savgol.py", "tests/test_autodiff.py",
+                   "tests/test_partials.py", "tests/test_training.py",
                    "tests/test_properties.py", "tests/test_fuzzing.py",
                    "tests/test_robustness.py", "tests/test_export.py",
                    "tests/test_cli_backends.py"]

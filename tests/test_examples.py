@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -104,3 +105,12 @@ def test_noise_shows_savitzky_golay_several_times_better(run_example):
     errors = dict(re.findall(r"^(\w+)\(.*\): RMS error (\S+),", out, flags=re.M))
     assert set(errors) == {"FiniteDifference1D", "SavitzkyGolay1D"}, out
     assert float(errors["FiniteDifference1D"]) > 5 * float(errors["SavitzkyGolay1D"]), out
+
+
+def test_physics_informed_prints_its_error(run_example):
+    """The quick run trains a few steps only; its error is printed, finite."""
+    out = run_example("physics_informed.py").stdout
+    assert re.search(r"backend tensorflow: 2 epochs of 4 steps", out), out
+    error = re.search(r"relative L2 error against exp\(-pi\^2 t\) "
+                      r"sin\(pi x\): (\S+)", out)
+    assert error and np.isfinite(float(error.group(1))), out

@@ -1,0 +1,221 @@
+"""How each backend computes partial derivatives of a per-sample function.
+
+`partials(call, x, indices)` returns, for every multi-index `α = (j₁, ..., jₖ)`
+in `indices` (sorted, distinct, non-empty tuples of flat feature indices),
+
+    ∂ᵏ y[i, ...] / ∂x[i, j₁] ... ∂x[i, jₖ],   y = call(x),
+
+per sample `i`, shaped like `y`. The function must treat samples
+independently, so that the gradient of `Σᵢ y[i, e]` with respect to `x` is,
+row by row, each sample's own gradient. Partial derivatives of a smooth
+function commute, so a multi-index is a sorted tuple, and its sorted
+prefixes are the lower derivatives it is built from: `(0, 1, 1)` is ∂/∂x₁ of
+`(0, 1)`, which is ∂/∂x₁ of `(0,)`. Every prefix is computed once, whatever
+the number of multi-indices it serves.
+
+Nothing is detached or cut: every result is a differentiable function of
+the weights `call` reads, so a loss built from the results has the exact
+gradient with respect to them on every backend.
+
+- TensorFlow and PyTorch: reverse mode, one gradient per output element of
+  each prefix (one in all for a scalar output), which gives that prefix's
+  derivatives along every feature at once: a Laplacian in `d` features costs
+  `1 + d` backward passes, as hand-written nested tapes do.
+- JAX: forward mode, nested `jax.jvp` along each needed direction, and, for
+  the pure derivatives of order ≥ 3 along one feature, Taylor mode
+  (`jax.experimental.jet`): all orders of that feature in one pass, at a
+  cost that grows with the square of the order instead of exponentially.
+"""
+
+import math
+
+# Pure derivatives along one feature from this order on go through Taylor
+# mode on JAX. Measured on a 5 x 50 tanh MLP, 10 000 points: eagerly, jet
+# took 1/5 of nested jvp's time at order 6 and 4/5 at order 4; under
+# jax.jit the two were within 15 % (XLA removes nested jvp's repeated
+# work), and at order 2 nested jvp was as fast.
+_JET_MIN_ORDER = 3
+
+
+def prefixes(indices):
+    """`{prefix: sorted features}`: each proper prefix of a multi-index in
+    `indices` (the empty one included) and the features it is
+    differentiated along."""
+    children = {}
+    for index in indices:
+        for k in range(len(index)):
+            children.setdefault(index[:k], set()).add(index[k])
+    return {node: sorted(features) for node, features in children.items()}
+
+
+def partials(call, x, indices, backend):
+    """`{multi-index: tensor shaped like call(x)}` on `backend`."""
+    features = math.prod(x.shape[1:])
+    return {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}[backend](
+        call, x, list(indices), features)
+
+
+def _tensorflow(call, x, indices, features):
+    import tensorflow as tf
+
+    order = max(len(index) for index in indices)
+    children = prefixes(indices)
+    # Tape k records everything from which the derivatives of order k + 1
+    # are taken; the innermost (tapes[0]) records the model itself. Leaving
+    # tape k before taking its gradients keeps them out of its own record,
+    # while the outer tapes (and any tape of the caller's, over the weights)
+    # record them for the next order.
+    tapes = [tf.GradientTape(persistent=True) for _ in range(order)]
+    entered = []
+    try:
+        for tape in reversed(tapes):
+            tape.__enter__()
+            entered.append(tape)
+            tape.watch(x)
+        values = {(): call(x)}
+        for level, tape in enumerate(tapes):
+            entered.remove(tape)
+            tape.__exit__(None, None, None)
+            for node in [n for n in children if len(n) == level]:
+                grads = _tape_gradients(tape, values[node], x, features)
+                for feature in children[node]:
+                    values[node + (feature,)] = grads(feature)
+        return values
+    finally:
+        for tape in reversed(entered):
+            tape.__exit__(None, None, None)
+
+
+def _tape_gradients(tape, y, x, features):
+    """`feature -> ∂y/∂x[:, feature]`, shaped like `y`, from one gradient
+    per output element of `y` (recorded by `tape`)."""
+    import tensorflow as tf
+
+    outputs = math.prod(y.shape[1:])
+    zero = tf.UnconnectedGradients.ZERO
+    if outputs == 1:
+        flat = tf.reshape(tape.gradient(y, x, unconnected_gradients=zero),
+                          [-1, features])
+        return lambda feature: tf.reshape(flat[:, feature], tf.shape(y))
+    rows = []
+    for element in range(outputs):
+        # The gradient of Σᵢ y[i, element]. One-hot output gradients avoid
+        # slicing y outside the tape that recorded it.
+        pick = tf.reshape(tf.one_hot(element, outputs, dtype=y.dtype),
+                          [1] + list(y.shape[1:]))
+        grad = tape.gradient(y, x, output_gradients=tf.broadcast_to(
+            pick, tf.shape(y)), unconnected_gradients=zero)
+        rows.append(tf.reshape(grad, [-1, features]))
+    return lambda feature: tf.reshape(
+        tf.stack([row[:, feature] for row in rows], axis=1), tf.shape(y))
+
+
+def _torch(call, x, indices, features):
+    import torch
+
+    # Weight gradients of the results are wanted whenever autograd is on; the
+    # derivatives themselves need it on even where the caller turned it off
+    # (Keras' predict and evaluate run under torch.no_grad).
+    keep_graph = torch.is_grad_enabled()
+    order = max(len(index) for index in indices)
+    children = prefixes(indices)
+    with torch.enable_grad():
+        # Differentiate with respect to x itself where it already carries a
+        # graph, so that nothing upstream of it is cut either.
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        values = {(): call(x)}
+        for level in range(order):
+            create_graph = keep_graph or level + 1 < order
+            for node in [n for n in children if len(n) == level]:
+                grads = _autograd_gradients(values[node], x, features,
+                                            create_graph)
+                for feature in children[node]:
+                    values[node + (feature,)] = grads(feature)
+    return values
+
+
+def _autograd_gradients(y, x, features, create_graph):
+    """`feature -> ∂y/∂x[:, feature]`, shaped like `y`, by one
+    `torch.autograd.grad` per output element of `y`."""
+    import torch
+
+    outputs = math.prod(y.shape[1:])
+    if not y.requires_grad:  # y does not depend on x: its derivatives are 0
+        return lambda feature: torch.zeros_like(y)
+    if outputs == 1:  # the sum's gradient: measured 1.25x faster than with
+        # grad_outputs, which autograd carries as a broadcast tensor.
+        grad, = torch.autograd.grad(y.sum(), x, create_graph=create_graph,
+                                    allow_unused=True)
+        if grad is None:
+            return lambda feature: torch.zeros_like(y)
+        flat = grad.reshape(x.shape[0], features)
+        return lambda feature: flat[:, feature].reshape(y.shape)
+    rows = []
+    for element in range(outputs):
+        pick = torch.zeros(outputs, dtype=y.dtype, device=y.device)
+        pick[element] = 1
+        grad, = torch.autograd.grad(
+            y, x, grad_outputs=pick.reshape((1,) + tuple(y.shape[1:])).expand(
+                y.shape), create_graph=create_graph, allow_unused=True)
+        if grad is None:  # unconnected: the derivative is zero
+            grad = torch.zeros_like(x)
+        rows.append(grad.reshape(x.shape[0], features))
+    return lambda feature: torch.stack(
+        [row[:, feature] for row in rows], dim=1).reshape(y.shape)
+
+
+def _jax(call, x, indices, features):
+    import jax
+    import jax.numpy as jnp
+
+    def direction(feature):
+        unit = jnp.zeros(features, x.dtype).at[feature].set(1)
+        return jnp.broadcast_to(unit.reshape(x.shape[1:]), x.shape)
+
+    values = {}
+    pure = {}  # feature -> the highest pure order asked for
+    for index in indices:
+        if len(index) >= _JET_MIN_ORDER and len(set(index)) == 1:
+            pure[index[0]] = max(pure.get(index[0], 0), len(index))
+    for feature, order in pure.items():
+        series = _jet_series(call, x, direction(feature), order)
+        if series is not None:
+            for k, term in enumerate(series, start=1):
+                values[(feature,) * k] = term
+
+    functions = {(): call}
+
+    def function(node):
+        # ∂/∂x_j of the function for the prefix: a jvp along direction j.
+        if node not in functions:
+            parent, tangent = function(node[:-1]), direction(node[-1])
+            functions[node] = \
+                lambda v: jax.jvp(parent, (v,), (tangent,))[1]
+        return functions[node]
+
+    for index in indices:
+        if index not in values:
+            values[index] = function(index)(x)
+    return values
+
+
+def _jet_series(call, x, tangent, order):
+    """`[∂y/∂t, ..., ∂ᵒʳᵈᵉʳy/∂tᵒʳᵈᵉʳ]` of `y = call(x + t·tangent)` at
+    t = 0 by Taylor mode, or None where the function uses an operation that
+    `jax.experimental.jet` has no rule for (nested jvp then does it)."""
+    try:
+        from jax.experimental import jet
+    except ImportError:  # pragma: no cover - jet ships with jax
+        return None
+    import jax.numpy as jnp
+
+    # jet's input series is in the derivative convention: x(t) = x + t·tangent
+    # has derivatives (tangent, 0, 0, ...), and the output series holds
+    # the derivatives of y(x(t)) themselves.
+    zero = jnp.zeros_like(tangent)
+    try:
+        _, series = jet.jet(call, (x,), ((tangent,) + (zero,) * (order - 1),))
+    except (NotImplementedError, KeyError, TypeError):
+        return None
+    return [jnp.asarray(term) for term in series]
