@@ -43,7 +43,29 @@ def check_arguments(order, spacing, accuracy, padding):
     if (type(order) is int and type(accuracy) is int
             and type(padding) is str and type(spacing) in (int, float)):
         return _check_plain_arguments(order, spacing, accuracy, padding)
-    return _check_arguments(order, spacing, accuracy, padding)
+    return _check_arguments(order, as_number(spacing), accuracy, padding)
+
+
+def as_number(spacing):
+    """`spacing` as a Python number where it is a 0-d array or tensor of
+    real numbers (as `numpy.gradient` takes them); anything else as it is.
+
+    A 0-d tensor must hold its value (eager), not stand for one in a graph
+    being traced: a TypeError names `spacing` then.
+    """
+    if isinstance(spacing, (numbers.Real, list, tuple)) or _ndim(spacing) != 0:
+        return spacing
+    try:
+        value = np.asarray(ops.convert_to_numpy(spacing))
+    except Exception as error:  # a symbolic tensor, whatever the backend
+        raise TypeError(
+            "`spacing` must be a positive finite number; a 0-d tensor is "
+            "taken as one only where it holds its value (eagerly), not in a "
+            "graph being traced. Received: spacing of type "
+            f"{type(spacing).__name__}") from error
+    if value.dtype.kind not in "iuf":
+        return spacing  # refused by name downstream
+    return value.item()
 
 
 @dispatch.plain_python  # TorchDynamo would trace past the cache, and warn
@@ -302,6 +324,8 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     """
     times = None
     # (A number first: `is_tensor` alone costs a small eager call ≈ 10 µs.)
+    if not isinstance(spacing, numbers.Real):
+        spacing = as_number(spacing)
     if not isinstance(spacing, numbers.Real) and (
             ops.is_tensor(spacing) or _ndim(spacing) >= 2):
         times, spacing = spacing, 1.0  # per-sample coordinates, in the graph
@@ -374,7 +398,9 @@ def savitzky_golay_shape(input_shape, order=1, window=5, polyorder=2,
 
 
 def check_spacing(spacing):
-    """A uniform spacing: a positive finite number, as a float."""
+    """A uniform spacing: a positive finite number (or a 0-d array or
+    tensor of one), as a float."""
+    spacing = as_number(spacing)
     if isinstance(spacing, bool) or not isinstance(spacing, numbers.Real):
         raise TypeError(
             "`spacing` must be a positive finite number. Received: "

@@ -444,6 +444,45 @@ def test_get_config_has_every_argument_normalised(kwargs, expected):
     assert FD.from_config(config).get_config() == config
 
 
+@pytest.mark.parametrize("spacing", [
+    np.array(0.5), np.array(2), np.float32(0.5)[()],
+    pytest.param("tensor", id="0-d tensor")])
+def test_a_0d_spacing_is_a_number(spacing):
+    """As numpy.gradient takes them: 0-d arrays and (eager) 0-d tensors."""
+    if spacing == "tensor":
+        spacing = keras.ops.convert_to_tensor(0.5)
+    value = float(keras.ops.convert_to_numpy(spacing))
+    x = smooth_series((2, 12, 1))
+    config = FD(order=2, spacing=spacing).get_config()
+    assert config["spacing"] == value and type(config["spacing"]) is float
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(FD(order=2, spacing=spacing)(x)),
+        keras.ops.convert_to_numpy(FD(order=2, spacing=value)(x)))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(fdlayers.derivative(x, 2, spacing)),
+        keras.ops.convert_to_numpy(fdlayers.derivative(x, 2, value)))
+    assert fdlayers.SavitzkyGolay1D(spacing=spacing).get_config()[
+        "spacing"] == value
+
+
+@pytest.mark.parametrize("spacing", [np.array(True), np.array(1 + 2j),
+                                     np.array(-0.5), np.array(np.nan)],
+                         ids=["bool", "complex", "negative", "nan"])
+def test_a_0d_spacing_is_checked_as_a_number(spacing):
+    with pytest.raises((TypeError, ValueError), match="`spacing` must be"):
+        FD(spacing=spacing)
+
+
+@pytest.mark.tensorflow_only
+def test_a_symbolic_0d_spacing_is_refused_by_name():
+    import tensorflow as tf
+
+    x = smooth_series((2, 12, 1)).astype("float32")
+    traced = tf.function(lambda x, s: fdlayers.derivative(x, 1, s))
+    with pytest.raises(TypeError, match="`spacing`.*0-d tensor"):
+        traced(x, tf.constant(0.5))
+
+
 # ---------------------------------------------------------------------------
 # Dynamic lengths.
 
