@@ -142,8 +142,9 @@ class FiniteDifference1D(_SequenceLayer):
 
     Args:
         order: derivative order, an integer ≥ 1.
-        spacing: the sample spacing `h`, a positive finite number; or the
-            sample coordinates, a 1-D array of strictly increasing finite
+        spacing: the sample spacing `h`, a positive finite number (a 0-d
+            array or eager 0-d tensor counts as one); or the sample
+            coordinates, a 1-D array of strictly increasing finite
             positions, one per step (a non-uniform grid, see below). It is
             unused when the layer is called on `[x, t]`.
         accuracy: formal order of accuracy, an integer ≥ 1; even for the
@@ -293,7 +294,8 @@ class SavitzkyGolay1D(_SequenceLayer):
             (at most 255).
         polyorder: the degree of the fitted polynomial, an integer
             `0 ≤ polyorder < window` (at most 32).
-        spacing: the sample spacing `h`, a positive finite number.
+        spacing: the sample spacing `h`, a positive finite number (a 0-d
+            array or eager 0-d tensor counts as one).
         padding: `"same"`, `"valid"` or `"periodic"` (case-insensitive).
         axis: the axis to filter along; any axis but the batch axis.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).

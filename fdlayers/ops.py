@@ -295,7 +295,8 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
             float16 and bfloat16 inputs are differentiated in float32 and the
             result is cast back.
         order: derivative order, integer ≥ 1.
-        spacing: grid spacing `h`, a positive finite number; or the sample
+        spacing: grid spacing `h`, a positive finite number (a 0-d
+            array or eager 0-d tensor counts as one); or the sample
             coordinates: a 1-D array (NumPy or list) of strictly increasing
             positions, one per step, whose weights are computed once in
             float64; or a tensor of shape `(steps,)` or `(batch, steps)`
