@@ -281,29 +281,14 @@ def _check_elementwise(y, x):
 # where fdlayers.partials would take every row of every Jacobian.
 
 def _tensorflow(call, x, order, features):
-    import tensorflow as tf
-
-    # Tape k records everything up to the (k-1)-th derivative; the innermost
-    # (tapes[0]) records the model itself.
-    tapes = [tf.GradientTape(persistent=True) for _ in range(order)]
-    entered = []
-    try:
-        for tape in reversed(tapes):
-            tape.__enter__()
-            entered.append(tape)
-            tape.watch(x)
+    with _partials.nested_tapes(order, x) as leaving:
         current = call(x)
         _check_elementwise(current, x)
         results = []
-        for tape in tapes:
-            entered.remove(tape)
-            tape.__exit__(None, None, None)
+        for tape in leaving():
             current = _tape_diagonal(tape, current, x, features)
             results.append(current)
-        return results
-    finally:
-        for tape in reversed(entered):
-            tape.__exit__(None, None, None)
+    return results
 
 
 def _tape_diagonal(tape, y, x, features):

@@ -27,6 +27,7 @@ gradient with respect to them on every backend.
   cost that grows with the square of the order instead of exponentially.
 """
 
+import contextlib
 import math
 
 # Pure derivatives along one feature from this order on go through Taylor
@@ -56,31 +57,47 @@ def partials(call, x, indices, backend):
 
 
 def _tensorflow(call, x, indices, features):
-    import tensorflow as tf
-
     order = max(len(index) for index in indices)
     children = prefixes(indices)
-    # Tape k records everything from which the derivatives of order k + 1
-    # are taken; the innermost (tapes[0]) records the model itself. Leaving
-    # tape k before taking its gradients keeps them out of its own record,
-    # while the outer tapes (and any tape of the caller's, over the weights)
-    # record them for the next order.
+    with nested_tapes(order, x) as leaving:
+        values = {(): call(x)}
+        for level, tape in enumerate(leaving()):
+            for node in [n for n in children if len(n) == level]:
+                grads = _tape_gradients(tape, values[node], x, features)
+                for feature in children[node]:
+                    values[node + (feature,)] = grads(feature)
+    return values
+
+
+@contextlib.contextmanager
+def nested_tapes(order, x):
+    """`order` persistent TensorFlow tapes watching `x`, nested; yields
+    `leaving`, whose iteration leaves them innermost first and gives each
+    tape just after leaving it.
+
+    Tape k records everything from which the derivatives of order k + 1 are
+    taken; the innermost records the model itself. Leaving tape k before
+    taking its gradients keeps them out of its own record, while the outer
+    tapes (and any tape of the caller's, over the weights) record them for
+    the next order. Whatever happens, every tape is left on exit.
+    """
+    import tensorflow as tf
+
     tapes = [tf.GradientTape(persistent=True) for _ in range(order)]
     entered = []
+
+    def leaving():
+        for tape in tapes:
+            entered.remove(tape)
+            tape.__exit__(None, None, None)
+            yield tape
+
     try:
         for tape in reversed(tapes):
             tape.__enter__()
             entered.append(tape)
             tape.watch(x)
-        values = {(): call(x)}
-        for level, tape in enumerate(tapes):
-            entered.remove(tape)
-            tape.__exit__(None, None, None)
-            for node in [n for n in children if len(n) == level]:
-                grads = _tape_gradients(tape, values[node], x, features)
-                for feature in children[node]:
-                    values[node + (feature,)] = grads(feature)
-        return values
+        yield leaving
     finally:
         for tape in reversed(entered):
             tape.__exit__(None, None, None)
