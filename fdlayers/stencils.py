@@ -550,6 +550,10 @@ def check_coordinates(coordinates, min_length=1):
     return values
 
 
+# Bytes of float64 work arrays that `window_weights` keeps at once.
+WORKING_BYTES = 32 * 2**20
+
+
 def window_weights(coordinates, order, accuracy=2, padding="same"):
     """Float64 weights of every output point on a non-uniform grid.
 
@@ -572,8 +576,16 @@ def window_weights(coordinates, order, accuracy=2, padding="same"):
     # Row r: samples r..r+m-1 around point r+left; relative offsets first,
     # so that large absolute coordinates do not cost digits.
     nodes = np.lib.stride_tricks.sliding_window_view(t, m)
-    offsets = nodes - t[left:left + count, None]
-    interior = np.stack(fornberg(order, list(offsets.T)), axis=1)
+    interior = np.empty((count, m))
+    # The recurrence holds m·(order + 1) arrays of the points it runs on at
+    # once (≈ 32 KB a point at order 62): in chunks of points, that working
+    # set stays near WORKING_BYTES whatever the grid's length.
+    chunk = max(256, WORKING_BYTES // (8 * m * (order + 1)))
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        offsets = nodes[start:stop] - t[left + start:left + stop, None]
+        interior[start:stop] = np.stack(fornberg(order, list(offsets.T)),
+                                        axis=1)
     head = [np.asarray(fornberg(order, list(t[:size] - t[point])))
             if size else np.zeros(0) for point, size in layout.head]
     window = t[n - m:]
