@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import kernels, savgol, stencils
+from fdlayers import caches, kernels, savgol, stencils
 
 
 # Used here and by `fdlayers.ops`; it lives with the kernels, which need it too.
@@ -147,6 +147,8 @@ def uniform_kernel(x, spec, scale, axis, plan):
     channels = any(dim != 1 for dim in x.shape[axis + 1:])
     key = (spec, scale, axis, channels)
     if backend == "jax":
+        if is_concrete(x):
+            return _jax_bucketed_kernel(x, key)
         return _jax_forward(*key)(x)
     if backend == "torch":
         return _linear_stencil(*key).forward(x)
@@ -316,6 +318,10 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
     `padded_call`) where that is given, else `body` compiled for its shape.
     """
     if placement == "xla":
+        if (padded is not None and keras.backend.backend() == "jax"
+                and is_concrete(x)):
+            # Eager: one program per bucket of lengths, not per length.
+            return padded(x, *args, **config)
         return body(x, *args, compiled=True, **config)
     if keras.backend.backend() != "tensorflow":
         return body(x, *args, compiled=False, **config)
@@ -346,7 +352,24 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
     return y
 
 
-@functools.lru_cache(maxsize=256)
+# The bytes that functions built for static coordinate grids may keep alive
+# (`_graph_pair`, `fdlayers.ops._static_fn`): their weights are as long as
+# the grid, and the layers they served may be long gone.
+STATIC_CACHE_BYTES = 256 * 2**20
+
+
+def _graph_pair_bytes(body, padded, config, signature, any_size, threshold,
+                      lengths, axis):
+    """About what a `_graph_pair` keeps alive: the constants of a static
+    grid's weights (a coordinates' bytes in `config`, a window of them per
+    point) in its traced graphs, or a small graph's worth otherwise."""
+    grid = sum(len(value) for _, value in config if isinstance(value, bytes))
+    min_length = lengths[0]  # a window's width, for coordinates
+    return 2**16 + grid * (min_length + 1) * 2
+
+
+@caches.bytes_cache(lambda: STATIC_CACHE_BYTES, _graph_pair_bytes,
+                    max_entries=256)
 def _graph_pair(body, padded, config, signature, any_size, threshold,
                 lengths, axis):
     """`run_stencil`'s stencil and its transpose as TensorFlow functions of inputs
@@ -417,6 +440,8 @@ def padded_call(fn, x, mask=None, t=None, change=0):
     reach the outputs kept: it is masked where `mask` is given; time stamps
     go on increasing there (by their mean step), so that every weight stays
     finite and no NaN reaches a gradient."""
+    if keras.backend.backend() != "tensorflow":
+        return _static_padded_call(fn, x, mask, t, change)
     import tensorflow as tf
 
     steps = tf.shape(x)[1]
@@ -432,6 +457,23 @@ def padded_call(fn, x, mask=None, t=None, change=0):
         count = tf.cast(tf.range(1, length - steps + 1), t.dtype)
         args.append(tf.concat([t, end + step * count], last))
     return kernels.take(fn(*args), 1, 0, steps + change)
+
+
+def _static_padded_call(fn, x, mask, t, change):
+    """`padded_call` for an input whose length is static (eager JAX)."""
+    steps = x.shape[1]
+    length = _static_bucket(steps)
+    args = [_static_padded(x, 1, length)]
+    if mask is not None:
+        args.append(_static_padded(mask, 1, length, False))
+    if t is not None:
+        t = np.asarray(t)
+        first, end = t[..., :1], t[..., -1:]
+        step = (end - first) / max(steps - 1, 1)
+        count = np.arange(1, length - steps + 1, dtype=t.dtype)
+        args.append(ops.convert_to_tensor(
+            np.concatenate([t, end + step * count], -1)))
+    return _static_cut(fn(*args), 1, steps + change)
 
 
 def _static_size(x):
@@ -533,6 +575,58 @@ def _with_transpose_gradient(x, forward, transpose):
         return y, lambda g: _with_transpose_gradient(g, transpose, forward)
 
     return apply(x)
+
+
+def is_concrete(x):
+    """Whether `x` is a JAX array with values, not a tracer (under
+    `jax.jit`, `jax.grad`, an export): an eager call, whose length is
+    static and whose result nothing differentiates."""
+    import jax
+
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _static_bucket(steps):
+    """The smallest of `_BUCKETS` ≥ `steps`, an int."""
+    return int(_BUCKETS[np.searchsorted(_BUCKETS, steps)])
+
+
+# Padding and cutting back an eager JAX array are done on the host: each
+# eager JAX operation compiles a program for every new shape (≈ 20 ms).
+def _static_padded(x, axis, length, value=0):
+    widths = [(0, 0)] * len(x.shape)
+    widths[axis] = (0, length - x.shape[axis])
+    return ops.convert_to_tensor(
+        np.pad(np.asarray(x), widths, constant_values=value))
+
+
+def _static_cut(y, axis, stop):
+    index = [slice(None)] * len(y.shape)
+    index[axis] = slice(0, stop)
+    return ops.convert_to_tensor(np.asarray(y)[tuple(index)])
+
+
+def _jax_bucketed_kernel(x, key):
+    """The stencil of an eager JAX array: zero-padded to its `_bucket`,
+    through a kernel compiled once per bucket that takes the true length as
+    a run-time value, and cut back. `jax.jit` compiles for every new shape
+    and keeps each program (≈ 0.15 s and 3 MB a length on a 2-core CPU), so
+    eager calls at many lengths would otherwise compile, and grow the
+    process, without end."""
+    plan, axis = plan_of(key[0]), key[2]
+    steps = x.shape[axis]
+    y = _jax_bucketed_fn(*key)(
+        _static_padded(x, axis, _static_bucket(max(steps, plan.min_length))),
+        steps)  # a traced value, of JAX's default integer type
+    return _static_cut(y, axis, max(steps + length_change(plan), 0))
+
+
+@functools.lru_cache(maxsize=256)
+def _jax_bucketed_fn(spec, scale, axis, channels):
+    import jax
+
+    stencil = _linear_stencil(spec, scale, axis, channels)
+    return jax.jit(functools.partial(_forward_padded, stencil=stencil))
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fdlayers import dispatch, kernels, masking, savgol, stencils
+from fdlayers import caches, dispatch, kernels, masking, savgol, stencils
 
 # Half-precision inputs are differentiated in float32: the weights of a wide
 # or high-order stencil, scaled by spacing**-order, can exceed float16's range
@@ -263,6 +263,12 @@ def _check_times(t, x, axis):
         if isinstance(t, jax.core.Tracer):
             return t
     if backend == "torch" and t.device.type == "meta":  # symbolic shapes
+        return t
+    if backend == "jax":  # on the host: each eager JAX op compiles per shape
+        values = np.asarray(t)
+        if not (np.isfinite(values).all()
+                and (np.diff(values, axis=-1) > 0).all()):
+            raise ValueError(_TIMES_MESSAGE)
         return t
     steps = kernels.take(t, -1, 1, None) - kernels.take(t, -1, 0, -1)
     ok = ops.logical_and(ops.all(ops.isfinite(t)), ops.all(steps > 0))
@@ -802,8 +808,17 @@ def _apply_static(x, layout, weights, axis, exponent):
         kernels.apply_windows(x, layout, axis, head, interior, tail), exponent)
 
 
+def _static_bytes(order, accuracy, padding, axis, rank, dtype, coordinates,
+                  compiled):
+    """What a `_static_fn` keeps alive, about: its weights (a window of
+    float64 per point, cast to `dtype`) and the constants that a traced
+    graph and an XLA program hold of them."""
+    width = stencils.windows(order, accuracy, padding).width
+    return len(coordinates) * (width + 1) * 3
+
+
 @dispatch.plain_python
-@functools.lru_cache(maxsize=32)
+@caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES, _static_bytes)
 def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
                compiled):
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
