@@ -21,6 +21,9 @@ Which tests, and why:
 - test_properties.py, test_fuzzing.py, test_robustness.py: random
   configurations against an independent reference, junk arguments,
   non-finite samples, extremes and threads, on each backend's paths.
+- test_bounded_cost.py: the most expensive accepted configurations, and a
+  crafted model file, in a child process under limits of memory and time;
+  many distinct lengths; caches bounded by bytes.
 - test_export.py: `model.export` traces each backend's own way (on JAX
   with symbolic lengths), and on PyTorch fails as Keras itself does.
 - test_cli_backends.py: `fdlayers demo`, float64 on each backend.
@@ -50,7 +53,8 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_savgol.py", "tests/test_autodiff.py",
                    "tests/test_partials.py", "tests/test_training.py",
                    "tests/test_properties.py", "tests/test_fuzzing.py",
-                   "tests/test_robustness.py", "tests/test_export.py",
+                   "tests/test_robustness.py", "tests/test_bounded_cost.py",
+                   "tests/test_export.py",
                    "tests/test_cli_backends.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run

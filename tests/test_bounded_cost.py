@@ -1,0 +1,237 @@
+"""Bounded cost: the most expensive configurations the layers accept run
+within fixed limits of memory and time, from a model file too; many
+distinct lengths do not grow the process; caches are bounded by bytes.
+
+Which configurations are the most expensive, by their operation counts:
+
+- time stamps (`layer([x, t])`): Fornberg's recurrence costs about
+  m²·(order + 1) operations for a window of m nodes, and its causal head
+  rows, one window size each, m³ (kernels.fornberg_loop runs them as one
+  loop). The widest: causal, order 1, accuracy 62 (m = 63); causal order 32,
+  accuracy 32 (the most columns); central order 2, accuracy 62 (m = 64);
+  masked causal windows, every step's window size in one loop
+  (masking._causal_windows_at_once).
+- static coordinates: order 62 (m = 64, 63 columns for every point).
+- uniform grids: the widest stencils, order 2, accuracy 62 and causal
+  order 3, accuracy 61 (32 × 64 and 63 × 64 edge weights).
+- Savitzky–Golay: a 255-sample window at polynomial order 32, and masked.
+
+Each runs in a child process (tests/bounded_child.py) with its address
+space capped at its warmed-up size plus `BUDGET_MB` and an alarm, and its
+resident memory may grow by at most `GROWTH_MB`, for the first call and
+a call at a second length in every mode of the backend. These are the
+README's stated limits ("a few seconds and a few hundred MB" on
+`(1, 200, 1)`).
+
+Backend-neutral: the child runs on the backend of this process.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import fdlayers
+from fdlayers import caches, stencils
+
+HERE = pathlib.Path(__file__).resolve().parent
+BUDGET_MB = 1024  # address space beyond the warmed-up process
+GROWTH_MB = 400  # resident memory a case may add
+ALARM_S = 60  # seconds for a case, every mode and both lengths
+
+FD, SG = "FiniteDifference1D", "SavitzkyGolay1D"
+EXPENSIVE = [
+    ("stamps causal 1/62", dict({"class": FD, "order": 1, "accuracy": 62,
+                                 "padding": "causal"}), "stamps"),
+    ("stamps causal 32/32", dict({"class": FD, "order": 32, "accuracy": 32,
+                                  "padding": "causal"}), "stamps"),
+    ("stamps same 2/62", dict({"class": FD, "order": 2, "accuracy": 62}),
+     "stamps"),
+    ("masked stamps causal 1/62", dict({"class": FD, "order": 1,
+                                        "accuracy": 62,
+                                        "padding": "causal"}),
+     "masked stamps"),
+    ("coordinates 62/2", dict({"class": FD, "order": 62, "accuracy": 2,
+                               "coordinates": 200}), "series"),
+    ("uniform 2/62", dict({"class": FD, "order": 2, "accuracy": 62}),
+     "series"),
+    ("uniform causal 3/61", dict({"class": FD, "order": 3, "accuracy": 61,
+                                  "padding": "causal"}), "series"),
+    ("savgol 255/32", dict({"class": SG, "order": 1, "window": 255,
+                            "polyorder": 32}), "series"),
+    ("masked savgol 101/4", dict({"class": SG, "order": 1, "window": 101,
+                                  "polyorder": 4}), "masked"),
+]
+
+
+# By default every case runs eagerly, and the three whose compiled forms
+# cost the most (seconds of compiling each) run compiled too;
+# FDLAYERS_SLOW=1 runs every case in every mode.
+SLOW = os.environ.get("FDLAYERS_SLOW") == "1"
+COMPILED_BY_DEFAULT = {"stamps causal 1/62": ["XLA", "jax.jit"],
+                       "masked stamps causal 1/62": ["tf.function"],
+                       "savgol 255/32": ["XLA", "jax.jit"]}
+LENGTHS_COUNT = 1000
+
+
+def _modes(name):
+    if SLOW:
+        return None  # all of them
+    return ["eager"] + COMPILED_BY_DEFAULT.get(name, [])
+
+
+def _case(name, config, how):
+    lengths = ([200] if "coordinates" in config else  # the grid's own
+               [300, 360] if config.get("window", 0) > 200 else [200, 260])
+    case = {"name": name, "layer": config, "input": how, "lengths": lengths,
+            "budget_mb": BUDGET_MB, "alarm_s": ALARM_S}
+    if _modes(name):
+        case["modes"] = _modes(name)
+    return case
+
+
+def _crafted_model(path):
+    """A small `.keras` file holding the two most expensive time-stamp
+    layers (the widest causal window, the most columns)."""
+    x = keras.Input((None, 1))
+    t = keras.Input((None,))
+    y = fdlayers.FiniteDifference1D(1, accuracy=62, padding="causal")([x, t])
+    y = fdlayers.FiniteDifference1D(32, accuracy=32, padding="causal")([y, t])
+    keras.Model([x, t], y).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def child(tmp_path_factory):
+    """Every case, run in one child process (one import of the backend)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("measures memory through Linux's /proc")
+    model = _crafted_model(tmp_path_factory.mktemp("model") / "crafted.keras")
+    modes = {"tensorflow": ["eager", "tf.function"]}.get(
+        keras.backend.backend(), ["eager"])
+    cases = [_case(name, config, how) for name, config, how in EXPENSIVE]
+    cases.append({"name": "model", "model": str(model), "input": "stamps",
+                  "lengths": [200, 260], "budget_mb": BUDGET_MB,
+                  "alarm_s": ALARM_S, "size": model.stat().st_size})
+    if keras.backend.backend() != "jax":
+        cases.append({"name": "lengths", "count": LENGTHS_COUNT,
+                      "modes": modes,
+                      "layers": [{"class": FD, "order": 2, "accuracy": 4},
+                                 {"class": FD, "order": 1, "accuracy": 4}],
+                      "inputs": ["series", "stamps"]})
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(),
+               PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path))
+    run = subprocess.run(
+        [sys.executable, str(HERE / "bounded_child.py"), json.dumps(cases)],
+        capture_output=True, text=True, timeout=900, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = {line["name"]: line for line in map(
+        json.loads, run.stdout.strip().splitlines())}
+    results["model"]["size"] = model.stat().st_size
+    return results
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in EXPENSIVE])
+def test_the_most_expensive_configurations_stay_within_limits(name, child):
+    # The child fails (and so every test here) if a case needs more address
+    # space than its cap or more time than its alarm.
+    for mode, result in child[name]["modes"].items():
+        assert result["grown"] <= GROWTH_MB * 2**20, (mode, result)
+
+
+def test_a_crafted_model_file_runs_within_limits(child):
+    """A `.keras` file of a few kilobytes holding the most expensive
+    time-stamp layers loads in safe mode and predicts at two lengths
+    within the same limits as the layers themselves."""
+    assert child["model"]["size"] < 64 * 1024
+    result = child["model"]["modes"]["predict"]
+    assert result["grown"] <= GROWTH_MB * 2**20, result
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="eager JAX compiles every operation for every new shape, in any "
+           "Keras layer (a Conv1D keeps ≈ 4 MB a length): fdlayers' own "
+           "kernels are shared between lengths there too (padded to "
+           "buckets), but the process grows with JAX's caches")
+def test_a_thousand_distinct_lengths_do_not_grow_the_process(child):
+    """Compiled kernels are shared between lengths (padded to buckets), so
+    their number grows with the logarithm of the longest length, not with
+    the number of lengths: after the first hundred lengths, the next nine
+    hundred add next to nothing."""
+    result = child["lengths"]
+    assert result["after all"] - result["after a tenth"] <= 48 * 2**20, result
+
+
+# ---------------------------------------------------------------------------
+# Caches and weights in bounded memory.
+
+def test_the_bytes_cache_evicts_by_size_and_keeps_the_newest():
+    calls = []
+
+    @caches.bytes_cache(100, cost=lambda key, size: size, max_entries=3)
+    def build(key, size):
+        calls.append(key)
+        return object()
+
+    a = build("a", 40)
+    assert build("a", 40) is a and calls == ["a"]
+    build("b", 40)
+    build("a", 40)  # a is now the most recently used
+    build("c", 40)  # over 100 bytes: b, the least recently used, goes
+    assert build.cache_bytes() == 80
+    assert build("a", 40) is a and calls == ["a", "b", "c"]
+    build("b", 40)
+    assert calls == ["a", "b", "c", "b"]
+    huge = build("huge", 1000)  # larger than the budget: kept alone
+    assert build("huge", 1000) is huge and build.cache_bytes() == 1000
+    for key in "defg":
+        build(key, 1)
+    assert build.cache_bytes() == 3  # at most three entries
+    build.cache_clear()
+    assert build.cache_bytes() == 0
+
+
+def test_static_grids_of_deleted_layers_are_not_kept(monkeypatch):
+    """Functions built for static coordinate grids are kept within
+    dispatch.STATIC_CACHE_BYTES (here, as if every grid were larger than
+    it): the weights of a deleted layer's grid go with the next grid."""
+    import gc
+    import weakref
+
+    from fdlayers import dispatch, ops
+
+    monkeypatch.setattr(dispatch, "STATIC_CACHE_BYTES", 1)
+    ops._static_fn.cache_clear()
+    dispatch._graph_pair.cache_clear()
+    n = 300
+    x = np.ones((1, n, 1), "float32")
+    built = []
+    for seed in range(4):
+        grid = np.cumsum(np.random.default_rng(seed).uniform(0.5, 1.5, n))
+        fdlayers.FiniteDifference1D(2, grid, accuracy=4)(x)
+        built.append(weakref.ref(ops._static_fn(
+            2, 4, "same", 1, 3, "float32", grid.tobytes(), False)))
+        assert ops._static_fn.cache_bytes() == ops._static_bytes(
+            2, 4, "same", 1, 3, "float32", grid.tobytes(), False)
+    gc.collect()
+    assert [ref() is None for ref in built] == [True, True, True, False]
+    ops._static_fn.cache_clear()
+
+
+@pytest.mark.parametrize("order, accuracy, padding", [
+    (1, 2, "same"), (3, 4, "causal"), (62, 2, "same")])
+def test_static_weights_in_chunks_equal_those_at_once(order, accuracy,
+                                                      padding, monkeypatch):
+    t = np.cumsum(np.random.default_rng(4).uniform(0.5, 1.5, 700))
+    whole = stencils.window_weights(t, order, accuracy, padding)
+    monkeypatch.setattr(stencils, "WORKING_BYTES", 1)  # 256 points a chunk
+    chunked = stencils.window_weights(t, order, accuracy, padding)
+    np.testing.assert_array_equal(chunked[2], whole[2])
+    for a, b in zip(chunked[1] + [chunked[3]], whole[1] + [whole[3]]):
+        np.testing.assert_array_equal(a, b)
