@@ -28,9 +28,12 @@ Sections:
  12. derivatives of a network for training (benchmarks/derivatives.py): a
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
-     and DeepXDE.
+     and DeepXDE;
+ 15. bounded cost (benchmarks/bounded.py): peak memory of one call on a
+     long series, as a multiple of the input, for every path, and the first
+     call of the widest accepted windows.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 12)
+    python benchmarks/bench.py --only 8   # one section (8 to 12, 15)
 """
 
 import argparse
@@ -48,6 +51,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import bounded  # noqa: E402
 import cold  # noqa: E402
 import derivatives  # noqa: E402
 import fdlayers  # noqa: E402
@@ -402,11 +406,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12, 15),
                         help="run one section (8: per-sample time stamps, "
                              "9: Savitzky-Golay, 10: cold paths, 11: the "
                              "command on files, 12: derivatives of a "
-                             "network)")
+                             "network, 15: bounded cost)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -422,6 +426,9 @@ def main(argv=None):
         return
     if args.only == 12:
         derivatives.main(args.quick)
+        return
+    if args.only == 15:
+        bounded.main(args.quick)
         return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
@@ -441,6 +448,7 @@ def main(argv=None):
     cold.main(args.quick)
     section_command(args.quick)
     derivatives.main(args.quick)
+    bounded.main(args.quick)
 
 
 if __name__ == "__main__":

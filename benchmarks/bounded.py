@@ -1,0 +1,165 @@
+"""Section 15 of bench.py: what one call costs in memory, and what the
+widest accepted windows cost on a first call.
+
+    python benchmarks/bounded.py [--quick]
+
+1. Peak memory of one call on a long series `(1, n, 1)` float64, as a
+   multiple of the input's size, for every path (uniform, masked, static
+   coordinates, per-sample time stamps) eagerly and in `tf.function`,
+   beside the floor `x * 2.0`; each in a fresh process, whose peak resident
+   memory is reset just before the call (Linux only). The output itself is
+   one input size. A `tf.function`'s first call includes its tracing.
+2. The widest windows the layers accept, on `(1, 200, 1)`: the first call
+   and a call at a new length (260 steps), each configuration in a fresh
+   process, with the process's peak resident memory.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+_MEMORY_CHILD = r"""
+import json, os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, tensorflow as tf, fdlayers
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+
+n, path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rng = np.random.default_rng(0)
+x = tf.constant(rng.standard_normal((1, n, 1)))
+kw = dict(order=2, accuracy=4)
+grid = np.cumsum(rng.uniform(0.5, 1.5, n))
+mask = tf.constant(np.arange(n)[None] < n - 10)
+t = tf.constant(grid[None])
+fn = {"x * 2.0": lambda x: x * 2.0,
+      "uniform": lambda x: fdlayers.derivative(x, **kw),
+      "masked": lambda x: fdlayers.derivative(x, mask=mask, **kw),
+      "static coordinates": lambda x: fdlayers.derivative(x, grid, **kw),
+      "time stamps": lambda x: fdlayers.derivative(x, t, **kw)}[path]
+if mode == "tf.function":
+    fn = tf.function(fn)
+before = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current size
+y = fn(x).numpy()
+print(json.dumps({"extra": status("VmHWM:") - before, "input": n * 8}))
+"""
+
+_WIDEST_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, tensorflow as tf, fdlayers, resource
+
+config, mode = json.loads(sys.argv[1]), sys.argv[2]
+how = config.pop("input")
+cls = getattr(fdlayers, config.pop("class"))
+if "coordinates" in config:
+    config["spacing"] = np.cumsum(np.random.default_rng(1).uniform(
+        0.5, 1.5, config.pop("coordinates")))
+layer = cls(**config)
+
+def call(*args):
+    return layer(list(args) if len(args) > 1 else args[0])
+
+fn = {"eager": call, "tf.function": tf.function(call),
+      "XLA": tf.function(call, jit_compile=True)}[mode]
+times = []
+lengths = [200] if "spacing" in config and not np.isscalar(
+    config["spacing"]) else [200, 260]
+if config.get("window", 0) > 200:
+    lengths = [300, 360]
+for n in lengths:
+    rng = np.random.default_rng(n)
+    x = np.sin(0.05 * np.arange(n)).reshape(1, n, 1).astype("float32")
+    t = np.cumsum(rng.uniform(0.5, 1.5, n)).reshape(1, n).astype("float32")
+    start = time.perf_counter()
+    np.asarray(fn(x, t) if how == "stamps" else fn(x))
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": times, "max_rss": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+WIDEST = [
+    ("time stamps, causal, order 1, accuracy 62",
+     {"class": "FiniteDifference1D", "order": 1, "accuracy": 62,
+      "padding": "causal", "input": "stamps"}),
+    ("time stamps, causal, order 32, accuracy 32",
+     {"class": "FiniteDifference1D", "order": 32, "accuracy": 32,
+      "padding": "causal", "input": "stamps"}),
+    ("time stamps, order 2, accuracy 62",
+     {"class": "FiniteDifference1D", "order": 2, "accuracy": 62,
+      "input": "stamps"}),
+    ("static coordinates, order 62, accuracy 2",
+     {"class": "FiniteDifference1D", "order": 62, "accuracy": 2,
+      "coordinates": 200, "input": "series"}),
+    ("uniform, order 2, accuracy 62",
+     {"class": "FiniteDifference1D", "order": 2, "accuracy": 62,
+      "input": "series"}),
+    ("Savitzky-Golay, window 255, polyorder 32",
+     {"class": "SavitzkyGolay1D", "order": 1, "window": 255,
+      "polyorder": 32, "input": "series"}),
+]
+
+
+def _child(code, *args):
+    run = subprocess.run([sys.executable, "-c", code, *args],
+                         capture_output=True, text=True)
+    if run.returncode:
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def section_memory(n):
+    print(f"\n15a. Peak extra memory of one call on (1, {n}, 1) float64, "
+          "as a multiple of the input (order 2, accuracy 4; fresh process "
+          "each; the output is 1x)")
+    if not os.path.exists("/proc/self/clear_refs"):
+        print("(needs Linux's /proc: skipped)")
+        return
+    print(f"{'path':<20} {'eager':>8} {'tf.function':>12}")
+    for path in ("x * 2.0", "uniform", "masked", "static coordinates",
+                 "time stamps"):
+        cells = []
+        for mode in ("eager", "tf.function"):
+            data = _child(_MEMORY_CHILD, str(n), path, mode)
+            cells.append("failed" if data is None
+                         else f"{data['extra'] / data['input']:.1f}x")
+        print(f"{path:<20} {cells[0]:>8} {cells[1]:>12}", flush=True)
+
+
+def section_widest(modes):
+    print("\n15b. The widest accepted windows on (1, 200, 1) float32: "
+          "first call, a call at a new length, and the process's peak "
+          "resident memory (fresh process each, TensorFlow and fdlayers "
+          "loaded: about 0.8 GB of it)")
+    print(f"{'configuration':<42} {'mode':<12} {'first':>7} {'new length':>11}"
+          f" {'max RSS':>8}")
+    for name, config in WIDEST:
+        for mode in modes:
+            data = _child(_WIDEST_CHILD, json.dumps(config), mode)
+            if data is None:
+                print(f"{name:<42} {mode:<12} failed")
+                continue
+            seconds = data["seconds"] + [float("nan")]
+            print(f"{name:<42} {mode:<12} {seconds[0]:6.2f}s "
+                  f"{seconds[1]:10.2f}s {data['max_rss'] / 2**30:7.2f}G",
+                  flush=True)
+
+
+def main(quick=False):
+    section_memory(2 ** 20 if quick else 2 ** 24)
+    section_widest(["eager", "XLA"] if quick
+                   else ["eager", "tf.function", "XLA"])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    main(parser.parse_args().quick)
