@@ -1,0 +1,249 @@
+"""`spectral_derivative()`: the derivative of a periodic series by FFT.
+
+A series of `n` samples `x[i] = f(i·spacing)` of a function of period
+`L = n·spacing` has one trigonometric interpolant of lowest degree,
+
+    p(t) = (1/n) Σ_j X[j] · exp(i·k_j·t),   k_j = 2π·j / L,
+
+with `X` its discrete Fourier transform and `j` running over
+`-n/2 < j ≤ n/2`. Its `order`-th derivative multiplies each mode by
+`(i·k_j)**order`: one real FFT, a multiplication, one inverse FFT, exact
+to rounding for samples of a trigonometric polynomial below the Nyquist
+wavenumber `k_N = π / spacing`, and with an error that falls faster than
+any power of `spacing` for smooth periodic functions.
+
+The Nyquist mode of an even length, `j = n/2`, is the one mode without a
+partner of opposite wavenumber: the samples fix only its cosine part, and
+the interpolant that stays real for every real series, and has the least
+oscillation, carries it as `X[n/2]/n · cos(k_N·t)`. Its derivatives of odd
+order are sines, which vanish at every sample: that mode contributes 0 to
+odd derivatives. Even derivatives are cosines again, `(-k_N²)**(order/2)`
+times it, and are kept (Trefethen, *Spectral Methods in MATLAB*, SIAM
+2000, ch. 3; S. G. Johnson, *Notes on FFT-based differentiation*, MIT,
+2011). Odd lengths have no such mode.
+"""
+
+import functools
+import math
+import numbers
+import reprlib
+
+import keras
+from keras import ops
+
+from fdlayers import dispatch, stencils
+from fdlayers import ops as fd_ops
+
+#: The shortest series: 3 samples are the fewest with a mode strictly below
+#: the Nyquist wavenumber; with 1 or 2 the interpolant of every series has
+#: odd derivatives identically 0.
+MIN_LENGTH = 3
+
+#: The highest order. The transform's rounding, ε·max|x|, is multiplied by
+#: up to `k_N**order` at the top modes, against `k**order` for a mode of
+#: the signal at wavenumber `k`: for a mode at half the Nyquist wavenumber
+#: the relative error is about `ε·2**order`, 4·10⁻³ in float32 at order 16
+#: and of order 1 at order 24. Past 16 a float32 derivative keeps no useful
+#: digit but for modes within a factor 2 of the Nyquist wavenumber.
+MAX_ORDER = 16
+
+# Series of at least this many elements run through XLA on TensorFlow
+# where their size is static: the FFTs, the multiplication and the
+# transposes fuse into fewer passes over memory (benchmarks/README.md,
+# section 14); below it, a kernel compiled per shape costs more than it saves.
+_XLA_MIN_SIZE = 1 << 20
+
+
+def check_arguments(order, spacing, cutoff):
+    """Validate `(order, spacing, cutoff)`; return them as
+    `(int, float, float or None)`."""
+    if type(order) is int and type(spacing) in (int, float) and (
+            cutoff is None or type(cutoff) in (int, float)):
+        return _check_plain(order, spacing, cutoff)
+    return _check(order, spacing, cutoff)
+
+
+@dispatch.plain_python  # TorchDynamo would trace past the cache
+@functools.lru_cache(maxsize=256)
+def _check_plain(order, spacing, cutoff):
+    return _check(order, spacing, cutoff)
+
+
+def _check(order, spacing, cutoff):
+    order = stencils.check_positive_int("order", order)
+    if order > MAX_ORDER:
+        raise ValueError(
+            f"`order` must be at most {MAX_ORDER} for a spectral derivative: "
+            "higher orders amplify the transform's rounding past any digit "
+            f"of the result in float32. Received: order={order}")
+    spacing = fd_ops.check_spacing(spacing)
+    if cutoff is not None:
+        cutoff = fd_ops.as_number(cutoff)
+        if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real):
+            raise TypeError(
+                "`cutoff` must be None or a number in (0, 1], a fraction of "
+                f"the Nyquist wavenumber. Received: cutoff={cutoff!r} of type "
+                f"{type(cutoff).__name__}")
+        if not 0 < float(cutoff) <= 1:  # NaN fails too
+            raise ValueError(
+                "`cutoff` must be None or a number in (0, 1], a fraction of "
+                "the Nyquist wavenumber. Received: "
+                f"cutoff={reprlib.repr(cutoff)}")
+        cutoff = float(cutoff)
+    return order, spacing, cutoff
+
+
+def output_shape(input_shape, axis=1):
+    """Shape of `spectral_derivative(x, axis=axis)` for `x` of `input_shape`:
+    the same. Checks the rank (≥ 1), the axis and, where it is known, that
+    the length along `axis` is at least `MIN_LENGTH`."""
+    input_shape = tuple(input_shape)
+    rank = len(input_shape)
+    if rank < 1:
+        raise ValueError(
+            "The input must have rank ≥ 1, e.g. (steps,) or (batch, steps, "
+            f"channels). Received: input of shape {input_shape}")
+    axis = fd_ops.check_axis(axis, rank)
+    length = dispatch.static_length(input_shape[axis])
+    if length is not None and length < MIN_LENGTH:
+        raise ValueError(_too_short(axis, length))
+    return input_shape
+
+
+def _too_short(axis, length=None):
+    received = (f"Received: {length} steps" if length is not None
+                else "Received: a shorter sequence (its length follows)")
+    return (f"The input is too short along axis {axis}: a spectral "
+            f"derivative needs at least {MIN_LENGTH} samples of a period. "
+            + received)
+
+
+def _check_length(x, axis):
+    """Fail at run time where the length is only known then (TensorFlow
+    graphs); JAX and PyTorch trace with concrete lengths, which
+    `output_shape` has checked."""
+    if x.shape[axis] is not None or keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    check = tf.debugging.assert_greater_equal(
+        tf.shape(x)[axis], MIN_LENGTH, message=_too_short(axis))
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+@dispatch.static_python
+def spectral_derivative(x, order=1, spacing=1.0, cutoff=None, axis=1):
+    """The `order`-th derivative of a periodic series along `axis`, by FFT.
+
+    `x` holds `n` samples `x[..., i, ...] = f(i·spacing)` along `axis` of a
+    function of period `n·spacing` (the sample after the last would be the
+    first again). The result is the `order`-th derivative, at the samples,
+    of the series' trigonometric interpolant: mode `j` of the real FFT,
+    `0 ≤ j ≤ n // 2`, is multiplied by `(i·k_j)**order` with
+    `k_j = 2π·j / (n·spacing)`. It is exact to rounding for samples of a
+    trigonometric polynomial of degree `< n/2` (with period `n·spacing`);
+    on a smooth periodic function its error falls faster than any power of
+    `spacing`. On a non-periodic series the jump between its last and first
+    samples spreads Gibbs oscillations over the whole result: use
+    `FiniteDifference1D` or `SavitzkyGolay1D` there.
+
+    The Nyquist mode `j = n/2` of an even `n`: for odd `order` it is
+    zeroed, for even `order` it is kept, multiplied by
+    `(-1)**(order/2) · (π/spacing)**order` (Trefethen, *Spectral Methods in
+    MATLAB*, ch. 3; Johnson, *Notes on FFT-based differentiation*, 2011):
+    the samples fix only the cosine part of that mode, and the real,
+    least-oscillating interpolant carries it as a cosine, whose odd
+    derivatives vanish at every sample. Odd `n` has no Nyquist mode.
+
+    `cutoff` (a fraction of the Nyquist wavenumber `π/spacing`) zeroes the
+    modes above it, as a low-pass filter for noise: mode `j` is kept when
+    `2·j ≤ cutoff·n` (`|k_j| ≤ cutoff·π/spacing`), a mode on the boundary
+    included; the comparison is made in the compute dtype. With
+    `cutoff=1` every mode is kept, as with `None`.
+
+    The multipliers `(2π·j/(n·spacing))**order` are computed in the
+    compute dtype; with a fine spacing and a high order they can overflow
+    (inf), and the derivative of the highest modes with them.
+
+    Args:
+        x: tensor of rank ≥ 1, at least `MIN_LENGTH` (3) long along
+            `axis` (checked at run time in a TensorFlow graph whose length
+            is only known then). Integer tensors are cast to
+            `keras.config.floatx()`; float16 and bfloat16 inputs are
+            transformed in float32 and the result is cast back.
+        order: derivative order, an integer in `[1, MAX_ORDER]` (16).
+        spacing: the sample spacing, a positive finite number (a 0-d array
+            or eager 0-d tensor counts as one); the period is
+            `n·spacing`.
+        cutoff: None (keep every mode), or a number in (0, 1].
+        axis: the axis to differentiate along (default 1, the steps axis).
+
+    Returns:
+        A tensor of `x`'s float dtype and shape.
+
+    Raises:
+        TypeError, ValueError: for invalid arguments or a series shorter
+            than 3 samples.
+    """
+    order, spacing, cutoff = check_arguments(order, spacing, cutoff)
+    x, dtype = fd_ops._float_input(x)
+    output_shape(x.shape, axis)
+    axis = fd_ops.check_axis(axis, len(x.shape))
+    x = _check_length(x, axis)
+    if dtype in fd_ops._HALF_DTYPES:
+        x = ops.cast(x, "float32")
+    y = _run(x, order, spacing, cutoff, axis)
+    return ops.cast(y, dtype) if dtype in fd_ops._HALF_DTYPES else y
+
+
+def _run(x, order, spacing, cutoff, axis):
+    """`_differentiate`, through XLA on TensorFlow where that is faster
+    (a static size of at least `_XLA_MIN_SIZE`), op by op otherwise."""
+    if (keras.backend.backend() == "tensorflow"
+            and None not in x.shape
+            and math.prod(x.shape) >= _XLA_MIN_SIZE
+            and not dispatch._in_xla_program()):
+        return _compiled(order, spacing, cutoff, axis)(x)
+    return _differentiate(x, order, spacing, cutoff, axis)
+
+
+@dispatch.plain_python
+@functools.lru_cache(maxsize=64)
+def _compiled(order, spacing, cutoff, axis):
+    return dispatch.through_xla(
+        functools.partial(_differentiate, order=order, spacing=spacing,
+                          cutoff=cutoff, axis=axis), True)
+
+
+def _differentiate(x, order, spacing, cutoff, axis):
+    """The derivative of a float32 or float64 tensor `x` along `axis`."""
+    last = len(x.shape) - 1
+    if axis != last:
+        x = ops.moveaxis(x, axis, last)
+    n = ops.shape(x)[last]
+    real, imag = ops.rfft(x)
+    dtype = keras.backend.standardize_dtype(real.dtype)
+    j = ops.cast(ops.arange(ops.shape(real)[last]), dtype)
+    length = ops.cast(n, dtype)
+    multiplier = ops.power(j / length * (2 * math.pi / spacing), order)
+    keep = None
+    if order % 2:  # the Nyquist mode of an even length (see the docstring)
+        keep = ops.not_equal(2 * j, length)
+    if cutoff is not None:
+        below = ops.less_equal(2 * j, cutoff * length)
+        keep = below if keep is None else ops.logical_and(keep, below)
+    if keep is not None:
+        multiplier = ops.where(keep, multiplier, ops.zeros_like(multiplier))
+    # (i·k)**order = i**order · k**order: a quarter turn per order.
+    quarter_turns = order % 4
+    if quarter_turns >= 2:
+        multiplier = -multiplier
+    if quarter_turns % 2:
+        real, imag = -multiplier * imag, multiplier * real
+    else:
+        real, imag = multiplier * real, multiplier * imag
+    y = ops.irfft((real, imag), n)
+    if axis != last:
+        y = ops.moveaxis(y, last, axis)
+    return y
