@@ -222,11 +222,55 @@ def _differentiate(x, order, spacing, cutoff, axis):
     if axis != last:
         x = ops.moveaxis(x, axis, last)
     n = ops.shape(x)[last]
-    real, imag = ops.rfft(x)
-    dtype = keras.backend.standardize_dtype(real.dtype)
-    j = ops.cast(ops.arange(ops.shape(real)[last]), dtype)
+    if keras.backend.backend() == "tensorflow":
+        y = _tensorflow(x, n, order, spacing, cutoff)
+    else:
+        real, imag = ops.rfft(x)
+        multiplier = _multiplier(n, ops.shape(real)[last], real.dtype, order,
+                                 spacing, cutoff)
+        # (i·k)**order = i**order · k**order: a quarter turn per order.
+        if order % 2:
+            real, imag = -multiplier * imag, multiplier * real
+        else:
+            real, imag = multiplier * real, multiplier * imag
+        y = ops.irfft((real, imag), n)
+    if axis != last:
+        y = ops.moveaxis(y, last, axis)
+    return y
+
+
+def _tensorflow(x, n, order, spacing, cutoff):
+    """As the other backends, with TensorFlow's complex tensors: one
+    complex product instead of splitting the spectrum and joining it
+    again (Keras' `irfft` also checks and converts its input: 2-3× the
+    time of TensorFlow's on a long series, eagerly)."""
+    import tensorflow as tf
+
+    spectrum = tf.signal.rfft(x)
+    multiplier = _multiplier(n, tf.shape(spectrum)[-1], x.dtype, order,
+                             spacing, cutoff)
+    zeros = tf.zeros_like(multiplier)
+    multiplier = (tf.complex(zeros, multiplier) if order % 2
+                  else tf.complex(multiplier, zeros))
+    return tf.signal.irfft(spectrum * multiplier, [n])
+
+
+def _multiplier(n, bins, dtype, order, spacing, cutoff):
+    """`i**-(order % 2) · (i·k_j)**order` for the `bins` modes of a real
+    FFT of length `n`, a real vector: `k_j**order` times the sign of
+    `i**(order - order % 2)`, zero where a mode is dropped (the Nyquist
+    mode of an even length for odd orders, modes above `cutoff`)."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    j = ops.cast(ops.arange(bins), dtype)
     length = ops.cast(n, dtype)
-    multiplier = ops.power(j / length * (2 * math.pi / spacing), order)
+    k = j / length * (2 * math.pi / spacing)
+    # Repeated products, not `power`: exact integer powers and, on
+    # TensorFlow, a tenth of the time of Keras' `power` eagerly.
+    multiplier = k
+    for _ in range(order - 1):
+        multiplier = multiplier * k
+    if order % 4 in (2, 3):
+        multiplier = -multiplier
     keep = None
     if order % 2:  # the Nyquist mode of an even length (see the docstring)
         keep = ops.not_equal(2 * j, length)
@@ -235,15 +279,4 @@ def _differentiate(x, order, spacing, cutoff, axis):
         keep = below if keep is None else ops.logical_and(keep, below)
     if keep is not None:
         multiplier = ops.where(keep, multiplier, ops.zeros_like(multiplier))
-    # (i·k)**order = i**order · k**order: a quarter turn per order.
-    quarter_turns = order % 4
-    if quarter_turns >= 2:
-        multiplier = -multiplier
-    if quarter_turns % 2:
-        real, imag = -multiplier * imag, multiplier * real
-    else:
-        real, imag = multiplier * real, multiplier * imag
-    y = ops.irfft((real, imag), n)
-    if axis != last:
-        y = ops.moveaxis(y, last, axis)
-    return y
+    return multiplier
