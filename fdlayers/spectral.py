@@ -118,6 +118,19 @@ def _too_short(axis, length=None):
             + received)
 
 
+def _check_symbolic(x, axis):
+    """Refuse a length that is a symbolic dimension of JAX's shape
+    polymorphism (`model.export` of a model with `None` lengths on JAX):
+    JAX's FFTs take concrete lengths only."""
+    if dispatch.is_symbolic(x.shape[axis]):
+        raise ValueError(
+            "A spectral derivative needs a concrete length along axis "
+            f"{axis} on JAX, whose FFTs cannot be traced for a symbolic one "
+            "(as `model.export` traces `None` lengths): give the model's "
+            "input a fixed length, or export it on TensorFlow. Received: "
+            f"length {x.shape[axis]}")
+
+
 def _check_length(x, axis):
     """Fail at run time where the length is only known then (TensorFlow
     graphs); JAX and PyTorch trace with concrete lengths, which
@@ -190,10 +203,14 @@ def spectral_derivative(x, order=1, spacing=1.0, cutoff=None, axis=1):
     x, dtype = fd_ops._float_input(x)
     output_shape(x.shape, axis)
     axis = fd_ops.check_axis(axis, len(x.shape))
+    _check_symbolic(x, axis)
     x = _check_length(x, axis)
     if dtype in fd_ops._HALF_DTYPES:
         x = ops.cast(x, "float32")
-    y = _run(x, order, spacing, cutoff, axis)
+    if 0 in x.shape:  # an empty batch: PyTorch's FFT (MKL) refuses it
+        y = ops.zeros_like(x)
+    else:
+        y = _run(x, order, spacing, cutoff, axis)
     return ops.cast(y, dtype) if dtype in fd_ops._HALF_DTYPES else y
 
 

@@ -12,6 +12,10 @@ from fdlayers import spectral
 from harness import run_layer_test
 
 SD = fdlayers.SpectralDerivative1D
+# Keras' own call of jax2tf, on JAX (test_model_export).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The `native_serialization` parameter is deprecated"
+    ":DeprecationWarning")
 # JAX computes in float32 unless 64-bit types are enabled (conftest.py does).
 FLOAT64 = keras.backend.standardize_dtype(
     keras.ops.convert_to_tensor(np.zeros(1)).dtype) == "float64"
@@ -311,6 +315,13 @@ def test_input_errors():
                                atol=1e-6)
 
 
+def test_empty_batches_give_empty_results():
+    for shape, axis in (((0, 8, 2), 1), ((2, 8, 0), 1), ((0, 8), -1)):
+        y = fdlayers.spectral_derivative(np.zeros(shape, "float32"), axis=axis)
+        assert tuple(y.shape) == shape
+    assert tuple(SD()(np.zeros((0, 8, 2), "float32")).shape) == (0, 8, 2)
+
+
 @pytest.mark.tensorflow_only
 def test_too_short_at_run_time_in_a_graph_and_any_length_otherwise():
     import tensorflow as tf
@@ -325,14 +336,22 @@ def test_too_short_at_run_time_in_a_graph_and_any_length_otherwise():
         fn(np.ones((1, 2)))
 
 
-@pytest.mark.tensorflow_only
-def test_model_export_serves_any_length(tmp_path):
-    model = keras.Sequential([keras.Input((None, 2)), SD(2, spacing=0.5)])
+@pytest.mark.skipif(per_backend.BACKEND == "torch",
+                    reason="Keras 3.15 cannot export on PyTorch (test_export.py)")
+def test_model_export(tmp_path):
+    """Any length on TensorFlow; on JAX a fixed one (its FFTs take no
+    symbolic length), and `None` is refused by name."""
+    length = None if per_backend.BACKEND == "tensorflow" else 16
+    model = keras.Sequential([keras.Input((length, 2)), SD(2, spacing=0.5)])
     model.export(str(tmp_path / "exported"), verbose=False)
     import tensorflow as tf
 
     served = tf.saved_model.load(str(tmp_path / "exported"))
-    for n in (7, 16):
+    for n in (7, 16) if length is None else (16,):
         x = np.random.default_rng(n).standard_normal((1, n, 2)).astype("float32")
         np.testing.assert_allclose(served.serve(x).numpy(),
                                    _reference(x, 2, 0.5), rtol=0, atol=1e-3)
+    if per_backend.BACKEND == "jax":
+        model = keras.Sequential([keras.Input((None, 2)), SD()])
+        with pytest.raises(ValueError, match="needs a concrete length"):
+            model.export(str(tmp_path / "symbolic"), verbose=False)
