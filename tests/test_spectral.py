@@ -185,15 +185,30 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
 
 
 def test_compiled_path_for_large_inputs_equals_op_by_op(monkeypatch, rng):
-    """On TensorFlow large static inputs run through XLA (one compiled
-    function); forced here on a small one: the same result, and gradient."""
+    """In TensorFlow graphs large static inputs run through XLA (one
+    compiled function); forced here on a small one: the same result, and
+    gradient."""
     x = rng.standard_normal((2, 30, 2)).astype("float32")
     fn = lambda v: fdlayers.spectral_derivative(v, 3, 0.5, 0.9)  # noqa: E731
-    run = per_backend.value_and_gradients(fn)
+    mode = "tf.function" if per_backend.BACKEND == "tensorflow" else "eager"
     args = [per_backend.tensor(a) for a in (x, x[::-1].copy(), x * 2)]
-    plain = per_backend.numpy(run(*args))
+    calls = []
+    real_compiled = spectral._compiled
+
+    def counted(*key):
+        calls.append(key)
+        return real_compiled(*key)
+
+    def run():  # a new function, traced anew
+        return per_backend.numpy(per_backend.compiled(
+            per_backend.value_and_gradients(fn), mode)(*args))
+
+    plain = run()
+    assert not calls
     monkeypatch.setattr(spectral, "_XLA_MIN_SIZE", 0)
-    compiled = per_backend.numpy(run(*args))
+    monkeypatch.setattr(spectral, "_compiled", counted)
+    compiled = run()
+    assert bool(calls) == (per_backend.BACKEND == "tensorflow")
     for a, b in zip(plain, compiled):
         _assert_relative(a, b, 1e-5)
 
