@@ -49,10 +49,10 @@ MAX_ORDER = 16
 
 # In a TensorFlow graph, inputs of a static size of at least this many
 # elements run through XLA: the transposes and the multiplication fuse
-# around the FFTs, ≈ 1.35× faster on (64, 65536, 4) float32, 1.1× on
-# (1, 2**22, 1) (benchmarks/README.md, section 14). The compile costs ≈ 1-2 s
-# per shape there, paid with the graph's tracing; eager calls, which would
-# pay it at every new shape, run op by op.
+# around the FFTs, ≈ 1.3× faster on (64, 65536, 4) float32, 1.06× on
+# (1, 2**22, 1) (benchmarks/README.md, section 14). The compile, paid with
+# the graph's tracing, made first calls of 0.2-2 s per shape there; eager
+# calls, which would pay it at every new shape, run op by op.
 _XLA_MIN_SIZE = 1 << 20
 
 
