@@ -51,8 +51,9 @@ MAX_ORDER = 16
 # elements run through XLA: the transposes and the multiplication fuse
 # around the FFTs, ≈ 1.3× faster on (64, 65536, 4) float32, 1.06× on
 # (1, 2**22, 1) (benchmarks/README.md, section 14). The compile, paid with
-# the graph's tracing, made first calls of 0.2-2 s per shape there; eager
-# calls, which would pay it at every new shape, run op by op.
+# the graph's tracing, made first calls of 0.2-0.45 s per shape there (up
+# to 2 s in a run apart); eager calls, which would pay it at every new
+# shape, run op by op.
 _XLA_MIN_SIZE = 1 << 20
 
 
