@@ -239,16 +239,20 @@ def _executing_eagerly():
 def _compiled(order, spacing, cutoff, axis):
     return dispatch.through_xla(
         functools.partial(_differentiate, order=order, spacing=spacing,
-                          cutoff=cutoff, axis=axis), True)
+                          cutoff=cutoff, axis=axis, packed=True), True)
 
 
-def _differentiate(x, order, spacing, cutoff, axis):
-    """The derivative of a float32 or float64 tensor `x` along `axis`."""
+def _differentiate(x, order, spacing, cutoff, axis, packed=False):
+    """The derivative of a float32 or float64 tensor `x` along `axis`;
+    `packed`: through `_packed` where the length is static and even."""
     last = len(x.shape) - 1
     if axis != last:
         x = ops.moveaxis(x, axis, last)
     n = ops.shape(x)[last]
-    if keras.backend.backend() == "tensorflow":
+    if (packed and isinstance(n, int) and n % 2 == 0
+            and keras.backend.backend() == "tensorflow"):
+        y = _packed(x, n, order, spacing, cutoff)
+    elif keras.backend.backend() == "tensorflow":
         y = _tensorflow(x, n, order, spacing, cutoff)
     else:
         real, imag = ops.rfft(x)
@@ -279,6 +283,80 @@ def _tensorflow(x, n, order, spacing, cutoff):
     multiplier = (tf.complex(zeros, multiplier) if order % 2
                   else tf.complex(multiplier, zeros))
     return tf.signal.irfft(spectrum * multiplier, [n])
+
+
+def _packed(x, n, order, spacing, cutoff):
+    """As `_tensorflow`, for a static even length `n = 2m`, with complex
+    FFTs of length `m` in place of the real ones of length `n`.
+
+    Under XLA (where this runs) TensorFlow's `rfft` and `irfft` take about
+    twice the time of a complex FFT of half the length (46 and 42 against
+    21 and 25 ms on 2**22 float32 samples), so the samples are packed in
+    pairs, `z[p] = x[2p] + i·x[2p+1]`, and the spectrum of `x` is untangled
+    from `Z = fft(z)` (Press et al., *Numerical Recipes*, 3rd ed., §12.3):
+    with `Z[m] = Z[0]` and `w = exp(-2πi/n)`, the even and odd samples'
+    spectra are `E[k] = (Z[k] + conj Z[m-k]) / 2` and
+    `O[k] = (Z[k] - conj Z[m-k]) / 2i`, and `X[k] = E[k] + w**k·O[k]` for
+    `0 ≤ k ≤ m`. After the product `Y = X·(i·k)**order`, the inverse runs
+    the same steps backwards: `Ye[k] = (Y[k] + conj Y[m-k]) / 2`,
+    `Yo[k] = (Y[k] - conj Y[m-k]) / 2 · conj(w**k)`, and
+    `ifft(Ye + i·Yo)` holds the even samples of the result in its real
+    part and the odd ones in its imaginary part. Everything between the
+    two FFTs is elementwise, fused by XLA; the twiddles `w**k` are rounded
+    once from float64 (`_twiddles`).
+    """
+    import tensorflow as tf
+
+    m = n // 2
+    shape = tf.shape(x)
+    pairs = tf.reshape(x, tf.concat([shape[:-1], [m, 2]], 0))
+    spectrum = tf.signal.fft(tf.complex(pairs[..., 0], pairs[..., 1]))
+    real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
+    real = tf.concat([real, real[..., :1]], -1)  # Z[m] = Z[0]
+    imag = tf.concat([imag, imag[..., :1]], -1)
+    cos, sin = _twiddles(n, keras.backend.standardize_dtype(x.dtype))
+
+    def halves(real, imag, sign):
+        """`(A + conj A[m - k]) / 2` and `(A - conj A[m - k]) / 2`,
+        the second times `-i` (sign -1) or 1 (sign 1)."""
+        real_back, imag_back = tf.reverse(real, [-1]), tf.reverse(imag, [-1])
+        even = ((real + real_back) / 2, (imag - imag_back) / 2)
+        odd = ((real - real_back) / 2, (imag + imag_back) / 2)
+        if sign < 0:
+            odd = (odd[1], -odd[0])
+        return even, odd
+
+    (even_r, even_i), (odd_r, odd_i) = halves(real, imag, -1)
+    # X = E + w**k·O, with w**k = cos - i·sin.
+    real = even_r + cos * odd_r + sin * odd_i
+    imag = even_i + cos * odd_i - sin * odd_r
+    multiplier = _multiplier(n, m + 1, x.dtype, order, spacing, cutoff)
+    if order % 2:
+        real, imag = -multiplier * imag, multiplier * real
+    else:
+        real, imag = multiplier * real, multiplier * imag
+    (even_r, even_i), (odd_r, odd_i) = halves(real, imag, 1)
+    # Yo = D·conj(w**k), with conj(w**k) = cos + i·sin; then Ye + i·Yo.
+    odd_r, odd_i = cos * odd_r - sin * odd_i, cos * odd_i + sin * odd_r
+    packed = tf.signal.ifft(tf.complex((even_r - odd_i)[..., :m],
+                                       (even_i + odd_r)[..., :m]))
+    y = tf.stack([tf.math.real(packed), tf.math.imag(packed)], -1)
+    return tf.reshape(y, shape)
+
+
+@functools.lru_cache(maxsize=4)  # each as large as half an input series
+def _twiddles(n, dtype):
+    """`cos(2πk/n)` and `sin(2πk/n)` for `0 ≤ k ≤ n/2`, each rounded once
+    from float64 to `dtype`: eager tensors, which a compiled function
+    takes as inputs rather than embedding them as constants (n/2 + 1 of
+    them, as large as half the input)."""
+    import numpy as np
+    import tensorflow as tf
+
+    angle = 2 * np.pi * np.arange(n // 2 + 1) / n
+    with tf.init_scope():
+        return (tf.constant(np.cos(angle).astype(dtype)),
+                tf.constant(np.sin(angle).astype(dtype)))
 
 
 def _multiplier(n, bins, dtype, order, spacing, cutoff):

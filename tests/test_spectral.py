@@ -184,11 +184,12 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
     _assert_relative(d2, np.einsum("ij,bjc->bic", matrix, second), tol)
 
 
-def test_compiled_path_for_large_inputs_equals_op_by_op(monkeypatch, rng):
+@pytest.mark.parametrize("n", [30, 31])
+def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
     """In TensorFlow graphs large static inputs run through XLA (one
-    compiled function); forced here on a small one: the same result, and
-    gradient."""
-    x = rng.standard_normal((2, 30, 2)).astype("float32")
+    compiled function, with half-length complex FFTs for even lengths);
+    forced here on a small one: the same result, and gradient."""
+    x = rng.standard_normal((2, n, 2))
     fn = lambda v: fdlayers.spectral_derivative(v, 3, 0.5, 0.9)  # noqa: E731
     mode = "tf.function" if per_backend.BACKEND == "tensorflow" else "eager"
     args = [per_backend.tensor(a) for a in (x, x[::-1].copy(), x * 2)]
@@ -210,7 +211,9 @@ def test_compiled_path_for_large_inputs_equals_op_by_op(monkeypatch, rng):
     compiled = run()
     assert bool(calls) == (per_backend.BACKEND == "tensorflow")
     for a, b in zip(plain, compiled):
-        _assert_relative(a, b, 1e-5)
+        _assert_relative(a, b, 1e-12 if FLOAT64 else 1e-5)
+    _assert_relative(compiled[0], _reference(x, 3, 0.5, 0.9),
+                     1e-12 if FLOAT64 else 1e-5)
 
 
 # ---------------------------------------------------------------------------
