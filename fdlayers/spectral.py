@@ -219,11 +219,13 @@ def spectral_derivative(x, order=1, spacing=1.0, cutoff=None, axis=1):
 
 def _run(x, order, spacing, cutoff, axis):
     """`_differentiate`, through XLA in TensorFlow graphs where that is
-    faster (a static size of at least `_XLA_MIN_SIZE`), op by op otherwise."""
-    if (keras.backend.backend() == "tensorflow"
-            and not _executing_eagerly() and None not in x.shape
-            and math.prod(x.shape) >= _XLA_MIN_SIZE
-            and not dispatch._in_xla_program()):
+    faster (a static size of at least `_XLA_MIN_SIZE`), op by op otherwise;
+    in a program that XLA compiles whole, inline, as XLA runs it best."""
+    if keras.backend.backend() != "tensorflow" or _executing_eagerly():
+        return _differentiate(x, order, spacing, cutoff, axis)
+    if dispatch._in_xla_program():
+        return _differentiate(x, order, spacing, cutoff, axis, packed=True)
+    if None not in x.shape and math.prod(x.shape) >= _XLA_MIN_SIZE:
         return _compiled(order, spacing, cutoff, axis)(x)
     return _differentiate(x, order, spacing, cutoff, axis)
 
