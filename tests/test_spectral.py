@@ -168,8 +168,8 @@ def test_equals_pysindy_spectral_derivative(n, order, rng):
 # Dᵀu, and differentiating that again with respect to u gives D s.
 
 @pytest.mark.parametrize("mode", per_backend.MODES)
-@pytest.mark.parametrize("n,order,cutoff", [(12, 1, None), (13, 2, None),
-                                            (12, 3, 0.5), (12, 2, None)])
+@pytest.mark.parametrize("n,order,cutoff", [(12, 1, None), (12, 2, None),
+                                            (13, 3, 0.5)])
 def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
     h = 0.4
     matrix = _matrix(n, order, h, cutoff)
@@ -184,6 +184,7 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
     _assert_relative(d2, np.einsum("ij,bjc->bic", matrix, second), tol)
 
 
+@pytest.mark.tensorflow_only  # the other backends have one path
 @pytest.mark.parametrize("n", [30, 31])
 def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
     """In TensorFlow graphs large static inputs run through XLA (one
@@ -191,7 +192,7 @@ def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
     forced here on a small one: the same result, and gradient."""
     x = rng.standard_normal((2, n, 2))
     fn = lambda v: fdlayers.spectral_derivative(v, 3, 0.5, 0.9)  # noqa: E731
-    mode = "tf.function" if per_backend.BACKEND == "tensorflow" else "eager"
+    mode = "tf.function"
     args = [per_backend.tensor(a) for a in (x, x[::-1].copy(), x * 2)]
     calls = []
     real_compiled = spectral._compiled
@@ -209,7 +210,7 @@ def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
     monkeypatch.setattr(spectral, "_XLA_MIN_SIZE", 0)
     monkeypatch.setattr(spectral, "_compiled", counted)
     compiled = run()
-    assert bool(calls) == (per_backend.BACKEND == "tensorflow")
+    assert calls
     for a, b in zip(plain, compiled):
         _assert_relative(a, b, 1e-12 if FLOAT64 else 1e-5)
     _assert_relative(compiled[0], _reference(x, 3, 0.5, 0.9),
