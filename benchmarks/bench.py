@@ -29,11 +29,14 @@ Sections:
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
      and DeepXDE;
+ 14. spectral derivatives (benchmarks/spectral.py): SpectralDerivative1D
+     eager, in tf.function and XLA against FFT differentiation in NumPy
+     (numpy.fft) and SciPy (scipy.fft) on the same data;
  15. bounded cost (benchmarks/bounded.py): peak memory of one call on a
      long series, as a multiple of the input, for every path, and the first
      call of the widest accepted windows.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 12, 15)
+    python benchmarks/bench.py --only 8   # one section (8 to 12, 14, 15)
 """
 
 import argparse
@@ -55,6 +58,7 @@ import bounded  # noqa: E402
 import cold  # noqa: E402
 import derivatives  # noqa: E402
 import fdlayers  # noqa: E402
+import spectral  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
 SPACING = 0.01
@@ -406,11 +410,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12, 15),
+    parser.add_argument("--only", type=int,
+                        choices=(8, 9, 10, 11, 12, 14, 15),
                         help="run one section (8: per-sample time stamps, "
                              "9: Savitzky-Golay, 10: cold paths, 11: the "
                              "command on files, 12: derivatives of a "
-                             "network, 15: bounded cost)")
+                             "network, 14: spectral derivatives, 15: "
+                             "bounded cost)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -426,6 +432,9 @@ def main(argv=None):
         return
     if args.only == 12:
         derivatives.main(args.quick)
+        return
+    if args.only == 14:
+        spectral.main(args.quick, interleaved)
         return
     if args.only == 15:
         bounded.main(args.quick)
@@ -448,6 +457,7 @@ def main(argv=None):
     cold.main(args.quick)
     section_command(args.quick)
     derivatives.main(args.quick)
+    spectral.main(args.quick, interleaved)
     bounded.main(args.quick)
 
 

@@ -7,6 +7,8 @@ Public API:
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
+- `spectral_derivative(x, order, spacing, cutoff, axis)` and
+  `SpectralDerivative1D`: the derivative of a periodic series by FFT;
 - `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
   and `input_laplacian(model, x, features)`: a model's derivatives with
   respect to its input by autodiff, zeros where the truth is zero (never
@@ -27,11 +29,14 @@ __version__ = "0.1.0"
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "input_laplacian",
            "input_partials", "stencil", "__version__"]
+__all__ += ["SpectralDerivative1D", "spectral_derivative"]
 
 _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "derivative": "ops", "FiniteDifference1D": "layers",
           "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff",
           "input_partials": "autodiff", "input_laplacian": "autodiff"}
+_HOMES.update({"spectral_derivative": "spectral",
+               "SpectralDerivative1D": "spectral_layers"})
 
 
 def _is_the_command():
@@ -62,3 +67,5 @@ if not _is_the_command():
     from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
     from fdlayers.autodiff import (  # noqa: E402,F401
         input_derivatives, input_laplacian, input_partials)
+    from fdlayers.spectral import spectral_derivative  # noqa: E402,F401
+    from fdlayers.spectral_layers import SpectralDerivative1D  # noqa: E402,F401

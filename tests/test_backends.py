@@ -27,6 +27,8 @@ Which tests, and why:
 - test_export.py: `model.export` traces each backend's own way (on JAX
   with symbolic lengths), and on PyTorch fails as Keras itself does.
 - test_cli_backends.py: `fdlayers demo`, float64 on each backend.
+- test_spectral.py: SpectralDerivative1D through each backend's FFT, its
+  gradients in each compiled mode, and the layer contract.
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
@@ -56,6 +58,7 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_robustness.py", "tests/test_bounded_cost.py",
                    "tests/test_export.py",
                    "tests/test_cli_backends.py"]
+NEUTRAL_MODULES += ["tests/test_spectral.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run
 _RUNS = pytest.StashKey[dict]()
