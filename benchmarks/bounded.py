@@ -41,8 +41,8 @@ t = tf.constant(grid[None])
 fn = {"x * 2.0": lambda x: x * 2.0,
       "uniform": lambda x: fdlayers.derivative(x, **kw),
       "masked": lambda x: fdlayers.derivative(x, mask=mask, **kw),
-      "static coordinates": lambda x: fdlayers.derivative(x, grid, **kw),
-      "time stamps": lambda x: fdlayers.derivative(x, t, **kw)}[path]
+      "static coordinates": lambda x: fdlayers.derivative(x, spacing=grid, **kw),
+      "time stamps": lambda x: fdlayers.derivative(x, spacing=t, **kw)}[path]
 if mode == "tf.function":
     fn = tf.function(fn)
 before = status("VmRSS:")
