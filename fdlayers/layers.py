@@ -42,6 +42,36 @@ class _SequenceLayer(keras.layers.Layer):
         self.axis = int(axis)
         self.supports_masking = True
 
+    def _split(self, inputs):
+        """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) and (
+                isinstance(inputs[0], (list, tuple)) or
+                not isinstance(inputs[0], (numbers.Integral, type(None)))):
+            if len(inputs) != 2:
+                raise ValueError(
+                    "The layer takes a tensor `x` or a list `[x, t]` of the "
+                    "input and its per-sample coordinates. Received: a list "
+                    f"of {len(inputs)} inputs"
+                )
+            if isinstance(self.spacing, np.ndarray):
+                raise ValueError(
+                    "This layer has static coordinates (`spacing` is an "
+                    "array); per-sample coordinates `[x, t]` need a layer "
+                    "built with a number for `spacing` (which is then unused)."
+                )
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def _input_mask(self, mask):
+        """The mask of `x` (of `[x, t]`, where each may have one)."""
+        if not isinstance(mask, (list, tuple)):
+            return mask
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        return (masks[0] if len(masks) == 1
+                else keras.ops.logical_and(masks[0], masks[1]))
+
     def _check_rank_and_axis(self, input_shape):
         rank = len(input_shape)
         if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
@@ -192,26 +222,6 @@ class FiniteDifference1D(_SequenceLayer):
             fd_ops.check_arguments(order, spacing, accuracy, padding)
         )
 
-    def _split(self, inputs):
-        """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
-        if isinstance(inputs, (list, tuple)) and len(inputs) and (
-                isinstance(inputs[0], (list, tuple)) or
-                not isinstance(inputs[0], (numbers.Integral, type(None)))):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "The layer takes a tensor `x` or a list `[x, t]` of the "
-                    "input and its per-sample coordinates. Received: a list "
-                    f"of {len(inputs)} inputs"
-                )
-            if isinstance(self.spacing, np.ndarray):
-                raise ValueError(
-                    "This layer has static coordinates (`spacing` is an "
-                    "array); per-sample coordinates `[x, t]` need a layer "
-                    "built with a number for `spacing` (which is then unused)."
-                )
-            return inputs[0], inputs[1]
-        return inputs, None
-
     def _check_input_shape(self, input_shape):
         input_shape, times_shape = self._split(input_shape)
         input_shape = tuple(input_shape)
@@ -221,16 +231,6 @@ class FiniteDifference1D(_SequenceLayer):
         return fd_ops.output_shape(input_shape, self.order, self.accuracy,
                                    self.padding, self.axis, coordinates,
                                    times_shape)
-
-    def _input_mask(self, mask):
-        """The mask of `x` (of `[x, t]`, where each may have one)."""
-        if not isinstance(mask, (list, tuple)):
-            return mask
-        masks = [m for m in mask if m is not None]
-        if not masks:
-            return None
-        return (masks[0] if len(masks) == 1
-                else keras.ops.logical_and(masks[0], masks[1]))
 
     def compute_mask(self, inputs, mask=None):
         x, t = self._split(inputs)
@@ -324,38 +324,45 @@ class SavitzkyGolay1D(_SequenceLayer):
         super().__init__(axis, **kwargs)
         self.order, self.window, self.polyorder = savgol.check_arguments(
             order, window, polyorder)
-        self.spacing = fd_ops.check_spacing(spacing)
-        if not isinstance(padding, str) or padding.lower() not in savgol.PADDINGS:
-            raise ValueError(
-                "`padding` must be one of "
-                f"{', '.join(map(repr, savgol.PADDINGS))}. Received: "
-                f"padding={padding!r}")
-        self.padding = padding.lower()
+        self.padding = fd_ops.check_savgol_padding(padding)
+        self.spacing = fd_ops.check_savgol_spacing(spacing, self.window,
+                                                   self.padding)
 
     def _check_input_shape(self, input_shape):
+        input_shape, times_shape = self._split(input_shape)
         input_shape = tuple(input_shape)
         self._check_rank_and_axis(input_shape)
+        if times_shape is not None:
+            savgol.windows(self.window, self.padding)  # refuses 'periodic'
+        coordinates = (self.spacing if isinstance(self.spacing, np.ndarray)
+                       else None)
         return fd_ops.savitzky_golay_shape(input_shape, self.order, self.window,
                                            self.polyorder, self.padding,
-                                           self.axis)
+                                           self.axis, coordinates, times_shape)
 
     def compute_mask(self, inputs, mask=None):
-        return fd_ops.savitzky_golay_mask(mask, len(inputs.shape), self.order,
-                                          self.window, self.polyorder,
-                                          self.padding, self.axis)
+        x, t = self._split(inputs)
+        return fd_ops.savitzky_golay_mask(
+            self._input_mask(mask), len(x.shape), self.order, self.window,
+            self.polyorder, self.padding, self.axis,
+            irregular=t is not None or isinstance(self.spacing, np.ndarray))
 
     def call(self, inputs, mask=None):
+        x, t = self._split(inputs)
         return fd_ops.savitzky_golay(
-            self._as_input_dtype(inputs), self.order, self.window,
-            self.polyorder, self.spacing, self.padding, self.axis, mask=mask)
+            self._as_input_dtype(x), self.order, self.window,
+            self.polyorder, self.spacing if t is None else t, self.padding,
+            self.axis, mask=self._input_mask(mask))
 
     def get_config(self):
         config = super().get_config()
+        spacing = self.spacing
         config.update({
             "order": self.order,
             "window": self.window,
             "polyorder": self.polyorder,
-            "spacing": self.spacing,
+            "spacing": (spacing.tolist() if isinstance(spacing, np.ndarray)
+                        else spacing),
             "padding": self.padding,
             "axis": self.axis,
         })

@@ -256,7 +256,7 @@ def _causal_windows_at_once(x, t, size, here, m, order):
     return y
 
 
-def masked_windows(x, mask, t, layout, order):
+def masked_windows(x, mask, t, layout, order, fit=None):
     """The derivative along axis 1 of `x` masked by `mask`, on coordinates `t`.
 
     `t` is `(steps,)` or `(batch, steps)`; `layout` a `same` or `causal`
@@ -264,8 +264,10 @@ def masked_windows(x, mask, t, layout, order):
     would give it if its run were the whole sequence (clamped flush to the
     run's ends for `same`, backward and shorter at a run's start for
     `causal`); its weights come from Fornberg's recurrence on the gathered
-    coordinates, in `t`'s dtype, vectorised over batch and steps.
+    coordinates, in `t`'s dtype, vectorised over batch and steps; or from
+    `fit(order, offsets)` where it is given (`kernels.savgol_scaled`).
     """
+    fit = kernels.fornberg_scaled if fit is None else fit
     mask = ops.cast(mask, "bool")
     t = ops.stop_gradient(t) + ops.zeros_like(ops.cast(mask, t.dtype))
     x = zero_masked(x, mask)
@@ -278,7 +280,7 @@ def masked_windows(x, mask, t, layout, order):
     def window(start, size):
         index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
         offsets = [_gather_steps(t, i) - t for i in index]
-        weights, scale = kernels.fornberg_scaled(order, offsets)
+        weights, scale = fit(order, offsets)
         y = kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
                                for w, i in zip(weights, index)])
         for _ in range(order):
