@@ -682,6 +682,11 @@ def savgol_scaled(order, offsets, polyorder):
     return [w[..., 0] for w in ops.split(weights, m, axis=-1)], inverse
 
 
+#: Up to this degree `savgol_loop` unrolls its passes (a graph of ≈ 25
+#: operations each); a loop of higher degrees costs a graph of one pass.
+UNROLLED_MAX_POLYORDER = 8
+
+
 def savgol_loop(order, polyorder, nodes):
     """`fdlayers.savgol.local_weights` in `keras.ops`, as a loop that adds
     one orthonormal polynomial per pass: a graph of a few dozen operations
@@ -733,4 +738,91 @@ def savgol_loop(order, polyorder, nodes):
 
     state = (ops.zeros_like(first), first, ops.zeros_like(derivative),
              derivative, rows, basis, weights)
-    return ops.fori_loop(0, polyorder, add_polynomial, state)[-1]
+    if polyorder <= UNROLLED_MAX_POLYORDER:
+        for i in range(polyorder):
+            state = add_polynomial(i, state)
+        return state[-1]
+    return bounded_loop(polyorder, add_polynomial, state)[-1]
+
+
+def bounded_loop(count, body, state):
+    """`keras.ops.fori_loop(0, count, body, state)` for a static `count`;
+    on TensorFlow with `count` as the loop's maximum number of iterations,
+    without which XLA cannot differentiate a program that holds the loop
+    (its intermediates need a static bound), even where the gradient does
+    not flow through it."""
+    if keras.backend.backend() != "tensorflow":
+        return ops.fori_loop(0, count, body, state)
+    import tensorflow as tf
+
+    return tf.while_loop(lambda i, _: i < count,
+                         lambda i, state: (i + 1, body(i, state)),
+                         (tf.constant(0), state), maximum_iterations=count)[1]
+
+
+#: Savitzky–Golay windows wider than this are applied as one gathered
+#: tensor of every point's window (`apply_rows`), not one slice per
+#: column (`apply_windows`): a graph of a few operations, not several per
+#: column (a 255-sample window's took ≈ 8 s to trace and 8 s more to
+#: differentiate), at the price of a copy of the input `window` times over.
+#: Above `dispatch.FUSED_WEIGHTS_MAX_WIDTH`, so never fused by XLA anyway.
+GATHERED_MIN_WIDTH = 25
+
+
+def window_starts(layout, steps):
+    """`(starts, points)`: int32 vectors of each output's first sample and
+    the sample it is evaluated at, for the 'same' or 'valid' `layout` (a
+    `stencils.Windows` whose head and tail use the edge windows) and
+    `steps` samples (a number or a run-time scalar)."""
+    m, left = layout.width, layout.left
+    if layout.head or layout.tail:
+        points = ops.arange(steps, dtype="int32")
+        return ops.clip(points - left, 0, steps - m), points
+    starts = ops.arange(steps - m + 1, dtype="int32")
+    return starts, starts + left
+
+
+def _gathered(x, starts, width, axis):
+    """x[starts[i] + j] along `axis`, which becomes the two axes (i, j)."""
+    index = (ops.expand_dims(ops.convert_to_tensor(starts, "int32"), -1)
+             + ops.arange(width, dtype="int32"))
+    return ops.take(x, index, axis=axis)
+
+
+def apply_rows(x, weights, starts, axis, scale=None, order=0):
+    """`y[i] = Σ_j weights[..., i, j] · x[starts[i] + j]` along `axis`.
+
+    `weights` is `(rows, width)` or `(batch, rows, width)` (then `axis` is
+    1); `scale`, if given, `(rows,)` or `(batch, rows)`, multiplies each
+    sum `order` times, as in `apply_windows`. A gather and a sum: every
+    backend differentiates it.
+    """
+    rank = len(x.shape)
+    windows = _gathered(x, starts, weights.shape[-1], axis)
+    for _ in range(rank - axis - 1):
+        weights = ops.expand_dims(weights, -1)
+    y = ops.sum(windows * weights, axis=axis + 1)
+    if scale is not None and order:
+        for _ in range(rank - axis - 1):
+            scale = ops.expand_dims(scale, -1)
+        for _ in range(order):
+            y = y * scale
+    return y
+
+
+def savgol_rows(t, layout, order, polyorder):
+    """Per-sample Savitzky–Golay weights of every output at once, from
+    coordinates `t` (`(steps,)` or `(batch, steps)`), for `apply_rows`:
+    `(weights, starts, inverse)`, `weights` `(..., rows, width)` in units of
+    half each window's extent, `inverse = 2 / extent` `(..., rows)`."""
+    axis = len(t.shape) - 1
+    m = layout.width
+    starts, points = window_starts(layout, ops.shape(t)[axis])
+    nodes = (_gathered(t, starts, m, axis)
+             - ops.expand_dims(ops.take(t, points, axis=axis), -1))
+    if m == 1:
+        return ops.ones_like(nodes), starts, None
+    inverse = 2.0 / (nodes[..., m - 1] - nodes[..., 0])
+    weights = savgol_loop(order, polyorder,
+                          nodes * ops.expand_dims(inverse, -1))
+    return weights, starts, inverse

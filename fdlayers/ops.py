@@ -821,11 +821,15 @@ def _broadcast_along(weight, rank, axis):
     return weight
 
 
-def _apply_per_sample(x, t, layout, order, axis, fit=None):
+def _apply_per_sample(x, t, layout, order, axis, fit=None, polyorder=None):
     # The coordinates are data, not parameters: without this, autodiff of
     # the unrolled recurrence (hundreds of ops for wide windows) is built and
     # compiled along with every gradient with respect to x.
     t = ops.stop_gradient(t)
+    if polyorder is not None and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        weights, starts, inverse = kernels.savgol_rows(t, layout, order,
+                                                       polyorder)
+        return kernels.apply_rows(x, weights, starts, axis, inverse, order)
     (head, interior, tail), (head_scales, interior_scale, tail_scales) = (
         kernels.time_weights(t, layout, order, fit))
     rank = len(x.shape)
@@ -850,8 +854,9 @@ def _apply_per_sample(x, t, layout, order, axis, fit=None):
 @functools.lru_cache(maxsize=256)
 def _per_sample_fn(spec, axis, rank, times_rank, compiled):
     layout = _windows_of(spec)
-    apply = functools.partial(_apply_per_sample, layout=layout, order=spec[1],
-                              axis=axis, fit=_fit_of(spec))
+    apply = functools.partial(
+        _apply_per_sample, layout=layout, order=spec[1], axis=axis,
+        fit=_fit_of(spec), polyorder=spec[3] if spec[0] == "savgol" else None)
     return dispatch.through_xla(dispatch.any_length(apply, layout, axis),
                                 compiled)
 
@@ -883,6 +888,13 @@ def _apply_static(x, layout, weights, axis, exponent):
         kernels.apply_windows(x, layout, axis, head, interior, tail), exponent)
 
 
+def _apply_static_rows(x, rows, starts, axis, exponent):
+    # Constants made here, in the graph being traced, not in the cache.
+    return _times_power_of_two(kernels.apply_rows(
+        x, ops.convert_to_tensor(rows), ops.convert_to_tensor(starts), axis),
+        exponent)
+
+
 @dispatch.plain_python
 @functools.lru_cache(maxsize=32)
 def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
@@ -908,6 +920,18 @@ def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
     interior = interior * factor
     tail = tail * factor
     head = [np.asarray(row) * factor for row in head]
+    if spec[0] == "savgol" and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        rows = np.concatenate([np.reshape(head, (-1, layout.width)), interior,
+                               tail]).astype(dtype)
+        n, m = len(coordinates), layout.width
+        starts = (np.clip(np.arange(n) - layout.left, 0, n - m)
+                  if padding == "same" else np.arange(n - m + 1)
+                  ).astype("int32")
+        apply = functools.partial(_apply_static_rows, rows=rows,
+                                  starts=starts, axis=axis, exponent=exponent)
+        return dispatch.through_xla(
+            dispatch.any_length(apply, layout, axis, len(coordinates)),
+            compiled)
     trailing = (1,) * (rank - axis - 1)
     interior = [column.reshape(column.shape + trailing).astype(dtype)
                 for column in interior.T]
