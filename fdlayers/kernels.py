@@ -684,7 +684,7 @@ def savgol_scaled(order, offsets, polyorder):
 
 #: Up to this degree `savgol_loop` unrolls its passes (a graph of ≈ 25
 #: operations each); a loop of higher degrees costs a graph of one pass.
-UNROLLED_MAX_POLYORDER = 8
+UNROLLED_MAX_POLYORDER = 4
 
 
 def savgol_loop(order, polyorder, nodes):
@@ -709,7 +709,7 @@ def savgol_loop(order, polyorder, nodes):
     k = ops.convert_to_tensor(np.arange(order + 1, dtype=dtype))
     start = np.zeros(order + 1, dtype=dtype)
     start[0] = 1.0 / np.sqrt(m)
-    derivative = ops.expand_dims(rows, -1) + start
+    derivative = ops.expand_dims(rows, -1) + ops.convert_to_tensor(start)
     weights = first * ops.expand_dims(derivative[..., order], -1)
     if polyorder == 0:
         return weights
@@ -723,8 +723,11 @@ def savgol_loop(order, polyorder, nodes):
         v = nodes * q - ops.expand_dims(beta, -1) * q_prev
         alpha = ops.sum(v * q, axis=-1)
         v = v - ops.expand_dims(alpha, -1) * q
-        v = v - ops.sum(basis * ops.expand_dims(
-            ops.sum(basis * ops.expand_dims(v, -1), axis=-2), -2), axis=-1)
+        # Against every polynomial so far (the columns not yet reached are
+        # 0): two batched matrix-vector products. (einsum: on PyTorch,
+        # keras.ops.matmul returns float32 for float64.)
+        v = v - ops.einsum("...jk,...k->...j", basis,
+                           ops.einsum("...jk,...j->...k", basis, v))
         norm = ops.sqrt(ops.sum(v * v, axis=-1))
         following = (k * shifted(derivative)
                      - ops.expand_dims(alpha, -1) * derivative

@@ -365,8 +365,8 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
             coordinates.astype(compute_dtype))
         y = dispatch.run_stencil(
             _masked_windows_body, x, (mask, _check_times(t, x, axis)), plan,
-            axis, dispatch.placement(x, plan.width), _masked_windows_padded,
-            spec=spec)
+            axis, dispatch.placement(x, 0 if _gathered(spec) else plan.width),
+            _masked_windows_padded, spec=spec)
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -386,6 +386,14 @@ def _windows_of(spec):
     if spec[0] == "difference":
         return stencils.windows(*spec[1:])
     return savgol.windows(spec[2], spec[-1])
+
+
+def _gathered(spec):
+    """Whether the stencil `spec` reads its windows gathered
+    (`kernels.apply_rows`, `masking.masked_gathered`): a graph of a few
+    operations whatever the width, which XLA compiles quickly."""
+    return (spec[0] == "savgol"
+            and _windows_of(spec).width >= kernels.GATHERED_MIN_WIDTH)
 
 
 @dispatch.plain_python
@@ -746,8 +754,12 @@ def _masked_fn(spec, scale, rank, compiled):
 @functools.lru_cache(maxsize=64)
 def _masked_windows_stencil(spec, rank):
     layout = _windows_of(spec)
-    windows = functools.partial(masking.masked_windows, layout=layout,
-                                order=spec[1], fit=_fit_of(spec))
+    if _gathered(spec):
+        windows = functools.partial(masking.masked_gathered, layout=layout,
+                                    order=spec[1], polyorder=spec[3])
+    else:
+        windows = functools.partial(masking.masked_windows, layout=layout,
+                                    order=spec[1], fit=_fit_of(spec))
     # (x, mask, t): the mask and the coordinates have their steps last.
     return dispatch.any_length(windows, layout, 1)
 
@@ -790,7 +802,7 @@ def _per_sample(x, t, spec, axis):
     layout = _windows_of(spec)
     return dispatch.run_stencil(
         _per_sample_body, x, (t,), layout, axis,
-        dispatch.placement(x, layout.width),
+        dispatch.placement(x, 0 if _gathered(spec) else layout.width),
         _per_sample_padded if axis == 1 else None, spec=spec, axis=axis)
 
 
@@ -827,6 +839,7 @@ def _apply_per_sample(x, t, layout, order, axis, fit=None, polyorder=None):
     # compiled along with every gradient with respect to x.
     t = ops.stop_gradient(t)
     if polyorder is not None and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        # (`_gathered`)
         weights, starts, inverse = kernels.savgol_rows(t, layout, order,
                                                        polyorder)
         return kernels.apply_rows(x, weights, starts, axis, inverse, order)

@@ -15,7 +15,7 @@ import pytest
 import fdlayers
 import per_backend
 from fdlayers import ops as fd_ops
-from harness import run_layer_test
+from harness import input_gradient, run_layer_test
 from per_backend import numpy, tensor
 
 SG = fdlayers.SavitzkyGolay1D
@@ -88,7 +88,7 @@ def test_evenly_spaced_stamps_equal_the_uniform_layer(order, window, polyorder,
     np.testing.assert_allclose(per_sample, uniform, rtol=0, atol=atol)
 
 
-@pytest.mark.parametrize("padding,window", [("same", 7), ("valid", 27)])
+@pytest.mark.parametrize("padding,window", [("same", 27), ("valid", 7)])
 @pytest.mark.parametrize("mode", per_backend.MODES)
 def test_value_and_gradient_match_the_dense_reference(padding, window, mode,
                                                       rng):
@@ -148,11 +148,11 @@ def test_every_execution_path_of_per_sample_stamps(path, monkeypatch, rng):
     n = 30
     t = np.stack([jittered(rng, n) for _ in range(2)])
     x = rng.normal(size=(2, n, 1))
-    for padding in ("same", "valid"):
-        layer = SG(1, 9, 3, padding=padding, dtype="float64")
+    for padding, window in (("same", 9), ("valid", 9), ("same", 27)):
+        layer = SG(1, window, 3, padding=padding, dtype="float64")
         got = numpy(wrap(lambda x, t: layer([x, t]))(tensor(x), tensor(t)))
         for b in range(2):
-            want = reference_matrix(t[b], 1, 9, 3, padding) @ x[b]
+            want = reference_matrix(t[b], 1, window, 3, padding) @ x[b]
             np.testing.assert_allclose(got[b], want, atol=1e-10)
 
 
@@ -190,24 +190,30 @@ def test_jittered_recording_beats_finite_differences_on_the_same_stamps(rng):
     assert sg < fd / 4, (sg, fd)
 
 
-def test_masked_runs_are_fitted_as_their_own_sequences(rng):
-    n = 30
+@pytest.mark.parametrize("window", [7, 27])  # by column; gathered
+def test_masked_runs_are_fitted_as_their_own_sequences(window, rng):
+    n = 70
     t = np.stack([jittered(rng, n) for _ in range(2)])
     x = rng.normal(size=(2, n, 1))
     mask = np.ones((2, n), bool)
-    mask[0, 20:] = False
-    mask[1, 6:9] = False  # a run of 6 (< window 7) and one of 21
+    mask[0, 50:] = False
+    mask[1, 6:9] = False  # a run of 6 (< window) and one of 61
     poisoned = np.where(mask[..., None], x, np.nan)
-    layer = SG(1, 7, 3, dtype="float64")
+    layer = SG(1, window, 3, dtype="float64")
     y = numpy(layer([poisoned, t], mask=[tensor(mask), None]))
-    out = numpy(fd_ops.savitzky_golay_mask(tensor(mask), 3, 1, 7, 3,
+    out = numpy(fd_ops.savitzky_golay_mask(tensor(mask), 3, 1, window, 3,
                                            irregular=True))
     assert not np.isnan(y).any()
-    assert not out[1, :6].any() and out[1, 9:].all() and out[0, :20].all()
+    assert not out[1, :6].any() and out[1, 9:].all() and out[0, :50].all()
     np.testing.assert_array_equal(y[~out], 0.0)
-    for b, run in ((0, slice(0, 20)), (1, slice(9, 30))):
-        want = reference_matrix(t[b, run], 1, 7, 3) @ x[b, run]
+    for b, run in ((0, slice(0, 50)), (1, slice(9, n))):
+        want = reference_matrix(t[b, run], 1, window, 3) @ x[b, run]
         np.testing.assert_allclose(y[b, run], want, atol=1e-10)
+    # No masked step, nor a run too short for a fit, sends NaN back.
+    grad = input_gradient(
+        lambda v: layer([v, tensor(t)], mask=[tensor(mask), None]), poisoned)
+    assert not np.isnan(grad).any()
+    np.testing.assert_array_equal(grad[~mask], 0.0)
 
 
 # Layer contract: shapes, config, saving -------------------------------------
