@@ -335,7 +335,6 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     )
     coordinates = spacing if isinstance(spacing, np.ndarray) else None
     x, dtype = _float_input(x)
-    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
     if times is None and coordinates is None:
         return _uniform(x, dtype, ("difference", order, accuracy, padding),
                         spacing, order, axis, mask)

@@ -10,6 +10,12 @@ Weights are exact rationals (the normal equations solved in integer and
 rational arithmetic), rounded once to float64: the Vandermonde systems of
 wide windows and high degrees are far too ill-conditioned for a float64
 solve to give every weight to the last bit.
+
+On coordinates (a non-uniform grid, or time stamps), every window has
+nodes of its own, so there is no exact arithmetic to fall back on: the
+weights come from polynomials orthonormal on each window's nodes
+(`local_weights`), in float64, `window_weights` arranging them as
+`stencils.window_weights` arranges a finite difference's.
 """
 
 import functools
