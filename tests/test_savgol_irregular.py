@@ -216,6 +216,30 @@ def test_masked_runs_are_fitted_as_their_own_sequences(window, rng):
     np.testing.assert_array_equal(grad[~mask], 0.0)
 
 
+def test_masks_on_static_coordinates_and_with_valid(rng):
+    n = 30
+    t = jittered(rng, n)
+    x = rng.normal(size=(2, n, 1))
+    mask = np.ones((2, n), bool)
+    mask[0, 20:] = False
+    poisoned = np.where(mask[..., None], x, np.nan)
+    # Static coordinates: the run 0..19 alone.
+    y = numpy(SG(1, 7, 3, spacing=t, dtype="float64")(poisoned,
+                                                      mask=tensor(mask)))
+    np.testing.assert_allclose(y[0, :20], reference_matrix(t[:20], 1, 7, 3)
+                               @ x[0, :20], atol=1e-10)
+    np.testing.assert_array_equal(y[0, 20:], 0.0)
+    # 'valid': an output is kept where its whole window is unmasked.
+    times = np.tile(t, (2, 1))
+    y = numpy(SG(1, 7, 3, padding="valid", dtype="float64")(
+        [poisoned, times], mask=[tensor(mask), None]))
+    want = reference_matrix(t, 1, 7, 3, "valid") @ x[0]
+    np.testing.assert_allclose(y[0, :14], want[:14], atol=1e-10)
+    np.testing.assert_array_equal(y[0, 14:], 0.0)
+    np.testing.assert_allclose(y[1], reference_matrix(t, 1, 7, 3, "valid")
+                               @ x[1], atol=1e-10)
+
+
 # Layer contract: shapes, config, saving -------------------------------------
 
 def test_static_coordinates_layer_contract(rng, tmp_path):
