@@ -24,6 +24,8 @@ Which tests, and why:
 - test_export.py: `model.export` traces each backend's own way (on JAX
   with symbolic lengths), and on PyTorch fails as Keras itself does.
 - test_cli_backends.py: `fdlayers demo`, float64 on each backend.
+- test_savgol_irregular.py: SavitzkyGolay1D on coordinates and time stamps,
+  whose least-squares weights each backend computes in its own graph.
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
