@@ -7,6 +7,7 @@ evenly spaced, and a simulated jittered recording with a known velocity.
 """
 
 import math
+from fractions import Fraction
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import fdlayers
 import per_backend
 from fdlayers import ops as fd_ops
+from fdlayers import savgol
 from harness import input_gradient, run_layer_test
 from per_backend import numpy, tensor
 
@@ -67,6 +69,41 @@ def test_static_and_per_sample_equal_polyfit_on_each_window(
         static = numpy(SG(order, window, polyorder, spacing=t[b],
                           padding=padding, dtype="float64")(x[b:b + 1]))
         np.testing.assert_allclose(static[0], want[b], rtol=0, atol=atol)
+
+
+def exact_weights(nodes, order, polyorder):
+    """The least-squares weights at 0, in rationals: the normal equations
+    `G y = order!·e_order` (`G[p][q] = Σ s^(p+q)`) solved exactly, then
+    `w_j = Σ_p y_p s_j^p`."""
+    s = [Fraction(float(v)) for v in nodes]
+    size = polyorder + 1
+    rows = [[sum(v ** (p + q) for v in s) for q in range(size)]
+            + [Fraction(math.factorial(order) * (p == order))]
+            for p in range(size)]
+    for col in range(size):  # Gauss–Jordan; G is positive definite
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        for r in range(size):
+            if r != col:
+                rows[r] = [a - rows[r][col] * b
+                           for a, b in zip(rows[r], rows[col])]
+    y = [row[-1] for row in rows]
+    return np.array([float(sum(c * v ** p for p, c in enumerate(y)))
+                     for v in s])
+
+
+@pytest.mark.parametrize("window,polyorder,order", [(15, 14, 1), (41, 10, 3)])
+def test_float64_weights_are_the_exact_least_squares_ones(window, polyorder,
+                                                          order, rng):
+    """Up to the degree where the monomial Vandermonde matrix is hopeless
+    and a fit without reorthogonalisation drifts (polyorder = window - 1),
+    at an edge and in the middle of a jittered window."""
+    d = jittered(rng, window)
+    for point in (0, window // 2):
+        nodes = (d - d[point]) / ((d[-1] - d[0]) / 2)
+        want = exact_weights(nodes, order, polyorder)
+        got = savgol.local_weights(nodes, order, polyorder)
+        np.testing.assert_allclose(got, want, rtol=0,
+                                   atol=1e-13 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("order,window,polyorder,padding",
