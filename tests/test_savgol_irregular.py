@@ -48,8 +48,10 @@ def reference_matrix(t, order, window, polyorder, padding="same"):
     return np.array(rows)
 
 
-CASES = [(1, 5, 2, "same"), (2, 11, 4, "same"), (0, 7, 3, "valid"),
-         (3, 9, 8, "same"), (1, 41, 3, "same")]
+# Low and high degrees (a loop from degree 5 on), smoothing, 'valid', and a
+# window applied gathered (from kernels.GATHERED_MIN_WIDTH on).
+CASES = [(2, 11, 4, "same"), (0, 7, 3, "valid"), (3, 9, 8, "same"),
+         (1, 41, 3, "same")]
 
 
 @pytest.mark.parametrize("order,window,polyorder,padding", CASES)
@@ -65,10 +67,10 @@ def test_static_and_per_sample_equal_polyfit_on_each_window(
     per_sample = numpy(SG(order, window, polyorder, padding=padding,
                           dtype="float64")([x, t]))
     np.testing.assert_allclose(per_sample, want, rtol=0, atol=atol)
-    for b in range(2):
-        static = numpy(SG(order, window, polyorder, spacing=t[b],
-                          padding=padding, dtype="float64")(x[b:b + 1]))
-        np.testing.assert_allclose(static[0], want[b], rtol=0, atol=atol)
+    # (Stamps from 100 on for static coordinates.)
+    static = numpy(SG(order, window, polyorder, spacing=t[1],
+                      padding=padding, dtype="float64")(x[1:]))
+    np.testing.assert_allclose(static[0], want[1], rtol=0, atol=atol)
 
 
 def exact_weights(nodes, order, polyorder):
@@ -107,8 +109,7 @@ def test_float64_weights_are_the_exact_least_squares_ones(window, polyorder,
 
 
 @pytest.mark.parametrize("order,window,polyorder,padding",
-                         [(1, 7, 3, "same"), (2, 9, 4, "valid"),
-                          (0, 5, 2, "same")])
+                         [(1, 7, 3, "same"), (2, 9, 4, "valid")])
 def test_evenly_spaced_stamps_equal_the_uniform_layer(order, window, polyorder,
                                                       padding, rng):
     n, h = 40, 0.25
@@ -177,9 +178,10 @@ def test_value_and_gradient_match_the_dense_reference(padding, window, mode,
                                    atol=tol)
 
 
-# (The compiled modes are covered above.)
+# TensorFlow's paths; the compiled modes, and the other backends' eager
+# calls, are covered above.
 @pytest.mark.parametrize("path", [p for p in per_backend.PATHS
-                                  if p not in per_backend.MODES[1:]])
+                                  if p not in per_backend.MODES])
 def test_every_execution_path_of_per_sample_stamps(path, monkeypatch, rng):
     wrap = per_backend.on_path(path, monkeypatch)
     n = 30
