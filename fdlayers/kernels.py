@@ -11,6 +11,7 @@ kernel serves every length up to the padded one.
 """
 
 import functools
+import math
 
 import keras
 import numpy as np
@@ -611,7 +612,7 @@ def _causal_heads(t, layout, order):
     return [group], [inverse]
 
 
-def time_weights(t, layout, order):
+def time_weights(t, layout, order, fit=None):
     """Per-sample weights of `layout`'s windows from coordinates `t`, in the graph.
 
     `t` has the sequence along its last axis, `(steps,)` or `(batch, steps)`.
@@ -624,13 +625,15 @@ def time_weights(t, layout, order):
     window, vectorised over batch and steps, on the offsets in units of
     the window's extent (`stencils.fornberg_scaled`). The edge rows that
     share a full window (padding 'same') go through one recurrence
-    together, which keeps the graph small.
+    together, which keeps the graph small. `fit(order, offsets)`, if given,
+    replaces `fornberg_scaled` (Savitzky–Golay: `savgol_scaled`).
     """
+    fit = fornberg_scaled if fit is None else fit
     axis = len(t.shape) - 1
     m, left = layout.width, layout.left
     span = m - 1
     centre = take(t, axis, left, (left - span) or None)
-    interior, interior_scale = fornberg_scaled(
+    interior, interior_scale = fit(
         order, [take(t, axis, k, (k - span) or None) - centre for k in range(m)])
     head, tail, head_scales, tail_scales = [], [], [], []
     if layout.tail:  # 'same': every edge row has the full window
@@ -642,7 +645,7 @@ def time_weights(t, layout, order):
             if rows:
                 parts.insert(0, take(t, axis, k, k + 1) - take(t, axis, 0, rows))
             offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
-        weights, scale = fornberg_scaled(order, offsets)
+        weights, scale = fit(order, offsets)
         if rows:
             head.append([take(w, axis, 0, rows) for w in weights])
             head_scales.append(take(scale, axis, 0, rows))
@@ -660,3 +663,169 @@ def time_weights(t, layout, order):
             head_scales.append(scale)
     return ((head, interior, tail),
             (head_scales, interior_scale, tail_scales))
+
+
+def savgol_scaled(order, offsets, polyorder):
+    """Least-squares (Savitzky–Golay) weights for offsets that are tensors,
+    as `fornberg_scaled` gives Fornberg's: `(weights, inverse)`, the
+    weights of the `order`-th derivative at 0 of the degree-`polyorder`
+    polynomial fitted to the nodes `offsets` (a list of m tensors, in
+    increasing order) in units of half the window's extent, and
+    `inverse = 2 / extent`, which the sums are multiplied by `order` times.
+    """
+    m = len(offsets)
+    if m == 1:  # window 1: the sample itself (order and polyorder are 0)
+        return [ops.ones_like(offsets[0])], ops.ones_like(offsets[0])
+    inverse = 2.0 / (offsets[-1] - offsets[0])
+    nodes = ops.stack(offsets, axis=-1) * ops.expand_dims(inverse, -1)
+    weights = savgol_loop(order, polyorder, nodes)
+    return [w[..., 0] for w in ops.split(weights, m, axis=-1)], inverse
+
+
+#: Up to this degree `savgol_loop` unrolls its passes (a graph of ≈ 25
+#: operations each); a loop of higher degrees costs a graph of one pass.
+UNROLLED_MAX_POLYORDER = 4
+
+
+def savgol_loop(order, polyorder, nodes):
+    """`fdlayers.savgol.local_weights` in `keras.ops`, as a loop that adds
+    one orthonormal polynomial per pass: a graph of a few dozen operations
+    whatever the window and degree.
+
+    `nodes` is `(..., m)`, ideally within [-2, 2]; returns the weights
+    `(..., m)` of the `order`-th derivative at 0 of the least-squares
+    polynomial of degree `polyorder`. The basis built so far is one tensor
+    `(..., m, polyorder + 1)`, its columns not yet reached zero, so that one
+    product reorthogonalises against every polynomial before.
+    """
+    m = nodes.shape[-1]
+    dtype = keras.backend.standardize_dtype(nodes.dtype)
+    first = ops.ones_like(nodes) * (1.0 / math.sqrt(m))  # weakly typed
+    rows = ops.zeros_like(nodes[..., 0])
+    column = np.arange(polyorder + 1, dtype="int32")
+    basis = ops.where(column == 0, ops.expand_dims(first, -1),
+                      ops.zeros_like(ops.expand_dims(first, -1)))
+    # derivative[..., d]: the d-th derivative at 0 of the latest polynomial.
+    k = ops.convert_to_tensor(np.arange(order + 1, dtype=dtype))
+    start = np.zeros(order + 1, dtype=dtype)
+    start[0] = 1.0 / np.sqrt(m)
+    derivative = ops.expand_dims(rows, -1) + ops.convert_to_tensor(start)
+    weights = first * ops.expand_dims(derivative[..., order], -1)
+    if polyorder == 0:
+        return weights
+
+    def shifted(d):  # d[..., k - 1], 0 for k = 0
+        return ops.concatenate(
+            [ops.zeros_like(take(d, -1, 0, 1)), take(d, -1, 0, order)], -1)
+
+    def add_polynomial(i, state):
+        q_prev, q, previous, derivative, beta, basis, weights = state
+        v = nodes * q - ops.expand_dims(beta, -1) * q_prev
+        alpha = ops.sum(v * q, axis=-1)
+        v = v - ops.expand_dims(alpha, -1) * q
+        # Against every polynomial so far (the columns not yet reached are
+        # 0): two batched matrix-vector products. (einsum: on PyTorch,
+        # keras.ops.matmul returns float32 for float64.)
+        v = v - ops.einsum("...jk,...k->...j", basis,
+                           ops.einsum("...jk,...j->...k", basis, v))
+        norm = ops.sqrt(ops.sum(v * v, axis=-1))
+        following = (k * shifted(derivative)
+                     - ops.expand_dims(alpha, -1) * derivative
+                     - ops.expand_dims(beta, -1) * previous)
+        following = following / ops.expand_dims(norm, -1)
+        q_next = v / ops.expand_dims(norm, -1)
+        here = ops.convert_to_tensor(column) == ops.cast(i, "int32") + 1
+        basis = ops.where(here, ops.expand_dims(q_next, -1), basis)
+        weights = weights + q_next * ops.expand_dims(following[..., order], -1)
+        return q, q_next, derivative, following, norm, basis, weights
+
+    state = (ops.zeros_like(first), first, ops.zeros_like(derivative),
+             derivative, rows, basis, weights)
+    if polyorder <= UNROLLED_MAX_POLYORDER:
+        for i in range(polyorder):
+            state = add_polynomial(i, state)
+        return state[-1]
+    return bounded_loop(polyorder, add_polynomial, state)[-1]
+
+
+def bounded_loop(count, body, state):
+    """`keras.ops.fori_loop(0, count, body, state)` for a static `count`;
+    on TensorFlow with `count` as the loop's maximum number of iterations,
+    without which XLA cannot differentiate a program that holds the loop
+    (its intermediates need a static bound), even where the gradient does
+    not flow through it."""
+    if keras.backend.backend() != "tensorflow":
+        return ops.fori_loop(0, count, body, state)
+    import tensorflow as tf
+
+    return tf.while_loop(lambda i, _: i < count,
+                         lambda i, state: (i + 1, body(i, state)),
+                         (tf.constant(0), state), maximum_iterations=count)[1]
+
+
+#: Savitzky–Golay windows wider than this are applied as one gathered
+#: tensor of every point's window (`apply_rows`), not one slice per
+#: column (`apply_windows`): a graph of a few operations, not several per
+#: column (a 255-sample window's took ≈ 8 s to trace and 8 s more to
+#: differentiate), at the price of a copy of the input `window` times over.
+#: Above `dispatch.FUSED_WEIGHTS_MAX_WIDTH`, so never fused by XLA anyway.
+GATHERED_MIN_WIDTH = 25
+
+
+def window_starts(layout, steps):
+    """`(starts, points)`: int32 vectors of each output's first sample and
+    the sample it is evaluated at, for the 'same' or 'valid' `layout` (a
+    `stencils.Windows` whose head and tail use the edge windows) and
+    `steps` samples (a number or a run-time scalar)."""
+    m, left = layout.width, layout.left
+    if layout.head or layout.tail:
+        points = ops.arange(steps, dtype="int32")
+        return ops.clip(points - left, 0, steps - m), points
+    starts = ops.arange(steps - m + 1, dtype="int32")
+    return starts, starts + left
+
+
+def _gathered(x, starts, width, axis):
+    """x[starts[i] + j] along `axis`, which becomes the two axes (i, j)."""
+    index = (ops.expand_dims(ops.convert_to_tensor(starts, "int32"), -1)
+             + ops.arange(width, dtype="int32"))
+    return ops.take(x, index, axis=axis)
+
+
+def apply_rows(x, weights, starts, axis, scale=None, order=0):
+    """`y[i] = Σ_j weights[..., i, j] · x[starts[i] + j]` along `axis`.
+
+    `weights` is `(rows, width)` or `(batch, rows, width)` (then `axis` is
+    1); `scale`, if given, `(rows,)` or `(batch, rows)`, multiplies each
+    sum `order` times, as in `apply_windows`. A gather and a sum: every
+    backend differentiates it.
+    """
+    rank = len(x.shape)
+    windows = _gathered(x, starts, weights.shape[-1], axis)
+    for _ in range(rank - axis - 1):
+        weights = ops.expand_dims(weights, -1)
+    y = ops.sum(windows * weights, axis=axis + 1)
+    if scale is not None and order:
+        for _ in range(rank - axis - 1):
+            scale = ops.expand_dims(scale, -1)
+        for _ in range(order):
+            y = y * scale
+    return y
+
+
+def savgol_rows(t, layout, order, polyorder):
+    """Per-sample Savitzky–Golay weights of every output at once, from
+    coordinates `t` (`(steps,)` or `(batch, steps)`), for `apply_rows`:
+    `(weights, starts, inverse)`, `weights` `(..., rows, width)` in units of
+    half each window's extent, `inverse = 2 / extent` `(..., rows)`."""
+    axis = len(t.shape) - 1
+    m = layout.width
+    starts, points = window_starts(layout, ops.shape(t)[axis])
+    nodes = (_gathered(t, starts, m, axis)
+             - ops.expand_dims(ops.take(t, points, axis=axis), -1))
+    if m == 1:
+        return ops.ones_like(nodes), starts, None
+    inverse = 2.0 / (nodes[..., m - 1] - nodes[..., 0])
+    weights = savgol_loop(order, polyorder,
+                          nodes * ops.expand_dims(inverse, -1))
+    return weights, starts, inverse

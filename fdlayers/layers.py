@@ -42,6 +42,36 @@ class _SequenceLayer(keras.layers.Layer):
         self.axis = int(axis)
         self.supports_masking = True
 
+    def _split(self, inputs):
+        """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) and (
+                isinstance(inputs[0], (list, tuple)) or
+                not isinstance(inputs[0], (numbers.Integral, type(None)))):
+            if len(inputs) != 2:
+                raise ValueError(
+                    "The layer takes a tensor `x` or a list `[x, t]` of the "
+                    "input and its per-sample coordinates. Received: a list "
+                    f"of {len(inputs)} inputs"
+                )
+            if isinstance(self.spacing, np.ndarray):
+                raise ValueError(
+                    "This layer has static coordinates (`spacing` is an "
+                    "array); per-sample coordinates `[x, t]` need a layer "
+                    "built with a number for `spacing` (which is then unused)."
+                )
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def _input_mask(self, mask):
+        """The mask of `x` (of `[x, t]`, where each may have one)."""
+        if not isinstance(mask, (list, tuple)):
+            return mask
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        return (masks[0] if len(masks) == 1
+                else keras.ops.logical_and(masks[0], masks[1]))
+
     def _check_rank_and_axis(self, input_shape):
         rank = len(input_shape)
         if rank >= 2 and fd_ops.check_axis(self.axis, rank) == 0:
@@ -192,26 +222,6 @@ class FiniteDifference1D(_SequenceLayer):
             fd_ops.check_arguments(order, spacing, accuracy, padding)
         )
 
-    def _split(self, inputs):
-        """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
-        if isinstance(inputs, (list, tuple)) and len(inputs) and (
-                isinstance(inputs[0], (list, tuple)) or
-                not isinstance(inputs[0], (numbers.Integral, type(None)))):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "The layer takes a tensor `x` or a list `[x, t]` of the "
-                    "input and its per-sample coordinates. Received: a list "
-                    f"of {len(inputs)} inputs"
-                )
-            if isinstance(self.spacing, np.ndarray):
-                raise ValueError(
-                    "This layer has static coordinates (`spacing` is an "
-                    "array); per-sample coordinates `[x, t]` need a layer "
-                    "built with a number for `spacing` (which is then unused)."
-                )
-            return inputs[0], inputs[1]
-        return inputs, None
-
     def _check_input_shape(self, input_shape):
         input_shape, times_shape = self._split(input_shape)
         input_shape = tuple(input_shape)
@@ -221,16 +231,6 @@ class FiniteDifference1D(_SequenceLayer):
         return fd_ops.output_shape(input_shape, self.order, self.accuracy,
                                    self.padding, self.axis, coordinates,
                                    times_shape)
-
-    def _input_mask(self, mask):
-        """The mask of `x` (of `[x, t]`, where each may have one)."""
-        if not isinstance(mask, (list, tuple)):
-            return mask
-        masks = [m for m in mask if m is not None]
-        if not masks:
-            return None
-        return (masks[0] if len(masks) == 1
-                else keras.ops.logical_and(masks[0], masks[1]))
 
     def compute_mask(self, inputs, mask=None):
         x, t = self._split(inputs)
@@ -284,9 +284,36 @@ class SavitzkyGolay1D(_SequenceLayer):
     - `"valid"`: only points with a full window; `window - 1` fewer outputs.
     - `"periodic"`: the series wraps around (scipy's `mode="wrap"`).
 
+    Irregular sampling: with `spacing` a coordinate vector, or with
+    per-sample time stamps `t` passed as `layer([x, t])` (`t` of shape
+    `(batch, steps)`, then `axis` must be 1, or `(steps,)`), each output
+    is the `order`-th derivative, at the point's own coordinate, of the
+    polynomial of degree `polyorder` fitted by least squares to the
+    `window` samples `x[i - window//2 .. i + window//2]` at their own
+    coordinates. `"same"`: the first and last `window // 2` points evaluate
+    the fits to the first and last `window` samples at their coordinates;
+    `"valid"`: `window - 1` fewer outputs; `"periodic"` is refused (a
+    coordinate vector does not define a period). On evenly spaced
+    coordinates this is the uniform filter. The fit goes through the
+    polynomials orthonormal on each window's coordinates (Stieltjes'
+    recurrence with full reorthogonalisation), never the ill-conditioned
+    Vandermonde matrix: static coordinates get float64 weights once
+    (within 2·10⁻¹⁴ of exact, relative to the largest weight); per-sample
+    weights are computed in the graph in the input's float dtype (float32
+    under mixed precision), within ≈ 10⁻⁶ relative in float32 (7·10⁻⁶
+    measured up to degree 32), plus the rounding of the offsets
+    `t[j] - t[i]`, about 2⁻²⁴·|t| / spacing: give float32 time stamps
+    relative to the series start. The layer is linear in `x` and
+    differentiable with respect to it; no gradient flows to `t`. Time
+    stamps are checked (finite, strictly increasing) as
+    `FiniteDifference1D` checks them. Windows of 25 samples and more are
+    applied as one gathered copy of every point's window (memory ≈
+    `window` times the input's).
+
     Masks, dtypes and mixed precision as for `FiniteDifference1D`: under a
     mask each unmasked run is filtered as a sequence of its own (a `"same"`
-    run shorter than `window` is masked).
+    run shorter than `window` is masked), on uniform and irregular
+    sampling alike.
 
     Args:
         order: derivative order, an integer ≥ 0 and ≤ `polyorder`.
@@ -295,14 +322,21 @@ class SavitzkyGolay1D(_SequenceLayer):
         polyorder: the degree of the fitted polynomial, an integer
             `0 ≤ polyorder < window` (at most 32).
         spacing: the sample spacing `h`, a positive finite number (a 0-d
-            array or eager 0-d tensor counts as one).
-        padding: `"same"`, `"valid"` or `"periodic"` (case-insensitive).
+            array or eager 0-d tensor counts as one); or the sample
+            coordinates, a 1-D array of at least `window` strictly
+            increasing finite positions, one per step (stored in the
+            config as a list). It is unused when the layer is called on
+            `[x, t]`.
+        padding: `"same"`, `"valid"` or `"periodic"` (case-insensitive);
+            `"same"` or `"valid"` on coordinates and time stamps.
         axis: the axis to filter along; any axis but the batch axis.
         **kwargs: standard layer arguments (`name`, `dtype`, ...).
 
     Input shape:
-        A tensor of rank ≥ 2, e.g. `(batch, steps, channels)`, at least
-        `window` steps long; the length along `axis` may be `None`.
+        `x`, or a list `[x, t]` with `t` of shape `(batch, steps)` or
+        `(steps,)`. `x`: a tensor of rank ≥ 2, e.g. `(batch, steps,
+        channels)`, at least `window` steps long; the length along `axis`
+        may be `None`.
 
     Output shape:
         The input shape; for `padding="valid"` shorter by `window - 1`
@@ -317,6 +351,12 @@ class SavitzkyGolay1D(_SequenceLayer):
     ...                                  spacing=0.01, dtype="float64")
     >>> bool(np.abs(layer(x.reshape(1, -1, 1))[0, :, 0] - np.cos(t)).max() < 0.2)
     True
+    >>> stamps = np.cumsum(np.random.default_rng(1).uniform(0.0085, 0.0115, 600))
+    >>> y = fdlayers.SavitzkyGolay1D(order=1, window=11, polyorder=3,
+    ...                              dtype="float64")([np.sin(stamps)[None, :, None],
+    ...                                                stamps[None]])
+    >>> bool(np.abs(y[0, :, 0] - np.cos(stamps)).max() < 1e-5)
+    True
     """
 
     def __init__(self, order=1, window=5, polyorder=2, spacing=1.0,
@@ -324,38 +364,45 @@ class SavitzkyGolay1D(_SequenceLayer):
         super().__init__(axis, **kwargs)
         self.order, self.window, self.polyorder = savgol.check_arguments(
             order, window, polyorder)
-        self.spacing = fd_ops.check_spacing(spacing)
-        if not isinstance(padding, str) or padding.lower() not in savgol.PADDINGS:
-            raise ValueError(
-                "`padding` must be one of "
-                f"{', '.join(map(repr, savgol.PADDINGS))}. Received: "
-                f"padding={padding!r}")
-        self.padding = padding.lower()
+        self.padding = fd_ops.check_savgol_padding(padding)
+        self.spacing = fd_ops.check_savgol_spacing(spacing, self.window,
+                                                   self.padding)
 
     def _check_input_shape(self, input_shape):
+        input_shape, times_shape = self._split(input_shape)
         input_shape = tuple(input_shape)
         self._check_rank_and_axis(input_shape)
+        if times_shape is not None:
+            savgol.windows(self.window, self.padding)  # refuses 'periodic'
+        coordinates = (self.spacing if isinstance(self.spacing, np.ndarray)
+                       else None)
         return fd_ops.savitzky_golay_shape(input_shape, self.order, self.window,
                                            self.polyorder, self.padding,
-                                           self.axis)
+                                           self.axis, coordinates, times_shape)
 
     def compute_mask(self, inputs, mask=None):
-        return fd_ops.savitzky_golay_mask(mask, len(inputs.shape), self.order,
-                                          self.window, self.polyorder,
-                                          self.padding, self.axis)
+        x, t = self._split(inputs)
+        return fd_ops.savitzky_golay_mask(
+            self._input_mask(mask), len(x.shape), self.order, self.window,
+            self.polyorder, self.padding, self.axis,
+            irregular=t is not None or isinstance(self.spacing, np.ndarray))
 
     def call(self, inputs, mask=None):
+        x, t = self._split(inputs)
         return fd_ops.savitzky_golay(
-            self._as_input_dtype(inputs), self.order, self.window,
-            self.polyorder, self.spacing, self.padding, self.axis, mask=mask)
+            self._as_input_dtype(x), self.order, self.window,
+            self.polyorder, self.spacing if t is None else t, self.padding,
+            self.axis, mask=self._input_mask(mask))
 
     def get_config(self):
         config = super().get_config()
+        spacing = self.spacing
         config.update({
             "order": self.order,
             "window": self.window,
             "polyorder": self.polyorder,
-            "spacing": self.spacing,
+            "spacing": (spacing.tolist() if isinstance(spacing, np.ndarray)
+                        else spacing),
             "padding": self.padding,
             "axis": self.axis,
         })

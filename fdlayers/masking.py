@@ -256,7 +256,7 @@ def _causal_windows_at_once(x, t, size, here, m, order):
     return y
 
 
-def masked_windows(x, mask, t, layout, order):
+def masked_windows(x, mask, t, layout, order, fit=None):
     """The derivative along axis 1 of `x` masked by `mask`, on coordinates `t`.
 
     `t` is `(steps,)` or `(batch, steps)`; `layout` a `same` or `causal`
@@ -264,8 +264,10 @@ def masked_windows(x, mask, t, layout, order):
     would give it if its run were the whole sequence (clamped flush to the
     run's ends for `same`, backward and shorter at a run's start for
     `causal`); its weights come from Fornberg's recurrence on the gathered
-    coordinates, in `t`'s dtype, vectorised over batch and steps.
+    coordinates, in `t`'s dtype, vectorised over batch and steps; or from
+    `fit(order, offsets)` where it is given (`kernels.savgol_scaled`).
     """
+    fit = kernels.fornberg_scaled if fit is None else fit
     mask = ops.cast(mask, "bool")
     t = ops.stop_gradient(t) + ops.zeros_like(ops.cast(mask, t.dtype))
     x = zero_masked(x, mask)
@@ -278,7 +280,7 @@ def masked_windows(x, mask, t, layout, order):
     def window(start, size):
         index = [ops.clip(start + k, 0, steps - 1) for k in range(size)]
         offsets = [_gather_steps(t, i) - t for i in index]
-        weights, scale = kernels.fornberg_scaled(order, offsets)
+        weights, scale = fit(order, offsets)
         y = kernels.sum_terms([_along(w, len(x.shape)) * _gather_steps(x, i)
                                for w, i in zip(weights, index)])
         for _ in range(order):
@@ -300,3 +302,45 @@ def masked_windows(x, mask, t, layout, order):
     start = (here - ops.minimum(before, left)
              - ops.maximum(right - after, 0))
     return zero_masked(window(start, m), output_mask(mask, layout, "same"))
+
+
+def masked_gathered(x, mask, t, layout, order, polyorder):
+    """`masked_windows` for Savitzky–Golay on a 'same' `layout`, gathered:
+    every step's window (the one the unmasked layout would give it if its
+    run were the whole sequence) as one gathered tensor `(batch, steps,
+    width)`, its weights from one `kernels.savgol_loop`. A graph of a few
+    operations whatever the width, at the price of a copy of `x` `width`
+    times over (`kernels.GATHERED_MIN_WIDTH`)."""
+    mask = ops.cast(mask, "bool")
+    t = ops.stop_gradient(t) + ops.zeros_like(ops.cast(mask, t.dtype))
+    x = zero_masked(x, mask)
+    m, left = layout.width, layout.left
+    before, after = run_extents(mask, m - 1, m - 1)
+    steps = ops.shape(x)[1]
+    here = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)
+    start = (here - ops.minimum(before, left)
+             - ops.maximum(m - 1 - left - after, 0))
+    index = ops.clip(ops.expand_dims(start, -1)
+                     + ops.arange(m, dtype="int32"), 0, steps - 1)
+    flat = ops.reshape(index, (ops.shape(index)[0], -1))
+    nodes = (ops.reshape(ops.take_along_axis(t, flat, axis=1),
+                         ops.shape(index)) - ops.expand_dims(t, -1))
+    # A run shorter than the window has no fit (its outputs are masked);
+    # evenly spread nodes there keep its weights, and their gradients, finite.
+    kept = output_mask(mask, layout, "same")
+    spread = ops.convert_to_tensor(np.linspace(-1.0, 1.0, m).astype(
+        keras.backend.standardize_dtype(t.dtype)))
+    nodes = ops.where(ops.expand_dims(kept, -1), nodes, spread)
+    inverse = 2.0 / (nodes[..., m - 1] - nodes[..., 0])
+    weights = kernels.savgol_loop(order, polyorder,
+                                  nodes * ops.expand_dims(inverse, -1))
+    rank = len(x.shape)
+    shape = ops.shape(x)
+    windows = ops.reshape(
+        ops.take_along_axis(x, _along(flat, rank), axis=1),
+        (shape[0], steps, m) + tuple(shape[2:]))
+    y = ops.sum(windows * _along(weights, rank), axis=2)  # (b, steps, m, ...)
+    scale = _along(inverse, rank)
+    for _ in range(order):
+        y = y * scale
+    return zero_masked(y, kept)

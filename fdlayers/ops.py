@@ -341,13 +341,23 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
     )
     coordinates = spacing if isinstance(spacing, np.ndarray) else None
     x, dtype = _float_input(x)
-    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
     if times is None and coordinates is None:
         return _uniform(x, dtype, ("difference", order, accuracy, padding),
                         spacing, order, axis, mask)
+    return _irregular(x, dtype, ("difference", order, accuracy, padding),
+                      times, coordinates, axis, mask)
+
+
+def _irregular(x, dtype, spec, times, coordinates, axis, mask):
+    """The stencil `spec` (see `_windows_of`) on per-sample coordinates
+    `times` (a tensor) or static `coordinates` (a float64 vector) along
+    `axis` of a float tensor `x` of `dtype`: shape checks, half precision
+    in float32, masks, the weights and their windows."""
+    compute_dtype = "float32" if dtype in _HALF_DTYPES else dtype
+    padding = spec[-1]
     if times is not None:
         times = ops.cast(real_tensor(times, "spacing"), compute_dtype)
-    plan = _layout(order, accuracy, padding, True)
+    plan = _windows_of(spec)
     _output_shape(x.shape, plan, padding, axis, coordinates,
                   None if times is None else times.shape)
     axis = check_axis(axis, len(x.shape))
@@ -360,17 +370,45 @@ def derivative(x, order=1, spacing=1.0, accuracy=2, padding="same", axis=1,
             coordinates.astype(compute_dtype))
         y = dispatch.run_stencil(
             _masked_windows_body, x, (mask, _check_times(t, x, axis)), plan,
-            axis, dispatch.placement(x, plan.width), _masked_windows_padded,
-            layout=plan, order=order)
+            axis, dispatch.placement(x, 0 if _gathered(spec) else plan.width),
+            _masked_windows_padded, spec=spec)
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
     if times is not None:
-        y = _per_sample(x, _check_times(times, x, axis), order, accuracy,
-                        padding, axis)
+        y = _per_sample(x, _check_times(times, x, axis), spec, axis)
     else:
-        y = _static_coordinates(x, coordinates, order, accuracy, padding, axis)
+        y = _static_coordinates(x, coordinates, spec, axis)
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
+
+
+@dispatch.plain_python
+@functools.lru_cache(maxsize=256)
+def _windows_of(spec):
+    """The `stencils.Windows` of a stencil on coordinates, named by `spec`:
+    `("difference", order, accuracy, padding)` (Fornberg's weights) or
+    `("savgol", order, window, polyorder, padding)` (least squares)."""
+    if spec[0] == "difference":
+        return stencils.windows(*spec[1:])
+    return savgol.windows(spec[2], spec[-1])
+
+
+def _gathered(spec):
+    """Whether the stencil `spec` reads its windows gathered
+    (`kernels.apply_rows`, `masking.masked_gathered`): a graph of a few
+    operations whatever the width, which XLA compiles quickly."""
+    return (spec[0] == "savgol"
+            and _windows_of(spec).width >= kernels.GATHERED_MIN_WIDTH)
+
+
+@dispatch.plain_python
+@functools.lru_cache(maxsize=256)
+def _fit_of(spec):
+    """`fit(order, offsets)` for `kernels.time_weights` of `spec` (None:
+    Fornberg's weights)."""
+    if spec[0] == "difference":
+        return None
+    return functools.partial(kernels.savgol_scaled, polyorder=spec[3])
 
 
 @dispatch.static_python
@@ -384,24 +422,74 @@ def savitzky_golay(x, order=1, window=5, polyorder=2, spacing=1.0,
     edges under each `padding` ("same": scipy's `savgol_filter(...,
     mode="interp")`; "valid"; "periodic"). Dtypes, `axis` and `mask` as in
     `derivative`.
+
+    `spacing` may also be the sample coordinates, as for `derivative`: a
+    1-D array, one strictly increasing position per step, whose weights are
+    computed once in float64 (`fdlayers.savgol.window_weights`), or a
+    tensor of shape `(steps,)` or `(batch, steps)` (then `axis` must be 1),
+    whose weights are computed in the graph in `x`'s float dtype
+    (`fdlayers.kernels.savgol_loop`). Each point then fits the polynomial
+    to its window's coordinates and takes its derivative at its own
+    coordinate, edges as for "same" (`fdlayers.savgol.windows`); "periodic"
+    is refused.
     """
     order, window, polyorder = savgol.check_arguments(order, window, polyorder)
+    padding = check_savgol_padding(padding)
+    times = None
+    if not isinstance(spacing, numbers.Real):
+        spacing = as_number(spacing)
+    if not isinstance(spacing, numbers.Real) and (
+            ops.is_tensor(spacing) or _ndim(spacing) >= 2):
+        times = spacing  # per-sample coordinates, in the graph
+        savgol.windows(window, padding)  # refuses 'periodic', by name
+    else:
+        spacing = check_savgol_spacing(spacing, window, padding)
+    x, dtype = _float_input(x)
+    spec = ("savgol", order, window, polyorder, padding)
+    if times is None and not isinstance(spacing, np.ndarray):
+        return _uniform(x, dtype, spec, spacing, order, axis, mask)
+    return _irregular(x, dtype, spec, times,
+                      spacing if times is None else None, axis, mask)
+
+
+def check_savgol_padding(padding):
+    """A Savitzky–Golay padding, lower case; else a ValueError naming it."""
     if not isinstance(padding, str) or padding.lower() not in savgol.PADDINGS:
         raise ValueError(
             f"`padding` must be one of {', '.join(map(repr, savgol.PADDINGS))} "
             f"for a Savitzky–Golay filter. Received: padding={padding!r}")
-    spacing = check_spacing(spacing)
-    x, dtype = _float_input(x)
-    return _uniform(x, dtype, ("savgol", order, window, polyorder,
-                               padding.lower()), spacing, order, axis, mask)
+    return padding.lower()
+
+
+def check_savgol_spacing(spacing, window, padding):
+    """A Savitzky–Golay `spacing`: a positive finite number (a float), or
+    static coordinates, a 1-D array of at least `window` strictly
+    increasing finite positions (a float64 ndarray; not with 'periodic')."""
+    spacing = as_number(spacing)
+    if (isinstance(spacing, bool) or isinstance(spacing, numbers.Real)
+            or _ndim(spacing) == 0 or ops.is_tensor(spacing)):
+        return check_spacing(spacing)
+    savgol.windows(window, padding)  # refuses 'periodic', by name
+    coordinates = stencils.check_coordinates(spacing)
+    if len(coordinates) < window:
+        raise ValueError(
+            f"`spacing` has {len(coordinates)} coordinates; a window of "
+            f"{window} samples needs at least {window}. Received: "
+            f"spacing of length {len(coordinates)}, window={window}")
+    return coordinates
 
 
 def savitzky_golay_shape(input_shape, order=1, window=5, polyorder=2,
-                         padding="same", axis=1):
+                         padding="same", axis=1, coordinates=None,
+                         times_shape=None):
     """Shape of `savitzky_golay(x, ...)` for `x` of `input_shape`, checked
-    as `output_shape` checks a derivative's."""
-    return _output_shape(input_shape, savgol.plan(order, window, polyorder,
-                                                  padding), padding, axis)
+    as `output_shape` checks a derivative's (static `coordinates` and
+    per-sample coordinates of `times_shape` too)."""
+    irregular = coordinates is not None or times_shape is not None
+    plan = (_windows_of(("savgol", order, window, polyorder, padding))
+            if irregular else savgol.plan(order, window, polyorder, padding))
+    return _output_shape(input_shape, plan, padding, axis, coordinates,
+                         times_shape)
 
 
 def check_spacing(spacing):
@@ -620,11 +708,12 @@ def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
 
 
 def savitzky_golay_mask(mask, rank, order=1, window=5, polyorder=2,
-                        padding="same", axis=1):
+                        padding="same", axis=1, irregular=False):
     """The Keras mask of `savitzky_golay(x, ..., mask=mask)`, as
     `derivative_mask` gives for `derivative`."""
-    return _derivative_mask(mask, rank, savgol.plan(order, window, polyorder,
-                                                    padding), padding, axis)
+    plan = (_windows_of(("savgol", order, window, polyorder, padding))
+            if irregular else savgol.plan(order, window, polyorder, padding))
+    return _derivative_mask(mask, rank, plan, padding, axis)
 
 
 def _derivative_mask(mask, rank, plan, padding, axis):
@@ -668,18 +757,23 @@ def _masked_fn(spec, scale, rank, compiled):
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_windows_stencil(layout, order, rank):
-    windows = functools.partial(masking.masked_windows, layout=layout,
-                                order=order)
+def _masked_windows_stencil(spec, rank):
+    layout = _windows_of(spec)
+    if _gathered(spec):
+        windows = functools.partial(masking.masked_gathered, layout=layout,
+                                    order=spec[1], polyorder=spec[3])
+    else:
+        windows = functools.partial(masking.masked_windows, layout=layout,
+                                    order=spec[1], fit=_fit_of(spec))
     # (x, mask, t): the mask and the coordinates have their steps last.
     return dispatch.any_length(windows, layout, 1)
 
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_windows_fn(layout, order, rank, compiled):
-    return dispatch.shared_through_xla(
-        _masked_windows_stencil(layout, order, rank), compiled)
+def _masked_windows_fn(spec, rank, compiled):
+    return dispatch.shared_through_xla(_masked_windows_stencil(spec, rank),
+                                       compiled)
 
 
 def _masked_body(x, mask, compiled, spec, scale):
@@ -691,47 +785,47 @@ def _masked_padded(x, mask, spec, scale):
                                 x, mask)
 
 
-def _masked_windows_body(x, mask, t, compiled, layout, order):
-    return _masked_windows_fn(layout, order, len(x.shape), compiled)(x, mask, t)
+def _masked_windows_body(x, mask, t, compiled, spec):
+    return _masked_windows_fn(spec, len(x.shape), compiled)(x, mask, t)
 
 
-def _masked_windows_padded(x, mask, t, layout, order):
+def _masked_windows_padded(x, mask, t, spec):
     return dispatch.padded_call(
-        _masked_windows_fn(layout, order, len(x.shape), True), x, mask, t)
+        _masked_windows_fn(spec, len(x.shape), True), x, mask, t)
 
 
-def _per_sample(x, t, order, accuracy, padding, axis):
-    """The derivative on per-sample coordinates `t`, weights computed in the graph.
+def _per_sample(x, t, spec, axis):
+    """The stencil `spec` on per-sample coordinates `t`, weights computed
+    in the graph.
 
-    Precision: offsets `t[j] - t[i]` and Fornberg's recurrence run in `x`'s
-    float dtype (float32 for half-precision inputs), so in float32 the
-    weights carry a relative error of a few units of 2⁻²⁴ times the ratio of
-    |t| to the local spacing: give time stamps relative to the series start.
+    Precision: offsets `t[j] - t[i]` and the weights' recurrence (Fornberg's,
+    or the least-squares fit's) run in `x`'s float dtype (float32 for
+    half-precision inputs), so in float32 the weights carry a relative
+    error of a few units of 2⁻²⁴ times the ratio of |t| to the local
+    spacing: give time stamps relative to the series start.
     """
-    layout = _layout(order, accuracy, padding, True)
+    layout = _windows_of(spec)
     return dispatch.run_stencil(
         _per_sample_body, x, (t,), layout, axis,
-        dispatch.placement(x, order + accuracy),
-        _per_sample_padded if axis == 1 else None, order=order,
-        accuracy=accuracy, padding=padding, axis=axis)
+        dispatch.placement(x, 0 if _gathered(spec) else layout.width),
+        _per_sample_padded if axis == 1 else None, spec=spec, axis=axis)
 
 
-def _per_sample_body(x, t, compiled, order, accuracy, padding, axis):
-    return _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
-                          len(t.shape), compiled)(x, t)
+def _per_sample_body(x, t, compiled, spec, axis):
+    return _per_sample_fn(spec, axis, len(x.shape), len(t.shape),
+                          compiled)(x, t)
 
 
-def _per_sample_padded(x, t, order, accuracy, padding, axis):
-    layout = _layout(order, accuracy, padding, True)
-    if padding == "valid":
+def _per_sample_padded(x, t, spec, axis):
+    layout = _windows_of(spec)
+    if spec[-1] == "valid":
         return dispatch.padded_call(
-            _per_sample_fn(order, accuracy, padding, axis, len(x.shape),
-                           len(t.shape), True),
+            _per_sample_fn(spec, axis, len(x.shape), len(t.shape), True),
             x, t=t, change=1 - layout.width)
     # Masked windows stop each run at its last sample, as the unmasked
     # layout stops at the last step: here the true length.
     return dispatch.padded_call(
-        _masked_windows_fn(layout, order, len(x.shape), True), x,
+        _masked_windows_fn(spec, len(x.shape), True), x,
         ops.ones(ops.shape(x)[:2], "bool"), t)
 
 
@@ -744,13 +838,18 @@ def _broadcast_along(weight, rank, axis):
     return weight
 
 
-def _apply_per_sample(x, t, layout, order, axis):
+def _apply_per_sample(x, t, layout, order, axis, fit=None, polyorder=None):
     # The coordinates are data, not parameters: without this, autodiff of
     # the unrolled recurrence (hundreds of ops for wide windows) is built and
     # compiled along with every gradient with respect to x.
     t = ops.stop_gradient(t)
+    if polyorder is not None and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        # (`_gathered`)
+        weights, starts, inverse = kernels.savgol_rows(t, layout, order,
+                                                       polyorder)
+        return kernels.apply_rows(x, weights, starts, axis, inverse, order)
     (head, interior, tail), (head_scales, interior_scale, tail_scales) = (
-        kernels.time_weights(t, layout, order))
+        kernels.time_weights(t, layout, order, fit))
     rank = len(x.shape)
 
     def fit(row):
@@ -771,27 +870,26 @@ def _apply_per_sample(x, t, layout, order, axis):
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=256)
-def _per_sample_fn(order, accuracy, padding, axis, rank, times_rank,
-                   compiled):
-    layout = stencils.windows(order, accuracy, padding)
-    apply = functools.partial(_apply_per_sample, layout=layout, order=order,
-                              axis=axis)
+def _per_sample_fn(spec, axis, rank, times_rank, compiled):
+    layout = _windows_of(spec)
+    apply = functools.partial(
+        _apply_per_sample, layout=layout, order=spec[1], axis=axis,
+        fit=_fit_of(spec), polyorder=spec[3] if spec[0] == "savgol" else None)
     return dispatch.through_xla(dispatch.any_length(apply, layout, axis),
                                 compiled)
 
 
-def _static_coordinates(x, coordinates, order, accuracy, padding, axis):
-    """The derivative on a static non-uniform grid: float64 weights, once."""
+def _static_coordinates(x, coordinates, spec, axis):
+    """The stencil `spec` on a static non-uniform grid: float64 weights, once."""
     return dispatch.run_stencil(
-        _static_body, x, (), _layout(order, accuracy, padding, True), axis,
-        dispatch.placement(x), order=order, accuracy=accuracy,
-        padding=padding, axis=axis, coordinates=coordinates.tobytes())
+        _static_body, x, (), _windows_of(spec), axis, dispatch.placement(x),
+        spec=spec, axis=axis, coordinates=coordinates.tobytes())
 
 
-def _static_body(x, compiled, order, accuracy, padding, axis, coordinates):
+def _static_body(x, compiled, spec, axis, coordinates):
     dtype = keras.backend.standardize_dtype(x.dtype)
-    return _static_fn(order, accuracy, padding, axis, len(x.shape), dtype,
-                      coordinates, compiled)(x)
+    return _static_fn(spec, axis, len(x.shape), dtype, coordinates,
+                      compiled)(x)
 
 
 def _apply_static(x, layout, weights, axis, exponent):
@@ -808,19 +906,26 @@ def _apply_static(x, layout, weights, axis, exponent):
         kernels.apply_windows(x, layout, axis, head, interior, tail), exponent)
 
 
-def _static_bytes(order, accuracy, padding, axis, rank, dtype, coordinates,
-                  compiled):
+def _apply_static_rows(x, rows, starts, axis, exponent):
+    # Constants made here, in the graph being traced, not in the cache.
+    return _times_power_of_two(kernels.apply_rows(
+        x, ops.convert_to_tensor(rows), ops.convert_to_tensor(starts), axis),
+        exponent)
+
+
+def _static_bytes(spec, axis, rank, dtype, coordinates, compiled):
     """What a `_static_fn` keeps alive, about: its weights (a window of
     float64 per point, cast to `dtype`) and the constants that a traced
     graph and an XLA program hold of them."""
-    width = stencils.windows(order, accuracy, padding).width
+    width = (stencils.windows(*spec[1:]).width if spec[0] == "difference"
+             else spec[2])
     return len(coordinates) * (width + 1) * 3
 
 
 @dispatch.plain_python
 @caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES, _static_bytes)
-def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
-               compiled):
+def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
+    order, padding = spec[1], spec[-1]
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
     # Weights scale as spacing**-order, so, as on a uniform grid (`_scaling`),
     # they may leave the dtype's range, and Fornberg's products of offsets
@@ -833,14 +938,27 @@ def _static_fn(order, accuracy, padding, axis, rank, dtype, coordinates,
     scaled = np.ldexp(coordinates, -unit)
     if not np.all(np.diff(scaled) > 0):  # spacings too unequal to rescale
         scaled, unit = coordinates, 0
-    layout, head, interior, tail = stencils.window_weights(
-        scaled, order, accuracy, padding)
+    weights = (stencils.window_weights if spec[0] == "difference"
+               else savgol.window_weights)
+    layout, head, interior, tail = weights(scaled, *spec[1:])
     every = np.concatenate([interior.ravel(), tail.ravel()]
                            + [np.ravel(row) for row in head])
     factor, exponent = _fold(every, 1.0, -unit * order, dtype)
     interior = interior * factor
     tail = tail * factor
     head = [np.asarray(row) * factor for row in head]
+    if spec[0] == "savgol" and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        rows = np.concatenate([np.reshape(head, (-1, layout.width)), interior,
+                               tail]).astype(dtype)
+        n, m = len(coordinates), layout.width
+        starts = (np.clip(np.arange(n) - layout.left, 0, n - m)
+                  if padding == "same" else np.arange(n - m + 1)
+                  ).astype("int32")
+        apply = functools.partial(_apply_static_rows, rows=rows,
+                                  starts=starts, axis=axis, exponent=exponent)
+        return dispatch.through_xla(
+            dispatch.any_length(apply, layout, axis, len(coordinates)),
+            compiled)
     trailing = (1,) * (rank - axis - 1)
     interior = [column.reshape(column.shape + trailing).astype(dtype)
                 for column in interior.T]

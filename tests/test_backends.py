@@ -29,6 +29,8 @@ Which tests, and why:
 - test_cli_backends.py: `fdlayers demo`, float64 on each backend.
 - test_spectral.py: SpectralDerivative1D through each backend's FFT, its
   gradients in each compiled mode, and the layer contract.
+- test_savgol_irregular.py: SavitzkyGolay1D on coordinates and time stamps,
+  whose least-squares weights each backend computes in its own graph.
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
@@ -56,8 +58,8 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_partials.py", "tests/test_training.py",
                    "tests/test_properties.py", "tests/test_fuzzing.py",
                    "tests/test_robustness.py", "tests/test_bounded_cost.py",
-                   "tests/test_export.py",
-                   "tests/test_cli_backends.py"]
+                   "tests/test_export.py", "tests/test_cli_backends.py",
+                   "tests/test_savgol_irregular.py"]
 NEUTRAL_MODULES += ["tests/test_spectral.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run

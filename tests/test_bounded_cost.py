@@ -216,9 +216,11 @@ def test_static_grids_of_deleted_layers_are_not_kept(monkeypatch):
         grid = np.cumsum(np.random.default_rng(seed).uniform(0.5, 1.5, n))
         fdlayers.FiniteDifference1D(2, grid, accuracy=4)(x)
         built.append(weakref.ref(ops._static_fn(
-            2, 4, "same", 1, 3, "float32", grid.tobytes(), False)))
+            ("difference", 2, 4, "same"), 1, 3, "float32", grid.tobytes(),
+            False)))
         assert ops._static_fn.cache_bytes() == ops._static_bytes(
-            2, 4, "same", 1, 3, "float32", grid.tobytes(), False)
+            ("difference", 2, 4, "same"), 1, 3, "float32", grid.tobytes(),
+            False)
     gc.collect()
     assert [ref() is None for ref in built] == [True, True, True, False]
     ops._static_fn.cache_clear()

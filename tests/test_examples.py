@@ -127,3 +127,15 @@ def test_physics_informed_prints_its_error(run_example):
     error = re.search(r"relative L2 error against exp\(-pi\^2 t\) "
                       r"sin\(pi x\): (\S+)", out)
     assert error and np.isfinite(float(error.group(1))), out
+
+
+
+def test_imu_jitter_fits_on_time_stamps_beat_finite_differences(run_example):
+    out = run_example("imu_jitter.py").stdout
+    rows = re.findall(r"^(\w+)\(.*\), (nominal spacing|true time stamps): "
+                      r"RMS error (\S+) m/s$", out, flags=re.M)
+    errors = {(layer, stamps): float(error) for layer, stamps, error in rows}
+    assert len(errors) == 3, out
+    sg = errors[("SavitzkyGolay1D", "true time stamps")]
+    assert sg < errors[("FiniteDifference1D", "true time stamps")] / 4, out
+    assert sg < errors[("SavitzkyGolay1D", "nominal spacing")], out
