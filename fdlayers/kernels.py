@@ -564,7 +564,10 @@ def fornberg_loop(order, nodes, sizes=None):
     zero = ops.zeros_like(nodes)
     first = ops.where(np.arange(m) == 0, ops.ones_like(zero), zero)
     c = ops.stack([first] + [zero] * order, -1)
-    c, _ = ops.fori_loop(1, m, add_node, (c, ops.ones_like(zero[..., 0])))
+    # (A bounded loop: XLA cannot differentiate a program holding one
+    # without a maximum number of iterations, as Keras models compile on GPUs.)
+    c, _ = bounded_loop(m - 1, lambda j, state: add_node(j + 1, state),
+                        (c, ops.ones_like(zero[..., 0])))
     return c[..., order]
 
 

@@ -494,6 +494,30 @@ def test_the_looped_recurrence_matches_the_scalar_one(kwargs, monkeypatch):
                                atol=1e-8)
 
 
+@pytest.mark.skipif(per_backend.BACKEND == "torch",
+                    reason="torch.compile's aot_autograd has no double "
+                           "backward; no compiler runs the loop there")
+@pytest.mark.parametrize("padding", ["same", "causal"])
+def test_the_looped_recurrence_differentiates_in_a_whole_program(padding):
+    """The loop over a wide window's nodes has a static number of passes:
+    XLA cannot differentiate a program holding a loop without one (as
+    Keras compiles models on GPUs), even where no gradient flows through
+    the loop (the time stamps)."""
+    n = 60
+    t = np.cumsum(np.random.default_rng(6).uniform(0.8, 1.2, n))
+    x = np.sin(0.05 * t).reshape(1, n, 1)
+    u = np.cos(0.3 * t).reshape(1, n, 1)
+    layer = FD(1, accuracy=14, padding=padding, dtype="float64")
+    run = per_backend.value_and_gradients(
+        lambda a: layer([a, tensor(t.reshape(1, n))]))
+    eager = numpy(run(tensor(x), tensor(u), tensor(u)))
+    whole = numpy(per_backend.whole_program(run)(tensor(x), tensor(u),
+                                                 tensor(u)))
+    for a, b in zip(whole, eager):
+        np.testing.assert_allclose(a, b, rtol=1e-8,
+                                   atol=1e-8 * np.abs(b).max())
+
+
 def test_a_masked_wide_causal_run_is_a_sequence_of_its_own(monkeypatch):
     """Masked, each step's causal window has its own size, all in one loop
     (masking._causal_windows_at_once): each run equals that run alone."""
