@@ -368,18 +368,83 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
     if mask is not None and axis == 1 and padding in ("same", "causal"):
         t = times if times is not None else ops.convert_to_tensor(
             coordinates.astype(compute_dtype))
-        y = dispatch.run_stencil(
-            _masked_windows_body, x, (mask, _check_times(t, x, axis)), plan,
-            axis, dispatch.placement(x, 0 if _gathered(spec) else plan.width),
-            _masked_windows_padded, spec=spec)
+        t = _check_times(t, x, axis)
+        where = dispatch.placement(x, 0 if _gathered(spec) else plan.width)
+
+        def masked(x, mask, t):
+            return dispatch.run_stencil(
+                _masked_windows_body, x, (mask, t), plan, axis, where,
+                _masked_windows_padded, spec=spec)
+        y = _in_chunks(masked, x, plan, padding,
+                       [(mask, 1), (t, len(t.shape) - 1)])
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
     if times is not None:
-        y = _per_sample(x, _check_times(times, x, axis), spec, axis)
+        t = _check_times(times, x, axis)
+        y = _in_chunks(functools.partial(_per_sample, spec=spec, axis=axis),
+                       x, plan, padding if axis == 1 else "along another axis",
+                       [(t, len(t.shape) - 1)])
     else:
         y = _static_coordinates(x, coordinates, spec, axis)
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
+
+
+# Long inputs whose weights are computed per call (time stamps, masks) run
+# in chunks of about this many points (batch × steps) along the steps, so
+# that a call's working memory (≈ 30 arrays of the points it works on, for
+# the weights and their windows) does not scale with the input: the pieces
+# of the result and their concatenation, two input sizes, are what remains.
+CHUNK_POINTS = 1 << 20
+
+
+def _in_chunks(fn, x, plan, padding, parts):
+    """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
+    chunks along that axis where `x` has a static number of points of
+    several chunks (`CHUNK_POINTS`) and `padding` is "same" or "causal" (where each output depends on the
+    samples within a window of it, and on the edges within that window
+    only). Each chunk of outputs is computed from its samples and `width`
+    more on each side (at least a window's width and a minimum length: a
+    window's reach, the edges' one-sided windows and what makes a masked
+    run too short are within it, so every output kept is the one the whole
+    input gives), and the pieces are concatenated. `parts` are `(value,
+    axis)`: what comes with `x` (time stamps, a mask), cut along their
+    `axis` alike."""
+    # The weights and the masks' bookkeeping are per point (batch, step),
+    # shared by the channels.
+    batch, steps = x.shape[0], x.shape[1]
+    if (padding not in ("same", "causal") or batch is None or steps is None
+            or batch * steps < 4 * CHUNK_POINTS):
+        return fn(x, *(value for value, _ in parts))
+    width = plan.width + plan.min_length
+    step = max(4 * width, CHUNK_POINTS // batch)
+    pieces = []
+    start = 0
+    while start < steps:
+        stop = min(start + step, steps)
+        if steps - stop < width:  # no last chunk shorter than a window
+            stop = steps
+        low, high = max(0, start - width), min(steps, stop + width)
+        chunk = kernels.take(x, 1, low, high)
+        if pieces and keras.backend.backend() == "tensorflow":
+            chunk = _after(chunk, pieces[-1])
+        y = fn(chunk, *(kernels.take(value, axis, low, high)
+                        for value, axis in parts))
+        pieces.append(kernels.take(y, 1, start - low, stop - low))
+        start = stop
+    return ops.concatenate(pieces, 1)
+
+
+def _after(chunk, previous):
+    """`chunk`, computed after `previous` in a TensorFlow graph: chunks are
+    independent, and a graph would run them at once, with the working
+    memory of all of them."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return chunk
+    with tf.control_dependencies([previous]):
+        return tf.identity(chunk)
 
 
 @dispatch.plain_python
@@ -593,9 +658,13 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        y = dispatch.run_stencil(_masked_body, x, (mask,), plan, axis,
-                                 dispatch.placement(x), _masked_padded,
-                                 spec=spec, scale=scale)
+        where = dispatch.placement(x)
+
+        def masked(x, mask):
+            return dispatch.run_stencil(_masked_body, x, (mask,), plan, axis,
+                                        where, _masked_padded, spec=spec,
+                                        scale=scale)
+        y = _in_chunks(masked, x, plan, padding, [(mask, 1)])
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and

@@ -37,7 +37,9 @@ import numpy as np
 import pytest
 
 import fdlayers
+import per_backend
 from fdlayers import caches, stencils
+from per_backend import numpy, tensor
 
 HERE = pathlib.Path(__file__).resolve().parent
 BUDGET_MB = 1024  # address space beyond the warmed-up process
@@ -237,3 +239,56 @@ def test_static_weights_in_chunks_equal_those_at_once(order, accuracy,
     np.testing.assert_array_equal(chunked[2], whole[2])
     for a, b in zip(chunked[1] + [chunked[3]], whole[1] + [whole[3]]):
         np.testing.assert_array_equal(a, b)
+
+
+# Long inputs with per-call weights (time stamps, masks) run in chunks of
+# points along the steps (fdlayers.ops._in_chunks), whose results must be
+# those of the whole input: here with chunks of a few windows.
+CHUNKED = [
+    ("time stamps", dict(order=2, accuracy=4), "same", "stamps"),
+    ("time stamps, causal", dict(order=1, accuracy=3), "causal", "stamps"),
+    ("time stamps, masked", dict(order=1, accuracy=4), "same",
+     "masked stamps"),
+    ("mask", dict(order=2, accuracy=4), "causal", "masked"),
+    ("coordinates, masked", dict(order=1, accuracy=4), "same",
+     "masked coordinates"),
+    ("Savitzky-Golay, mask", dict(order=1, window=31, polyorder=3), "same",
+     "masked"),
+    ("Savitzky-Golay, time stamps", dict(order=2, window=27, polyorder=4),
+     "same", "stamps"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, padding, how", CHUNKED,
+                         ids=[c[0] for c in CHUNKED])
+@pytest.mark.parametrize("mode", ["eager", per_backend.MODES[-1]])
+def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
+                                               mode, monkeypatch):
+    from fdlayers import ops
+
+    rng = np.random.default_rng(7)
+    n = 700
+    x = rng.standard_normal((2, n, 3))
+    t = np.cumsum(rng.uniform(0.5, 1.5, (2, n)), axis=1)
+    mask = np.ones((2, n), bool)
+    for row, start, length in ((0, 40, 3), (1, 333, 8), (0, 690, 10),
+                               (1, 0, 2), (0, 200, 1)):
+        mask[row, start:start + length] = False
+    op = (fdlayers.derivative if "accuracy" in kwargs
+          else ops.savitzky_golay)
+    spacing = (t if "stamps" in how else t[0] if "coordinates" in how
+               else 0.5)
+    masked = "masked" in how
+
+    def run(a, m):
+        return op(a, spacing=tensor(spacing) if "stamps" in how else spacing,
+                  padding=padding, mask=m if masked else None, **kwargs)
+
+    call = per_backend.compiled(run, mode)
+    monkeypatch.setattr(ops, "CHUNK_POINTS", 1 << 30)
+    whole = numpy(call(tensor(x), tensor(mask)))
+    monkeypatch.setattr(ops, "CHUNK_POINTS", 16)  # chunks of 4 windows
+    per_backend.clear_caches()
+    chunked = numpy(per_backend.compiled(run, mode)(tensor(x), tensor(mask)))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12,
+                               atol=1e-12 * np.abs(whole).max())
