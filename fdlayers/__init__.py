@@ -7,6 +7,9 @@ Public API:
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
+- `partial(x, orders, ...)`, `PartialDerivative`, `Gradient`, `Divergence`,
+  `Curl` and `Laplacian`: partial derivatives and vector calculus of fields
+  on 1-D to 3-D grids;
 - `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
   and `input_laplacian(model, x, features)`: a model's derivatives with
   respect to its input by autodiff, zeros where the truth is zero (never
@@ -27,11 +30,16 @@ __version__ = "0.1.0"
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "input_laplacian",
            "input_partials", "stencil", "__version__"]
+__all__ += ["partial", "PartialDerivative", "Gradient", "Divergence", "Curl",
+            "Laplacian"]
 
 _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "derivative": "ops", "FiniteDifference1D": "layers",
           "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff",
           "input_partials": "autodiff", "input_laplacian": "autodiff"}
+_HOMES.update({"partial": "fields", "PartialDerivative": "field_layers",
+               "Gradient": "field_layers", "Divergence": "field_layers",
+               "Curl": "field_layers", "Laplacian": "field_layers"})
 
 
 def _is_the_command():
@@ -62,3 +70,6 @@ if not _is_the_command():
     from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
     from fdlayers.autodiff import (  # noqa: E402,F401
         input_derivatives, input_laplacian, input_partials)
+    from fdlayers.fields import partial  # noqa: E402,F401
+    from fdlayers.field_layers import (  # noqa: E402,F401
+        Curl, Divergence, Gradient, Laplacian, PartialDerivative)
