@@ -287,8 +287,8 @@ def _bucketed_kernel(x, key):
     # A sequence too short for the stencil gets NaN (`_by_size`), but this
     # branch, compiled all the same inside an XLA program, must stay in range.
     steps_or_minimum = tf.maximum(steps, plan.min_length)
-    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps_or_minimum)),
-                           steps_or_minimum)
+    y = _bucketed_fn(*key, len(x.shape))(
+        _padded(x, axis, _bucket(steps_or_minimum)), steps_or_minimum)
     return kernels.take(y, axis, 0, tf.maximum(steps + length_change(plan), 0))
 
 
@@ -297,7 +297,10 @@ def _forward_padded(x, length, stencil):
 
 
 @functools.lru_cache(maxsize=256)
-def _bucketed_fn(spec, scale, axis, channels):
+def _bucketed_fn(spec, scale, axis, channels, rank):
+    """The padded-length kernel, one per rank: a function traced for two
+    ranks would generalise to an unknown rank, on which the stencil's
+    slices cannot be built (as in `_tensorflow_pair`)."""
     import tensorflow as tf
 
     stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)
