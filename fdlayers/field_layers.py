@@ -44,8 +44,9 @@ class _FieldLayer(keras.layers.Layer):
         self.padding = fields.check_padding(padding)
         self.data_format = fields.check_data_format(data_format)
         self._check_known_axes()
-        # Masks are refused in `call`: a field has no steps axis to mask.
-        self.supports_masking = False
+        # So that Keras hands a mask to `call`, which refuses it: a field
+        # has no padded steps to skip, and dropping a mask would be silent.
+        self.supports_masking = True
 
     def _check_known_axes(self):
         """Check what the arguments alone decide: the number of spatial axes
@@ -96,6 +97,7 @@ class _FieldLayer(keras.layers.Layer):
         return self._output_shape(input_shape)
 
     def compute_output_spec(self, inputs, mask=None):
+        self._refuse_mask(mask)
         # Keras' default would give the compute dtype; `call` returns input_dtype.
         return keras.KerasTensor(self._output_shape(inputs.shape),
                                  dtype=self.input_dtype)
@@ -103,12 +105,15 @@ class _FieldLayer(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return None
 
-    def call(self, inputs, mask=None):
+    def _refuse_mask(self, mask):
         if mask is not None:
             raise ValueError(
                 f"`{type(self).__name__}` does not support masks: a field's "
                 "grid has no padded steps to skip. Remove the mask (e.g. the "
                 "`Masking` layer or `mask_zero=True`) before this layer.")
+
+    def call(self, inputs, mask=None):
+        self._refuse_mask(mask)
         x = fd_ops.real_tensor(inputs, "inputs")
         if keras.backend.standardize_dtype(x.dtype) != self.input_dtype:
             x = keras.ops.cast(x, self.input_dtype)

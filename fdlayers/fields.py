@@ -121,7 +121,7 @@ def check_spacing(spacing):
             "1-D coordinate arrays, one per spatial axis; per-sample "
             "coordinates (tensors) are not supported. Received: spacing of "
             f"type {type(spacing).__name__}")
-    if not isinstance(spacing, (list, tuple, np.ndarray)) or np.ndim(
+    if not isinstance(spacing, (list, tuple, np.ndarray)) or fd_ops._ndim(
             spacing) == 0:
         raise TypeError(
             "`spacing` must be a positive number, or a tuple with one entry "
@@ -149,8 +149,8 @@ def check_spacing(spacing):
             entries.append(stencils.check_coordinates(entry))
         except (TypeError, ValueError) as error:
             raise type(error)(
-                str(error).replace("`spacing`", f"`{name}`").replace(
-                    "spacing=", f"{name}=").replace("spacing[", f"{name}[")
+                str(error).replace("spacing[", f"{name}[").replace(
+                    "`spacing`", f"`{name}`").replace("spacing=", f"{name}=")
             ) from None
     return tuple(entries)
 
