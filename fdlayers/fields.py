@@ -692,7 +692,7 @@ def _interior(x, key):
                 start = radius[k] + offsets[k]
                 stop = start - 2 * radius[k]
                 index[axis] = slice(start, stop or None)
-            term = x[tuple(index)] * weight
+            term = x[tuple(index)] * float(weight)  # x's dtype, not float64
             total = term if total is None else total + term
         outputs.append(total)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(

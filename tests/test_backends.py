@@ -24,6 +24,8 @@ Which tests, and why:
 - test_export.py: `model.export` traces each backend's own way (on JAX
   with symbolic lengths), and on PyTorch fails as Keras itself does.
 - test_cli_backends.py: `fdlayers demo`, float64 on each backend.
+- test_fields.py: partial derivatives and vector calculus of fields, on
+  each backend's paths (JAX compiles each operator whole).
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
@@ -52,6 +54,7 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_properties.py", "tests/test_fuzzing.py",
                    "tests/test_robustness.py", "tests/test_export.py",
                    "tests/test_cli_backends.py"]
+NEUTRAL_MODULES += ["tests/test_fields.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run
 _RUNS = pytest.StashKey[dict]()
