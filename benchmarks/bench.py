@@ -28,9 +28,12 @@ Sections:
  12. derivatives of a network for training (benchmarks/derivatives.py): a
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
-     and DeepXDE.
+     and DeepXDE;
+ 13. fields (benchmarks/fields.py): Laplacian and Gradient on (16, 512, 512,
+     1) and (4, 128, 128, 128, 1) in the three modes against their floors,
+     findiff, numpy.gradient and tf.image.sobel_edges.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 12)
+    python benchmarks/bench.py --only 8   # one section (8 to 13)
 """
 
 import argparse
@@ -50,6 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 import cold  # noqa: E402
 import derivatives  # noqa: E402
+import fields  # noqa: E402
 import fdlayers  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
@@ -402,11 +406,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
-    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12),
+    parser.add_argument("--only", type=int, choices=(8, 9, 10, 11, 12, 13),
                         help="run one section (8: per-sample time stamps, "
                              "9: Savitzky-Golay, 10: cold paths, 11: the "
                              "command on files, 12: derivatives of a "
-                             "network)")
+                             "network, 13: fields)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -422,6 +426,9 @@ def main(argv=None):
         return
     if args.only == 12:
         derivatives.main(args.quick)
+        return
+    if args.only == 13:
+        fields.main(args.quick)
         return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
@@ -441,6 +448,7 @@ def main(argv=None):
     cold.main(args.quick)
     section_command(args.quick)
     derivatives.main(args.quick)
+    fields.main(args.quick)
 
 
 if __name__ == "__main__":

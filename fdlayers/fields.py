@@ -648,43 +648,53 @@ def _interior_and_strips(x, key, stencil):
     return y
 
 
+def _radii(blocks, ndim, accuracy):
+    """The radius of the widest central stencil along each axis."""
+    return [max(stencils.plan(t[2][k], accuracy, "valid").width // 2
+                if t[2][k] else 0 for b in blocks for t in b)
+            for k in range(ndim)]
+
+
+def _block_kernel(block, ndim, spacing, accuracy, dtype):
+    """The interior of one output block as one kernel: `{(component,
+    offsets): weight}`, the outer products of each term's 1-D central
+    stencils (scaled by spacing**-order), merged over the terms."""
+    kernel = {}
+    for sign, component, term_orders in block:
+        taps = {(): float(sign)}
+        for k in range(ndim):
+            if not term_orders[k]:
+                taps = {o + (0,): w for o, w in taps.items()}
+                continue
+            spec = ("difference", term_orders[k], accuracy, "valid")
+            scale, _ = fd_ops._scaling(spec, spacing[k], term_orders[k],
+                                       dtype)
+            plan = dispatch.plan_of(spec)
+            taps = {o + (int(d),): w * float(c) * scale
+                    for o, w in taps.items()
+                    for d, c in zip(plan.offsets, plan.weights) if c}
+        for offsets, weight in taps.items():
+            index = (component, offsets)
+            kernel[index] = kernel.get(index, 0.0) + weight
+    return {index: weight for index, weight in sorted(kernel.items())
+            if weight != 0.0}
+
+
 def _interior(x, key):
     """The operator `key` at the points where every stencil is central (its
-    `"valid"` output): per output block, the sum over its terms of the
-    outer products of the 1-D central stencils, as one cross-shaped (for
-    mixed partials, box-shaped) kernel of merged weights, Σ w · shifted x.
-    """
+    `"valid"` output): per output block, Σ w · shifted x over the merged
+    kernel of its terms (cross-shaped; box-shaped for mixed partials)."""
     name, ndim, orders, spacing, accuracy, padding, data_format = key
     components, blocks = operator_terms(name, ndim, orders)
     axes, channel_axis = spatial_axes(len(x.shape), data_format)
     dtype = keras.backend.standardize_dtype(x.dtype)
     channels = x.shape[channel_axis] // components
-    radius = [max(stencils.plan(t[2][k], accuracy, "valid").width // 2
-                  if t[2][k] else 0 for b in blocks for t in b)
-              for k in range(ndim)]
+    radius = _radii(blocks, ndim, accuracy)
     outputs = []
     for block in blocks:
-        kernel = {}  # (component, offsets) -> weight
-        for sign, component, term_orders in block:
-            taps = {(): float(sign)}
-            for k in range(ndim):
-                if not term_orders[k]:
-                    taps = {o + (0,): w for o, w in taps.items()}
-                    continue
-                spec = ("difference", term_orders[k], accuracy, "valid")
-                scale, _ = fd_ops._scaling(spec, spacing[k], term_orders[k],
-                                           dtype)
-                plan = dispatch.plan_of(spec)
-                taps = {o + (int(d),): w * c * scale
-                        for o, w in taps.items()
-                        for d, c in zip(plan.offsets, plan.weights) if c}
-            for offsets, weight in taps.items():
-                index = (component, offsets)
-                kernel[index] = kernel.get(index, 0.0) + weight
         total = None
-        for (component, offsets), weight in sorted(kernel.items()):
-            if weight == 0.0:
-                continue
+        for (component, offsets), weight in _block_kernel(
+                block, ndim, spacing, accuracy, dtype).items():
             index = [slice(None)] * len(x.shape)
             index[channel_axis] = slice(component * channels,
                                         (component + 1) * channels)
@@ -692,7 +702,7 @@ def _interior(x, key):
                 start = radius[k] + offsets[k]
                 stop = start - 2 * radius[k]
                 index[axis] = slice(start, stop or None)
-            term = x[tuple(index)] * float(weight)  # x's dtype, not float64
+            term = x[tuple(index)] * weight  # a Python float: x's dtype
             total = term if total is None else total + term
         outputs.append(total)
     return outputs[0] if len(outputs) == 1 else ops.concatenate(

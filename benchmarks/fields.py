@@ -1,0 +1,188 @@
+"""Section 13 of bench.py: fields, `Laplacian` and `Gradient` on 2-D and 3-D grids.
+
+Float32 fields `(16, 512, 512, 1)` and `(4, 128, 128, 128, 1)` (with
+`--quick`, `(4, 512, 512, 1)` and `(1, 128, 128, 64, 1)`: still above the
+size from which fdlayers compiles the operator whole), eagerly, in
+`tf.function` and under XLA (`jit_compile=True`), in interleaved rounds
+(medians), each against its floor in the same mode:
+
+- `Laplacian` reads the field once and writes one output: `x * 2.0`;
+- `Gradient` writes ndim outputs: the concatenation of ndim scaled copies.
+
+Beside them, on the same data: the Laplacian as one `FiniteDifference1D`
+per axis, summed (one pass per axis, as before fields existed); findiff's
+`Laplacian` and `Gradient` (acc=2, on the NumPy array); `numpy.gradient`
+(edge_order=2); `tf.image.sobel_edges` (2-D; smoothed and unscaled, so not
+the same quantity, but the built-in a Keras user would reach for). Then the
+formulations tried for the compiled Laplacian, as XLA functions.
+
+    python benchmarks/bench.py --only 13
+    python benchmarks/fields.py [--quick]
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import fdlayers  # noqa: E402
+from fdlayers import fields  # noqa: E402
+
+SHAPES = [(16, 512, 512, 1), (4, 128, 128, 128, 1)]
+QUICK_SHAPES = [(4, 512, 512, 1), (1, 128, 128, 64, 1)]
+
+
+def _finish(y):
+    """Wait for a result by reading one element (not a copy of it all)."""
+    if isinstance(y, (tuple, list)):
+        return [_finish(v) for v in y]
+    if isinstance(y, tf.Tensor):
+        return y[(0,) * len(y.shape)].numpy()
+    return y
+
+
+def interleaved(candidates, rounds):
+    """Median seconds of each candidate, called in turn `rounds` times."""
+    for fn in candidates.values():
+        _finish(fn())  # warm up: trace, compile, allocate
+    times = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            _finish(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+MODES = {
+    "eager": lambda f: f,
+    "tf.function": tf.function,
+    "XLA": lambda f: tf.function(f, jit_compile=True),
+}
+
+
+def _candidates(x, wrap, h, eager):
+    """(operator, name) -> function, for one mode."""
+    ndim = len(x.shape) - 2
+    spacing = (h,) * ndim
+    laplacian = fdlayers.Laplacian(spacing)
+    gradient = fdlayers.Gradient(spacing)
+    per_axis = [fdlayers.FiniteDifference1D(2, h, axis=1 + k)
+                for k in range(ndim)]
+
+    def by_axis(v):
+        total = per_axis[0](v)
+        for layer in per_axis[1:]:
+            total = total + layer(v)
+        return total
+
+    def copies(v):
+        return tf.concat([v * (2.0 + k) for k in range(ndim)], -1)
+
+    c = {("laplacian", "floor"): wrap(lambda: x * 2.0),
+         ("laplacian", "fdlayers"): wrap(lambda: laplacian(x)),
+         ("laplacian", "1-D layer per axis"): wrap(lambda: by_axis(x)),
+         ("gradient", "floor"): wrap(lambda: copies(x)),
+         ("gradient", "fdlayers"): wrap(lambda: gradient(x))}
+    if ndim == 2:
+        c[("gradient", "tf.image.sobel_edges")] = wrap(
+            lambda: tf.image.sobel_edges(x))
+    if eager:
+        array = x.numpy()
+        axes = tuple(range(1, ndim + 1))
+        c[("gradient", "numpy.gradient")] = lambda: np.gradient(
+            array, h, axis=axes, edge_order=2)
+        try:
+            import findiff
+        except ImportError:
+            print("(findiff is not installed: its rows are left out)")
+        else:
+            fd_laplacian = findiff.Diff(axes[0], h, acc=2) ** 2
+            for k in axes[1:]:
+                fd_laplacian = fd_laplacian + findiff.Diff(k, h, acc=2) ** 2
+            fd_gradient = [findiff.Diff(k, h, acc=2) for k in axes]
+            c[("laplacian", "findiff")] = lambda: fd_laplacian(array)
+            c[("gradient", "findiff")] = lambda: [d(array) for d in
+                                                  fd_gradient]
+    return c
+
+
+def section(shape, rounds):
+    h = 1.0 / (shape[1] - 1)
+    x = tf.random.normal(shape, seed=13)
+    print(f"\n13. Fields: Laplacian and Gradient (padding 'same', accuracy 2, "
+          f"edges and corners included), input {shape} float32")
+    print(f"{'mode':<12} {'operator':<10} {'who':<22} {'ms':>9} "
+          f"{'/ floor':>8} {'/ fdlayers':>10}")
+    results = {}
+    for mode, wrap in MODES.items():
+        medians = interleaved(_candidates(x, wrap, h, mode == "eager"),
+                              rounds)
+        for (operator, who), seconds in medians.items():
+            floor = medians[(operator, "floor")]
+            ours = medians[(operator, "fdlayers")]
+            results[(mode, operator, who)] = seconds / floor
+            print(f"{mode:<12} {operator:<10} {who:<22} {seconds * 1e3:9.2f} "
+                  f"{seconds / floor:8.2f} {seconds / ours:10.2f}")
+    return results
+
+
+def formulations(shape, rounds):
+    """The compiled Laplacian, formulated three ways, as XLA functions."""
+    x = tf.random.normal(shape, seed=13)
+    ndim = len(shape) - 2
+    key = ("laplacian", ndim, None, (1.0,) * ndim, 2, ("same",) * ndim,
+           "channels_last")
+    stencil = fields._stencil_fn("float32")
+    xla = MODES["XLA"]
+    candidates = {
+        "floor x * 2.0": xla(lambda v: v * 2.0),
+        "interior kernel + edge strips (used)": xla(
+            lambda v: fields._interior_and_strips(v, key, stencil)),
+        "1-D operators, edges concatenated": xla(
+            lambda v: fields._composed(v, key, stencil)),
+        "interior only (no edges)": xla(lambda v: fields._interior(v, key)),
+    }
+    medians = interleaved({k: (lambda f=f: f(x)) for k, f in
+                           candidates.items()}, rounds)
+    floor = medians["floor x * 2.0"]
+    print(f"\n13b. Formulations of the compiled Laplacian, XLA, input {shape}")
+    for name, seconds in medians.items():
+        print(f"{name:<40} {seconds * 1e3:9.2f} ms {seconds / floor:6.2f}")
+
+
+def main(quick=False):
+    rounds = 5 if quick else 9
+    shapes = QUICK_SHAPES if quick else SHAPES
+    results = {}
+    for shape in shapes:
+        results[shape] = section(shape, rounds)
+    for shape in shapes:
+        formulations(shape, rounds)
+    print("\nTargets: Laplacian and Gradient ≤ 1.5× their floor in every mode;"
+          " findiff ≥ 10× fdlayers' eager time.")
+    for shape, ratios in results.items():
+        for (mode, operator, who), ratio in ratios.items():
+            if who == "fdlayers":
+                mark = "met" if ratio <= 1.5 else "MISSED"
+                print(f"{str(shape):<22} {mode:<12} {operator:<10} "
+                      f"{ratio:5.2f}× floor: {mark}")
+        for operator in ("laplacian", "gradient"):
+            if ("eager", operator, "findiff") in ratios:
+                speedup = (ratios[("eager", operator, "findiff")]
+                           / ratios[("eager", operator, "fdlayers")])
+                mark = "met" if speedup >= 10 else "MISSED"
+                print(f"{str(shape):<22} eager        {operator:<10} findiff "
+                      f"{speedup:5.1f}× slower: {mark}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller fields and fewer rounds")
+    main(parser.parse_args().quick)
