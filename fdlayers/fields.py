@@ -421,7 +421,7 @@ def apply_operator(x, name, spacing=1.0, accuracy=2, padding="same",
     key = (name, len(x.shape) - 2, orders, spacing, accuracy, padding,
            data_format)
     if _fusable(x, spacing, accuracy, padding, name, orders):
-        y = _fused(x, key)
+        y = _fused(x, key) if _shape_is_warm(x, key) else _any_size(x, key)
     else:
         y = _composed(x, key, _derivative)
     return ops.cast(y, dtype) if dtype in fd_ops._HALF_DTYPES else y
@@ -533,6 +533,60 @@ def _fusable(x, spacing, accuracy, padding, name, orders):
                                     dtype)[1]:
                     return False
     return True
+
+
+# Eagerly on TensorFlow, the operator is compiled for a field's shape from
+# this many calls at that shape on; before, it runs through kernels
+# compiled for padded sizes (`_any_size`), which every size shares. A
+# compile costs ≈ 0.3 s and ≈ 15 MB per shape on (1, 1024, 1024, 1) and
+# saves ≈ 4 ms a call there (benchmarks/README.md, section 13c): fields come
+# in many sizes, and one seen a few times only is not worth its kernel.
+_FUSE_FROM_CALL = 16
+_calls = {}
+
+
+def _shape_is_warm(x, key):
+    """Whether an eager TensorFlow call of the operator `key` on `x` runs
+    the kernel compiled for x's shape: from its `_FUSE_FROM_CALL`-th call
+    at that shape (always in graphs and on JAX, which compile per shape
+    anyway)."""
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    if not tf.executing_eagerly():
+        return True
+    index = (key, tuple(x.shape), x.dtype)
+    count = _calls.get(index, 0)
+    if count >= _FUSE_FROM_CALL:
+        return True
+    if len(_calls) >= 4096:  # a bound on the counts kept
+        _calls.clear()
+    _calls[index] = count + 1
+    return count + 1 >= _FUSE_FROM_CALL
+
+
+def _any_size(x, key):
+    """The operator `key` on an eager TensorFlow field through one graph of
+    any batch and spatial size: its 1-D operators run through XLA kernels
+    compiled for padded sizes (`fdlayers.dispatch._bucketed_kernel`)."""
+    channel_axis = spatial_axes(len(x.shape), key[6])[1]
+    return _any_size_fn(key, len(x.shape), x.shape[channel_axis],
+                        x.dtype)(x)
+
+
+@functools.lru_cache(maxsize=64)
+def _any_size_fn(key, rank, channels, dtype):
+    import tensorflow as tf
+
+    shape = [None] * rank
+    shape[spatial_axes(rank, key[6])[1]] = channels
+
+    def forward(x):
+        return _composed(x, key, _derivative)
+
+    return tf.function(forward, input_signature=[tf.TensorSpec(shape, dtype)],
+                       autograph=False)
 
 
 def _scale(order, accuracy, padding, spacing, dtype):

@@ -15,7 +15,7 @@ from numpy.polynomial import polynomial as P
 
 import fdlayers
 import per_backend
-from fdlayers import dispatch
+from fdlayers import dispatch, fields
 from harness import run_layer_test
 from per_backend import numpy, tensor
 
@@ -28,6 +28,9 @@ def path(request, monkeypatch):
     on TensorFlow, as one compiled function (forced on small inputs)."""
     if request.param == "fused":
         monkeypatch.setattr(dispatch, "_FUSION_MIN_SIZE", 0)
+        # Eagerly, from the first call at a shape (not after a few calls
+        # through the padded kernels: test_padded_kernels_at_new_sizes).
+        monkeypatch.setattr(fields, "_FUSE_FROM_CALL", 1)
     return request.param
 
 
@@ -471,3 +474,63 @@ def test_padded_kernels_of_two_ranks(monkeypatch):
         traced = tf.function(layer, input_signature=[
             tf.TensorSpec((None,) * len(shape), tf.float32)])
         np.testing.assert_allclose(traced(x), layer(x), atol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_padded_kernels_at_new_sizes(monkeypatch, rng):
+    """Eagerly, a large field at a new shape runs through the kernels
+    compiled for padded sizes (none compiled for its shape), and so does a
+    graph of unknown spatial sizes: the same values as op by op, edges and
+    corners, valid, periodic and causal axes included, and the same input
+    gradients. (Two shapes of the same padded size: one kernel each.)"""
+    import tensorflow as tf
+
+    laplacian = fdlayers.Laplacian((0.5, 0.25), accuracy=4, dtype="float64")
+    cases = [(laplacian, (1, 9, 10, 2)), (laplacian, (1, 10, 9, 2)),
+             (fdlayers.Gradient(padding=("valid", "periodic"),
+                                dtype="float64"), (1, 9, 10, 1)),
+             (fdlayers.Curl(0.5, padding="causal", accuracy=1,
+                            dtype="float64"), (1, 9, 10, 2))]
+
+    def values_and_gradient(layer, x, upstream):
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return y.numpy(), tape.gradient(y, x, upstream).numpy()
+
+    expected = []
+    for layer, shape in cases:  # op by op
+        x = rng.normal(size=shape)
+        upstream = rng.normal(size=layer(x).shape)
+        expected.append((x, upstream, values_and_gradient(layer, x, upstream)))
+    monkeypatch.setattr(dispatch, "_FUSION_MIN_SIZE", 0)
+    compiled = fields._fused_fn.cache_info().currsize
+    for (layer, shape), (x, upstream, (y, dx)) in zip(cases, expected):
+        if layer is laplacian and shape[1] == 10:
+            got = values_and_gradient(layer, x, upstream)
+            np.testing.assert_allclose(got[1], dx, rtol=1e-10, atol=1e-10)
+            spec = tf.TensorSpec((None, None, None, 2), tf.float64)
+            traced = tf.function(layer, input_signature=[spec])
+            np.testing.assert_allclose(traced(x), y, rtol=1e-10, atol=1e-10)
+        else:
+            got = (layer(x),)
+        np.testing.assert_allclose(got[0], y, rtol=1e-10, atol=1e-10)
+    assert fields._fused_fn.cache_info().currsize == compiled
+
+
+@pytest.mark.tensorflow_only
+def test_run_time_start_is_not_compiled_in():
+    """`kernels.take_at`'s start stays a parameter of the XLA kernel: were
+    it compiled in as a constant, a padded kernel would be compiled for
+    each length."""
+    import tensorflow as tf
+
+    from fdlayers import kernels
+
+    take = tf.function(lambda x, start: kernels.take_at(x, 1, start, 2),
+                       jit_compile=True)
+    x = tf.reshape(tf.range(12.0), (2, 6))
+    np.testing.assert_array_equal(take(x, tf.constant(3)), [[3, 4], [9, 10]])
+    hlo = take.experimental_get_compiler_ir(x, tf.constant(3))(stage="hlo")
+    assert "parameter(1)" in hlo, hlo
