@@ -31,7 +31,8 @@ Sections:
      and DeepXDE;
  13. fields (benchmarks/fields.py): Laplacian and Gradient on (16, 512, 512,
      1) and (4, 128, 128, 128, 1) in the three modes against their floors,
-     findiff, numpy.gradient and tf.image.sobel_edges.
+     findiff, numpy.gradient and tf.image.sobel_edges; calls at 30 new
+     sizes of a large 2-D field beside a Conv2D.
 
     python benchmarks/bench.py --only 8   # one section (8 to 13)
 """

@@ -16,9 +16,13 @@ per axis, summed (one pass per axis, as before fields existed); findiff's
 the same quantity, but the built-in a Keras user would reach for). Then the
 formulations tried for the compiled Laplacian, as XLA functions. Each
 figure comes as wall time and as the process's CPU time (all threads).
+Last (13c), the cold path: calls at 30 new sizes of a large 2-D field
+(with `--quick`, 8 sizes, the Laplacian only, not in `predict`), eagerly,
+in a `tf.function` and in `predict`, each in a fresh process beside a
+`Conv2D`, with the time and the memory (RSS) they take.
 
     python benchmarks/bench.py --only 13
-    python benchmarks/fields.py [--quick]
+    python benchmarks/fields.py [--quick] [--new-sizes]
 """
 
 import argparse
@@ -54,7 +58,11 @@ def interleaved(candidates, rounds):
     the steadier figure on a machine shared with other jobs, whose load
     stretches the wall time of whichever candidate it meets."""
     for fn in candidates.values():
-        _finish(fn())  # warm up: trace, compile, allocate
+        # Warm up: trace, compile, allocate; eagerly, fdlayers compiles a
+        # field's operator for its shape from its `_FUSE_FROM_CALL`-th call
+        # at that shape (before, the padded kernels run: 13c).
+        for _ in range(fields._FUSE_FROM_CALL):
+            _finish(fn())
     times = {name: ([], []) for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
@@ -100,6 +108,13 @@ def _candidates(x, wrap, h, eager):
         c[("gradient", "tf.image.sobel_edges")] = wrap(
             lambda: tf.image.sobel_edges(x))
     if eager:
+        # The first calls at a new shape, before the operator is compiled
+        # for it: through the padded kernels that every size shares.
+        for operator in ("laplacian", "gradient"):
+            key = (operator, ndim, None, spacing, 2, ("same",) * ndim,
+                   "channels_last")
+            c[(operator, "fdlayers, calls 1-15")] = (
+                lambda key=key: fields._any_size(x, key))
         array = x.numpy()
         axes = tuple(range(1, ndim + 1))
         c[("gradient", "numpy.gradient")] = lambda: np.gradient(
@@ -220,6 +235,103 @@ def formulations(shape, rounds):
               f"{cpu / cpu_floor:11.2f}")
 
 
+_NEW_SIZES = """
+import json, os, statistics, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, keras, tensorflow as tf
+import fdlayers
+
+who, mode, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+
+
+if who.startswith("Conv2D"):
+    filters = int(who.split()[1])
+    layer = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
+    layer.build((None, None, None, 1))
+    cross = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], "float32")
+    layer.set_weights([np.repeat(cross[:, :, None, None], filters, -1)])
+else:
+    layer = getattr(fdlayers, who)(spacing=1.0)
+if mode == "eager":
+    call = layer
+elif mode == "tf.function":
+    call = tf.function(layer, reduce_retracing=True)
+else:
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, layer(inputs))
+    call = lambda x: model.predict(x, verbose=0)
+rng = np.random.default_rng(0)
+
+
+def twice(shape):
+    x = tf.constant(rng.standard_normal((1,) + shape + (1,), "float32"))
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        np.asarray(call(x))[0, 0, 0]
+        times.append(time.perf_counter() - start)
+    return times
+
+
+twice((1000, 1100))  # the first traces and kernels, apart
+twice((1001, 1101))  # the first retrace, apart
+# `count` new sizes of 1.0-2.1 million points (30): 1024-1720 × 1024-1256.
+sizes = [(1024 + 24 * i, 1024 + 8 * ((7 * i) % count)) for i in range(count)]
+before, start = rss_mb(), time.perf_counter()
+times = [twice(size) for size in sizes]
+total = time.perf_counter() - start
+print(json.dumps(dict(
+    first=statistics.median(t[0] for t in times),
+    first_max=max(t[0] for t in times),
+    again=statistics.median(t[1] for t in times),
+    total=total, rss=rss_mb() - before)))
+"""
+
+
+def new_sizes(count, quick=False):
+    """13c: a call at each of `count` new sizes of a large 2-D field, and
+    the call again at that size, eagerly, in a `tf.function` of
+    `reduce_retracing=True` and in `predict` of a model of unknown spatial
+    sizes; each in a fresh process, beside a `Conv2D` (3×3, `"same"`,
+    1 filter for the Laplacian and 2 for the Gradient's two outputs).
+    `quick`: the Laplacian eagerly and in `tf.function` only."""
+    import json
+    import subprocess
+    import sys
+
+    sizes = [(1024 + 24 * i) * (1024 + 8 * ((7 * i) % count))
+             for i in range(count)]  # as in _NEW_SIZES
+    print(f"\n13c. New field sizes: {count} shapes (1, 1024-"
+          f"{1024 + 24 * (count - 1)}, 1024-{1024 + 8 * (count - 1)}, 1) "
+          f"float32 ({min(sizes) / 1e6:.1f}-{max(sizes) / 1e6:.1f} million "
+          "points), each called twice; fresh process per row, after two "
+          "first calls at other sizes")
+    print(f"{'mode':<12} {'who':<12} {'first ms':>9} {'max':>7} "
+          f"{'again ms':>9} {'loop s':>7} {'RSS MB':>7}")
+    modes = ("eager", "tf.function") + (() if quick else ("predict",))
+    whos = ("Laplacian", "Conv2D 1") + (() if quick else ("Gradient",
+                                                         "Conv2D 2"))
+    for mode in modes:
+        for who in whos:
+            # From the directory of the fdlayers imported here, which
+            # `python -c` puts first on the path.
+            result = subprocess.run(
+                [sys.executable, "-c", _NEW_SIZES, who, mode, str(count)],
+                capture_output=True, text=True, check=True,
+                cwd=os.path.dirname(os.path.dirname(fdlayers.__file__)))
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            print(f"{mode:<12} {who:<12} {r['first'] * 1e3:9.1f} "
+                  f"{r['first_max'] * 1e3:7.0f} {r['again'] * 1e3:9.1f} "
+                  f"{r['total']:7.2f} {r['rss']:7.1f}")
+
+
 def main(quick=False):
     rounds = 5 if quick else 9
     shapes = QUICK_SHAPES if quick else SHAPES
@@ -228,6 +340,7 @@ def main(quick=False):
         results[shape] = section(shape, rounds)
     for shape in shapes:
         formulations(shape, rounds)
+    new_sizes(8 if quick else 30, quick)
     print("\nTargets: Laplacian and Gradient ≤ 1.5× their floor in every mode;"
           " findiff ≥ 10× fdlayers' eager time.")
     for shape, ratios in results.items():
@@ -253,4 +366,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller fields and fewer rounds")
-    main(parser.parse_args().quick)
+    parser.add_argument("--new-sizes", action="store_true",
+                        help="13c only: calls at new field sizes")
+    args = parser.parse_args()
+    if args.new_sizes:
+        new_sizes(8 if args.quick else 30, args.quick)
+    else:
+        main(args.quick)
