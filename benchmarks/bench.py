@@ -29,6 +29,10 @@ Sections:
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
      and DeepXDE;
+ 13. fields (benchmarks/fields.py): Laplacian and Gradient on (16, 512, 512,
+     1) and (4, 128, 128, 128, 1) in the three modes against their floors,
+     findiff, numpy.gradient and tf.image.sobel_edges; calls at 30 new
+     sizes of a large 2-D field beside a Conv2D;
  14. spectral derivatives (benchmarks/spectral.py): SpectralDerivative1D
      eager, in tf.function and XLA against FFT differentiation in NumPy
      (numpy.fft) and SciPy (scipy.fft) on the same data;
@@ -36,7 +40,7 @@ Sections:
      long series, as a multiple of the input, for every path, and the first
      call of the widest accepted windows.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 12, 14, 15)
+    python benchmarks/bench.py --only 8   # one section (8 to 15)
 """
 
 import argparse
@@ -57,6 +61,7 @@ import tensorflow as tf  # noqa: E402
 import bounded  # noqa: E402
 import cold  # noqa: E402
 import derivatives  # noqa: E402
+import fields  # noqa: E402
 import fdlayers  # noqa: E402
 import spectral  # noqa: E402
 
@@ -411,12 +416,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
     parser.add_argument("--only", type=int,
-                        choices=(8, 9, 10, 11, 12, 14, 15),
+                        choices=(8, 9, 10, 11, 12, 13, 14, 15),
                         help="run one section (8: per-sample time stamps, "
                              "9: Savitzky-Golay, 10: cold paths, 11: the "
                              "command on files, 12: derivatives of a "
-                             "network, 14: spectral derivatives, 15: "
-                             "bounded cost)")
+                             "network, 13: fields, 14: spectral "
+                             "derivatives, 15: bounded cost)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -432,6 +437,9 @@ def main(argv=None):
         return
     if args.only == 12:
         derivatives.main(args.quick)
+        return
+    if args.only == 13:
+        fields.main(args.quick)
         return
     if args.only == 14:
         spectral.main(args.quick, interleaved)
@@ -457,6 +465,7 @@ def main(argv=None):
     cold.main(args.quick)
     section_command(args.quick)
     derivatives.main(args.quick)
+    fields.main(args.quick)
     spectral.main(args.quick, interleaved)
     bounded.main(args.quick)
 

@@ -7,6 +7,9 @@ Public API:
 - `derivative(x, order, spacing, accuracy, padding, axis, mask)`: the tensor op;
 - `FiniteDifference1D`: the Keras layer;
 - `SavitzkyGolay1D`: a noise-robust derivative (least-squares polynomial fits);
+- `partial(x, orders, ...)`, `PartialDerivative`, `Gradient`, `Divergence`,
+  `Curl` and `Laplacian`: partial derivatives and vector calculus of fields
+  on 1-D to 3-D grids;
 - `spectral_derivative(x, order, spacing, cutoff, axis)` and
   `SpectralDerivative1D`: the derivative of a periodic series by FFT;
 - `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
@@ -30,6 +33,8 @@ __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "input_laplacian",
            "input_partials", "stencil", "__version__"]
 __all__ += ["SpectralDerivative1D", "spectral_derivative"]
+__all__ += ["partial", "PartialDerivative", "Gradient", "Divergence", "Curl",
+            "Laplacian"]
 
 _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "derivative": "ops", "FiniteDifference1D": "layers",
@@ -37,6 +42,9 @@ _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "input_partials": "autodiff", "input_laplacian": "autodiff"}
 _HOMES.update({"spectral_derivative": "spectral",
                "SpectralDerivative1D": "spectral_layers"})
+_HOMES.update({"partial": "fields", "PartialDerivative": "field_layers",
+               "Gradient": "field_layers", "Divergence": "field_layers",
+               "Curl": "field_layers", "Laplacian": "field_layers"})
 
 
 def _is_the_command():
@@ -69,3 +77,6 @@ if not _is_the_command():
         input_derivatives, input_laplacian, input_partials)
     from fdlayers.spectral import spectral_derivative  # noqa: E402,F401
     from fdlayers.spectral_layers import SpectralDerivative1D  # noqa: E402,F401
+    from fdlayers.fields import partial  # noqa: E402,F401
+    from fdlayers.field_layers import (  # noqa: E402,F401
+        Curl, Divergence, Gradient, Laplacian, PartialDerivative)

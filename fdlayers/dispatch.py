@@ -276,11 +276,22 @@ def _padded(x, axis, length, value=0.0):
     return tf.pad(x, widths, constant_values=value)
 
 
+# Other axes (not the batch) whose length is known at run time only are
+# padded to their `_bucket` too from this many steps: XLA compiles for each
+# concrete shape, and a field's other spatial axes would otherwise give a
+# kernel per size. Shorter axes keep their length (a few shapes), where a
+# bucket (at least 8) could multiply the work.
+_BUCKET_OTHER_MIN = 32
+
+
 def _bucketed_kernel(x, key):
     """The stencil of a large input whose length is known at run time only:
     zero-padded to its `_bucket`, through an XLA kernel compiled once per
     bucket that takes the true length as a run-time value
-    (`kernels.LinearStencil.forward(x, length)`), and cut back. Autodiff
+    (`kernels.LinearStencil.forward(x, length)`), and cut back. The other
+    axes of unknown length (a field's other spatial axes), from
+    `_BUCKET_OTHER_MIN` steps, are padded to their buckets as well, which
+    the stencil, acting along its own axis, leaves apart. Autodiff
     differentiates it (the kernel has no in-place update)."""
     import tensorflow as tf
 
@@ -289,9 +300,18 @@ def _bucketed_kernel(x, key):
     # A sequence too short for the stencil gets NaN (`_by_size`), but this
     # branch, compiled all the same inside an XLA program, must stay in range.
     steps_or_minimum = tf.maximum(steps, plan.min_length)
-    y = _bucketed_fn(*key)(_padded(x, axis, _bucket(steps_or_minimum)),
-                           steps_or_minimum)
-    return kernels.take(y, axis, 0, tf.maximum(steps + length_change(plan), 0))
+    padded = _padded(x, axis, _bucket(steps_or_minimum))
+    others = [k for k in range(1, len(x.shape))
+              if k != axis and x.shape[k] is None]
+    for k in others:
+        length = tf.shape(x)[k]
+        padded = _padded(padded, k, tf.where(
+            length < _BUCKET_OTHER_MIN, length, _bucket(length)))
+    y = _bucketed_fn(*key, len(x.shape))(padded, steps_or_minimum)
+    y = kernels.take(y, axis, 0, tf.maximum(steps + length_change(plan), 0))
+    for k in others:
+        y = kernels.take(y, k, 0, tf.shape(x)[k])
+    return y
 
 
 def _forward_padded(x, length, stencil):
@@ -299,7 +319,10 @@ def _forward_padded(x, length, stencil):
 
 
 @functools.lru_cache(maxsize=256)
-def _bucketed_fn(spec, scale, axis, channels):
+def _bucketed_fn(spec, scale, axis, channels, rank):
+    """The padded-length kernel, one per rank: a function traced for two
+    ranks would generalise to an unknown rank, on which the stencil's
+    slices cannot be built (as in `_tensorflow_pair`)."""
     import tensorflow as tf
 
     stencil = _linear_stencil(spec, scale, axis, channels, in_place=False)

@@ -61,11 +61,9 @@ def take(x, axis, start, stop):
 def take_at(x, axis, start, size):
     """x[start:start + size] along `axis`, for a `start` known at run time
     only (a scalar tensor) and a static `size`."""
-    starts = [0] * len(x.shape)
-    starts[axis] = start
-    shape = list(ops.shape(x))
-    shape[axis] = size
-    return ops.slice(x, starts, shape)
+    # A gather, not a slice: TensorFlow compiles a slice's start into an
+    # XLA kernel as a constant, one kernel for each of its values.
+    return ops.take(x, start + ops.arange(size, dtype="int32"), axis=axis)
 
 
 def place_at(y, axis, start, rows, count):

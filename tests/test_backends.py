@@ -31,6 +31,8 @@ Which tests, and why:
   gradients in each compiled mode, and the layer contract.
 - test_savgol_irregular.py: SavitzkyGolay1D on coordinates and time stamps,
   whose least-squares weights each backend computes in its own graph.
+- test_fields.py: partial derivatives and vector calculus of fields, on
+  each backend's paths (JAX compiles each operator whole).
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
@@ -61,6 +63,7 @@ NEUTRAL_MODULES = ["tests/test_layers.py", "tests/test_irregular.py",
                    "tests/test_export.py", "tests/test_cli_backends.py",
                    "tests/test_savgol_irregular.py"]
 NEUTRAL_MODULES += ["tests/test_spectral.py"]
+NEUTRAL_MODULES += ["tests/test_fields.py"]
 BACKENDS = ["jax", "torch"]
 TIMEOUT = 1800  # seconds for each backend's run
 _RUNS = pytest.StashKey[dict]()

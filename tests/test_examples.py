@@ -139,3 +139,16 @@ def test_imu_jitter_fits_on_time_stamps_beat_finite_differences(run_example):
     sg = errors[("SavitzkyGolay1D", "true time stamps")]
     assert sg < errors[("FiniteDifference1D", "true time stamps")] / 4, out
     assert sg < errors[("SavitzkyGolay1D", "nominal spacing")], out
+
+
+def test_fields_prints_errors_that_fall_with_accuracy(run_example):
+    """|∇f|, ∇²f and the vorticity against their closed forms, edges and
+    corners included: accuracy 4 is far closer than accuracy 2."""
+    out = run_example("fields.py").stdout
+    rows = re.findall(r"^(.+?)\s+\w+\(accuracy=(\d)\)\s+\d\s+(\S+)\s+(\S+)$",
+                      out, flags=re.M)
+    worst = {(name, int(accuracy)): float(m) for name, accuracy, m, _ in rows}
+    assert len(worst) == 6, out
+    for name in ("|grad f|", "laplacian f", "vorticity"):
+        assert worst[name, 4] < worst[name, 2] / 10, (name, out)
+    assert worst["vorticity", 4] < 1e-5, out
