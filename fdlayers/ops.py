@@ -412,7 +412,9 @@ def _in_chunks(fn, x, plan, padding, parts):
     `axis` alike."""
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
-    batch, steps = x.shape[0], x.shape[1]
+    # (A length known only to a compiler, JAX's symbolic dimensions in an
+    # export included, is not static.)
+    batch, steps = map(dispatch.static_length, x.shape[:2])
     if (padding not in ("same", "causal") or batch is None or steps is None
             or batch * steps < 4 * CHUNK_POINTS):
         return fn(x, *(value for value, _ in parts))
