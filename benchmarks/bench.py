@@ -64,22 +64,10 @@ import derivatives  # noqa: E402
 import fields  # noqa: E402
 import fdlayers  # noqa: E402
 import spectral  # noqa: E402
+from timing import finish as _finish  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
 SPACING = 0.01
-
-
-def _finish(y):
-    """Wait for a result by reading one element of it.
-
-    Not `.numpy()` on the whole tensor: that copies it, which would add a
-    full pass to every TensorFlow timing and flatter the ratios.
-    """
-    if isinstance(y, (tuple, list)):
-        return [_finish(v) for v in y]
-    if isinstance(y, tf.Tensor):
-        return y[(0,) * len(y.shape)].numpy()
-    return y
 
 
 def interleaved(candidates, rounds):

@@ -38,18 +38,10 @@ import tensorflow as tf  # noqa: E402
 
 import fdlayers  # noqa: E402
 from fdlayers import fields  # noqa: E402
+from timing import finish as _finish  # noqa: E402
 
 SHAPES = [(16, 512, 512, 1), (4, 128, 128, 128, 1)]
 QUICK_SHAPES = [(4, 512, 512, 1), (1, 128, 128, 64, 1)]
-
-
-def _finish(y):
-    """Wait for a result by reading one element (not a copy of it all)."""
-    if isinstance(y, (tuple, list)):
-        return [_finish(v) for v in y]
-    if isinstance(y, tf.Tensor):
-        return y[(0,) * len(y.shape)].numpy()
-    return y
 
 
 def interleaved(candidates, rounds):
@@ -176,7 +168,6 @@ def _strips(x, key, stencil, k):
 
 
 def _every_strip_in_place(x, key, stencil):
-    ndim = key[1]
     axes, _ = fields.spatial_axes(len(x.shape), key[6])
     widths = [(0, 0)] * len(x.shape)
     for axis in axes:
