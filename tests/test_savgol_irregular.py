@@ -180,6 +180,7 @@ def test_value_and_gradient_match_the_dense_reference(padding, window, mode,
 
 # TensorFlow's paths; the compiled modes, and the other backends' eager
 # calls, are covered above.
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("path", [p for p in per_backend.PATHS
                                   if p not in per_backend.MODES])
 def test_every_execution_path_of_per_sample_stamps(path, monkeypatch, rng):
