@@ -50,9 +50,10 @@ def input_derivatives(model, x, order=2, feature=None):
     TensorFlow: nested `GradientTape`s (reverse mode, one gradient per
     output element and order). JAX: nested `jax.jvp` (forward mode), and
     Taylor mode for `feature=j` from order 3 on. PyTorch: nested
-    `torch.autograd.grad` with `create_graph=True`. The results are
-    differentiable with respect to the model's weights on every backend
-    (see `input_partials`).
+    `torch.autograd.grad` with `create_graph=True`. With `feature=j`, a
+    chain of `Dense` layers gets Taylor mode on every backend (see
+    fdlayers/partials.py). The results are differentiable with respect to
+    the model's weights on every backend (see `input_partials`).
 
     Args:
         model: a Keras model or layer, or any callable on tensors of the
@@ -84,7 +85,8 @@ def input_derivatives(model, x, order=2, feature=None):
     call = _caller(model)
     if feature is not None:
         values = _partials.partials(
-            call, x, [(feature,) * k for k in range(1, order + 1)], backend)
+            call, x, [(feature,) * k for k in range(1, order + 1)], backend,
+            model)
         return [values[(feature,) * k] for k in range(1, order + 1)]
     elementwise = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
     return elementwise[backend](call, x, order, features)
@@ -161,7 +163,7 @@ def input_partials(model, x, indices):
         wanted.append(tuple(sorted(
             _feature(f"indices[{position}]", j, features) for j in index)))
     values = _partials.partials(_caller(model), x, dict.fromkeys(wanted),
-                                backend)
+                                backend, model)
     return [values[index] for index in wanted]
 
 
@@ -219,7 +221,7 @@ def input_laplacian(model, x, features=None):
                 "`features` must not name a feature twice (x has "
                 f"{count} features per sample). Received: features={features!r}")
     values = _partials.partials(_caller(model), x, [(j, j) for j in chosen],
-                                backend)
+                                backend, model)
     total = values[(chosen[0], chosen[0])]
     for j in chosen[1:]:
         total = total + values[(j, j)]

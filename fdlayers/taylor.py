@@ -1,0 +1,315 @@
+"""Taylor mode through a chain of dense layers: every pure derivative of a
+model along one input feature, up to a given order, in one forward pass.
+
+For a model `y = f(x)` built from `Dense` layers and elementwise
+activations, and the line `x(t) = x + t·eⱼ` through each sample along its
+feature `j`, the truncated Taylor series `y(t) = Σₖ yₖ tᵏ` (k ≤ n) is pushed
+through the layers coefficient by coefficient:
+
+- a dense layer is linear: `yₖ = xₖ W` for k ≥ 1 (`y₀ = x₀ W + b`);
+- an activation `σ` obeys an ordinary differential equation in its
+  argument, which gives the coefficients of `σ(x(t))` from those of `x(t)`
+  by Cauchy products: for `y = tanh x`, `y' = (1 − y²) x'`, so with
+  `z = 1 − y²`, `yₖ = (1/k) Σⱼ₌₁ᵏ j xⱼ zₖ₋ⱼ` and `zₖ = −Σᵢ₌₀ᵏ yᵢ yₖ₋ᵢ`.
+
+Then `∂ᵏy/∂xⱼᵏ = k! yₖ`. The cost grows with the square of the order
+(the Cauchy products), where nested reverse mode multiplies it by a
+constant factor per order. Coefficients known to be zero are carried as
+`None` and skipped: the input line has `xₖ = 0` for k ≥ 2, and its first
+coefficient is a unit vector, whose image under the first layer is a row
+of that layer's kernel.
+
+Every operation is an ordinary tensor operation, so the results are
+differentiable with respect to the weights on every backend. On
+TensorFlow the whole series runs as one XLA-compiled function (its
+elementwise products fused; its gradient compiled too): measured 4.7×
+faster than nested tapes for ∂⁴u/∂x⁴ of a 5 × 50 tanh MLP, against 2.4×
+for the same operations left to TensorFlow's graph executor. On PyTorch
+each product-and-sum is one fused `addcmul`. On JAX, under `jax.jit`, it
+took 6–10 ms against 22 ms for `jax.experimental.jet` on the same model
+and order (45 against 85 ms with weight gradients), so dense chains take
+this path there too and `jet` serves the other models.
+"""
+
+import math
+
+import keras
+
+from fdlayers.dispatch import _bucket, _padded
+
+# Activation functions with a Taylor rule, by the name of the rule.
+_ACTIVATIONS = {
+    keras.activations.linear: "linear",
+    keras.activations.tanh: "tanh",
+    keras.activations.sigmoid: "sigmoid",
+    keras.activations.exponential: "exponential",
+    keras.activations.softplus: "softplus",
+    keras.activations.silu: "silu",
+    keras.activations.relu: "relu",
+}
+# Layers that are the identity when called with training=False.
+_IDENTITIES = ("InputLayer", "Dropout", "GaussianNoise", "GaussianDropout",
+               "AlphaDropout", "Identity")
+
+
+def chain(model, x):
+    """The model as `(dense layers, activation names)` in call order, or
+    None where Taylor mode does not apply to it and `x`: anything but a
+    chain of plain `Dense` and `Activation` layers (nested `Sequential` or
+    functional chains included), an input of rank other than 2, or a dtype
+    policy that casts (mixed precision)."""
+    if len(x.shape) != 2:
+        return None
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    steps = []
+    if not _flatten(model, steps):
+        return None
+    layers, names = [], []
+    for kind, item in steps:
+        if kind == "dense":
+            policy = item.dtype_policy
+            if policy.compute_dtype != dtype or policy.variable_dtype != dtype:
+                return None
+            layers.append(item)
+            names.append([])
+        elif layers:
+            names[-1].append(item)
+        elif item != "linear":  # an activation before any dense layer
+            return None
+    if not layers:
+        return None
+    return layers, tuple(tuple(n for n in group if n != "linear")
+                         for group in names)
+
+
+def _flatten(layer, steps):
+    """Append `layer`'s steps to `steps`; False where it is not a chain of
+    supported layers."""
+    kind = type(layer).__name__
+    if isinstance(layer, keras.Sequential) or (
+            isinstance(layer, keras.Model) and kind == "Functional"):
+        return _is_chain(layer) and all(
+            _flatten(inner, steps) for inner in layer.layers)
+    if type(layer) is keras.layers.Dense:
+        if layer.lora_enabled or layer.quantization_mode is not None \
+                or not layer.built or len(layer.kernel.shape) != 2:
+            return False
+        steps.append(("dense", layer))
+        return _activation(layer.activation, steps)
+    if type(layer) is keras.layers.Activation:
+        return _activation(layer.activation, steps)
+    return kind in _IDENTITIES and type(layer).__module__.startswith("keras")
+
+
+def _activation(function, steps):
+    name = _ACTIVATIONS.get(function)
+    if name is None:
+        return False
+    steps.append(("activation", name))
+    return True
+
+
+def _is_chain(model):
+    """Whether each layer of a functional model (a `Sequential` is one once
+    built from an `Input`) takes the previous one's output, with nothing
+    between them, from the model's one input to its one output."""
+    if isinstance(model, keras.Sequential) and not model.built:
+        return False
+    try:
+        inputs, outputs = model.inputs, model.outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            return False
+        current = inputs[0]
+        for layer in model.layers:
+            if type(layer).__name__ == "InputLayer":
+                continue
+            if layer.input is not current:
+                return False
+            current = layer.output
+        return current is outputs[0]
+    except (AttributeError, ValueError):  # never called symbolically
+        return isinstance(model, keras.Sequential)
+
+
+def series(layers, names, x, feature, order):
+    """`[∂y/∂xⱼ, ..., ∂ᵒʳᵈᵉʳy/∂xⱼᵒʳᵈᵉʳ]`, `j = feature`, of the chain, each
+    shaped like its output, by Taylor mode."""
+    backend = keras.backend.backend()
+    weights = [None if w is None else w.value for layer in layers for w in
+               (layer.kernel, layer.bias if layer.use_bias else None)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # XLA compiles per batch size: rows padded to the layers' buckets of
+        # lengths (at most 25 % padding) take one compile per bucket, not one
+        # per size (about 0.2 s each, measured on the MLP of the benchmark).
+        rows = tf.shape(x)[0]
+        padded = _padded(x, 0, _bucket(rows))
+        return [term[:rows] for term in
+                _compiled()(names, feature, order, padded, weights)]
+    if backend == "torch":
+        import torch
+
+        # torch.matmul itself: keras.ops.matmul computes float64 products in
+        # float32 on PyTorch (Keras 3.15, keras-team/keras#23704).
+        return _propagate(names, feature, order, x, weights, _torch_fma,
+                          torch.matmul)
+    return _propagate(names, feature, order, x, weights, _fma)
+
+
+_COMPILED = []
+
+
+def _compiled():
+    """`_propagate` as one XLA-compiled TensorFlow function (traced once
+    per chain, feature and order, and compiled per batch size)."""
+    if not _COMPILED:
+        import tensorflow as tf
+
+        def run(names, feature, order, x, weights):
+            return _propagate(names, feature, order, x, weights, _fma)
+
+        _COMPILED.append(tf.function(run, jit_compile=True,
+                                     reduce_retracing=True))
+    return _COMPILED[0]
+
+
+def _propagate(names, feature, order, x, weights, fma,
+               matmul=keras.ops.matmul):
+    ops = keras.ops
+    # The input line x + t·eⱼ: coefficients x, eⱼ, 0, 0, ...; eⱼ W is row j
+    # of the first kernel.
+    kernel, bias = weights[0], weights[1]
+    coefficients = [matmul(x, kernel), kernel[feature]] \
+        + [None] * (order - 1)
+    if bias is not None:
+        coefficients[0] = coefficients[0] + bias
+    for position, group in enumerate(names):
+        if position:
+            kernel, bias = weights[2 * position], weights[2 * position + 1]
+            coefficients = [None if c is None else matmul(c, kernel)
+                            for c in coefficients]
+            if bias is not None:
+                coefficients[0] = coefficients[0] + bias
+        for name in group:
+            coefficients = _RULES[name](coefficients, fma)
+    value = coefficients[0]
+    return [ops.zeros_like(value) if c is None
+            else _full(c * float(math.factorial(k)), value)
+            for k, c in enumerate(coefficients[1:], start=1)]
+
+
+def _full(c, value):
+    """`c` broadcast to the output's shape (a first-layer row stays a row
+    through a chain with no activation)."""
+    if tuple(c.shape) == tuple(value.shape):
+        return c
+    return keras.ops.broadcast_to(c, keras.ops.shape(value))
+
+
+def _fma(total, a, b, scale=1.0):
+    """`total + scale·a·b`: `a` or `b` None means zero, `total` None or a
+    number, the scale applied to the operand of lower rank."""
+    if a is None or b is None:
+        return total
+    if scale != 1.0:
+        if len(a.shape) < len(b.shape):
+            a = a * scale
+        else:
+            b = b * scale
+    product = a * b
+    return product if total is None else total + product
+
+
+def _torch_fma(total, a, b, scale=1.0):
+    """`_fma` as one `torch.addcmul`, a single pass over memory whatever
+    the scale (a missing or numeric total becomes a 0-d tensor, which
+    broadcasts): a third fewer passes than separate products and scalings
+    for order 4."""
+    import torch
+
+    if a is None or b is None:
+        return total
+    if total is None or isinstance(total, float):
+        total = torch.tensor(total or 0.0, dtype=a.dtype, device=a.device)
+    return torch.addcmul(total, a, b, value=scale)
+
+
+def _derivative_rule(x, d, fma, k):
+    """`yₖ` for `y' = d·x'`: `(1/k) Σⱼ₌₁ᵏ j xⱼ dₖ₋ⱼ`."""
+    total = None
+    for j in range(1, k + 1):
+        total = fma(total, x[j], d[k - j], j / k)
+    return total
+
+
+def _square_rule(y, k, fma, sign=1.0, total=None):
+    """`total + sign·(coefficient k ≥ 1 of y²)`, the coefficient being
+    `Σᵢ₌₀ᵏ yᵢ yₖ₋ᵢ`: each pair once, doubled."""
+    for i in range((k + 1) // 2):
+        total = fma(total, y[i], y[k - i], 2.0 * sign)
+    if k % 2 == 0:
+        total = fma(total, y[k // 2], y[k // 2], sign)
+    return total
+
+
+def _tanh(x, fma):
+    ops = keras.ops
+    y = [ops.tanh(x[0])]
+    z = [fma(1.0, y[0], y[0], -1.0)]  # tanh' = 1 − tanh²
+    for k in range(1, len(x)):
+        y.append(_derivative_rule(x, z, fma, k))
+        if k + 1 < len(x):
+            z.append(_square_rule(y, k, fma, -1.0))
+    return y
+
+
+def _sigmoid_series(x, fma):
+    ops = keras.ops
+    s = [ops.sigmoid(x[0])]
+    z = [fma(s[0], s[0], s[0], -1.0)]  # σ' = σ − σ²
+    for k in range(1, len(x)):
+        s.append(_derivative_rule(x, z, fma, k))
+        if k + 1 < len(x):
+            z.append(_square_rule(s, k, fma, -1.0, s[k]))
+    return s
+
+
+def _exponential(x, fma):
+    y = [keras.ops.exp(x[0])]
+    for k in range(1, len(x)):
+        y.append(_derivative_rule(x, y, fma, k))
+    return y
+
+
+def _softplus(x, fma):
+    s = _sigmoid_series(x[:-1], fma)  # softplus' = σ
+    y = [keras.ops.softplus(x[0])]
+    for k in range(1, len(x)):
+        y.append(_derivative_rule(x, s, fma, k))
+    return y
+
+
+def _silu(x, fma):
+    s = _sigmoid_series(x, fma)  # silu = x·σ(x): a Cauchy product
+    y = [x[0] * s[0]]
+    for k in range(1, len(x)):
+        total = None
+        for j in range(k + 1):
+            total = fma(total, x[j], s[k - j])
+        y.append(total)
+    return y
+
+
+def _relu(x, fma):
+    # Piecewise linear: each coefficient times the slope at x₀, which is
+    # what autodiff differentiates (slope 0 at x₀ = 0, as Keras' relu).
+    ops = keras.ops
+    slope = ops.cast(ops.greater(x[0], 0), x[0].dtype)
+    return [ops.relu(x[0])] + [None if c is None else c * slope
+                               for c in x[1:]]
+
+
+_RULES = {"tanh": _tanh, "sigmoid": _sigmoid_series,
+          "exponential": _exponential, "softplus": _softplus, "silu": _silu,
+          "relu": _relu}

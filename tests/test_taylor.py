@@ -1,0 +1,262 @@
+"""Taylor mode through chains of dense layers (fdlayers/taylor.py).
+
+`input_partials` and `input_derivatives` take the pure derivatives of order
+≥ 3 of a chain of `Dense` layers from one Taylor-mode pass. These tests hold
+them to nested autodiff through a forward pass written out by hand (exact
+float64 matrix products on every backend), in every supported activation
+and model form, eagerly and compiled; their weight gradients to those of
+the nested-autodiff path; and `chain` to refusing every model it cannot
+read, which then takes the nested path.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import fdlayers
+import per_backend
+from fdlayers import partials, taylor
+from test_training import _weight_gradients
+
+BACKEND = keras.backend.backend()
+DTYPE = "float64"  # JAX has 64-bit types on in the tests (conftest.py)
+# Keras 3.15's keras.ops.tanh (and the sigmoid family's exp) return float32
+# for a float64 input on JAX, in the model and the reference alike.
+RTOL = 1e-6 if BACKEND == "jax" else 1e-10
+ACTIVATIONS = ["tanh", "sigmoid", "exponential", "softplus", "silu", "relu",
+               "linear"]
+
+
+def _points(n=6, features=3, seed=4):
+    return per_backend.tensor(
+        np.random.default_rng(seed).uniform(-1, 1, (n, features)).astype(DTYPE))
+
+
+def _dense(units, activation=None):
+    return keras.layers.Dense(units, activation, dtype=DTYPE)
+
+
+def _sequential(activation, features=3):
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([keras.Input((features,), dtype=DTYPE),
+                             _dense(5, activation), _dense(4, activation),
+                             _dense(2)])
+
+
+def _functional(activation, features=3):
+    """A functional chain with an `Activation` and a `Dropout` layer and a
+    nested `Sequential`."""
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((features,), dtype=DTYPE)
+    h = _dense(5)(inputs)
+    h = keras.layers.Activation(activation, dtype=DTYPE)(h)
+    h = keras.layers.Dropout(0.5, dtype=DTYPE)(h)
+    inner = keras.Sequential([keras.Input((5,), dtype=DTYPE),
+                              _dense(4, activation)])
+    return keras.Model(inputs, _dense(2)(inner(h)))
+
+
+def _by_hand(model):
+    """The model's forward pass written out: `h @ kernel + bias` (the
+    backend's own matrix product: on PyTorch, Keras 3.15's `ops.matmul`
+    rounds float64 products to float32) and each activation."""
+    steps = []
+    taylor._flatten(model, steps)
+
+    def call(v):
+        for kind, item in steps:
+            if kind == "dense":
+                v = v @ item.kernel.value + item.bias.value
+            elif item != "linear":
+                v = keras.activations.get(item)(v)
+        return v
+    return call
+
+
+def _nested(model, x, indices):
+    """The partials by the nested autodiff path, Taylor mode off."""
+    values = partials.partials(_by_hand(model), x, indices, BACKEND)
+    return [values[index] for index in indices]
+
+
+def _run(fn, *args):
+    if BACKEND == "jax":  # eagerly, JAX compiles each nested primitive
+        import jax
+
+        return jax.jit(fn)(*args)
+    return fn(*args)
+
+
+@pytest.mark.parametrize("form", [_sequential, _functional])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_pure_derivatives_equal_nested_autodiff(activation, form):
+    """Orders 1 to 5 along a first and a last feature, every supported
+    activation."""
+    model = form(activation)
+    x = _points()
+    assert taylor.chain(model, x) is not None
+    feature = 0 if form is _sequential else 2
+    indices = [(feature,) * k for k in range(1, 6)]
+    got = _run(lambda v: fdlayers.input_partials(model, v, indices), x)
+    want = _run(lambda v: _nested(model, v, indices), x)
+    for index, g, w in zip(indices, got, want):
+        g, w = per_backend.numpy(g), per_backend.numpy(w)
+        assert g.shape == w.shape == (6, 2) and g.dtype == np.float64
+        np.testing.assert_allclose(
+            g, w, rtol=RTOL, atol=RTOL * np.abs(w).max() + 1e-300,
+            err_msg=f"{activation}, {index}")
+
+
+def test_zeros_where_the_truth_is_zero():
+    """A linear chain's and a relu chain's third derivatives are zeros of
+    the output's shape, never None."""
+    for activation in ("linear", "relu"):
+        model = _sequential(activation)
+        third, = fdlayers.input_partials(model, _points(), [(1, 1, 1)])
+        third = per_backend.numpy(third)
+        assert third.shape == (6, 2)
+        assert not third.any(), activation
+
+
+@pytest.mark.parametrize("mode", per_backend.MODES)
+def test_compiled_and_at_new_batch_sizes(mode):
+    """In each compiled mode, and at batch sizes in and out of one padded
+    size (TensorFlow compiles one XLA program per size of `_bucket`)."""
+    model = _sequential("tanh")
+    fn = per_backend.compiled(
+        lambda v: fdlayers.input_derivatives(model, v, order=4, feature=1), mode)
+    for n in (1, 6, 7, 13):
+        x = _points(n=n, seed=n)
+        got = [per_backend.numpy(t) for t in fn(x)]
+        want = [per_backend.numpy(t) for t in _run(
+            lambda v: _nested(model, v, [(1,) * k for k in range(1, 5)]), x)]
+        for g, w in zip(got, want):
+            assert g.shape == (n, 2)
+            np.testing.assert_allclose(g, w, rtol=RTOL,
+                                       atol=RTOL * np.abs(w).max())
+
+
+def test_weight_gradients_equal_the_nested_path(monkeypatch):
+    """A loss of third and fourth derivatives (Taylor mode) has the weight
+    gradients of the same loss by nested autodiff."""
+    model = _sequential("tanh", features=2)
+    x = np.random.default_rng(2).uniform(-1, 1, (8, 2)).astype(DTYPE)
+
+    def terms(model, v):  # the output itself too, for the output bias
+        return [model(v)] + fdlayers.input_partials(
+            model, v, [(0, 0, 0), (1, 1, 1, 1), (0, 1, 1)])
+
+    got_loss, got = _weight_gradients(model, x, terms)
+    monkeypatch.setattr(taylor, "chain", lambda model, x: None)
+    if BACKEND == "jax":
+        monkeypatch.setattr(partials, "_JET_MIN_ORDER", 99)
+    want_loss, want = _weight_gradients(model, x, terms)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    for g, w in zip(got, want):
+        assert np.abs(w).max() > 0
+        # Float32 roundings on two backends (Keras 3.15), in both paths but
+        # not at the same places: on PyTorch the nested path goes through
+        # Keras' Dense, whose float64 products are rounded to float32; on
+        # JAX, tanh is (see RTOL).
+        np.testing.assert_allclose(g, w, rtol=1e-10 if BACKEND == "tensorflow"
+                                   else 1e-5, atol=1e-9 * np.abs(w).max())
+
+
+class Beam(keras.Sequential):
+    """u'''' = 1 on batches of points of [0, 1] that start at 0, and
+    u(0) = 0: a fourth-order residual, Taylor mode inside the train step."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        fourth, = fdlayers.input_partials(self, x, [(0, 0, 0, 0)])
+        return (keras.ops.mean((fourth - 1.0) ** 2)
+                + keras.ops.mean(y_pred[:1] ** 2))
+
+
+_COMPILE = {"tensorflow": [False, True], "jax": [True], "torch": [False]}
+
+
+@pytest.mark.parametrize("jit_compile", _COMPILE[BACKEND])
+def test_fit_trains_on_a_fourth_order_residual(jit_compile, monkeypatch):
+    calls = []
+    series = taylor.series
+    monkeypatch.setattr(taylor, "series",
+                        lambda *args: calls.append(1) or series(*args))
+    keras.utils.set_random_seed(3)
+    model = Beam([keras.Input((1,)), keras.layers.Dense(16, "tanh"),
+                  keras.layers.Dense(1)])
+    assert taylor.chain(model, _points(features=1)) is None  # float64 points
+    x = np.linspace(0, 1, 32, dtype="float32").reshape(-1, 1)
+    assert taylor.chain(model, per_backend.tensor(x)) is not None
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  jit_compile=jit_compile)
+    before = model.evaluate(x, verbose=0)
+    model.fit(np.tile(x, (40, 1)), epochs=1, batch_size=32, verbose=0,
+              shuffle=False)
+    after = model.evaluate(x, verbose=0)
+    # Measured on TensorFlow: 1.14 before, 0.039 after.
+    assert np.isfinite(after) and after < 0.1 * before, (before, after)
+    assert calls  # traced (or run) through Taylor mode
+
+
+def _skip_connection():
+    inputs = keras.Input((3,), dtype=DTYPE)
+    return keras.Model(inputs, _dense(3, "tanh")(inputs) + inputs)
+
+
+def _shared_layer():
+    inputs = keras.Input((3,), dtype=DTYPE)
+    layer = _dense(3, "tanh")
+    return keras.Model(inputs, layer(layer(inputs)))
+
+
+def _with_lora():
+    model = _sequential("tanh")
+    model.layers[0].enable_lora(2)
+    return model
+
+
+class _MyDense(keras.layers.Dense):
+    pass
+
+
+@pytest.mark.parametrize("build", [
+    lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE),
+                              _dense(4, lambda v: keras.ops.tanh(v))]),
+    lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE),
+                              _dense(4, "gelu")]),
+    lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE), _dense(4),
+                              keras.layers.Lambda(keras.ops.sin)]),
+    lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE),
+                              _MyDense(4, dtype=DTYPE)]),
+    lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE),
+                              keras.layers.Activation("tanh"), _dense(4)]),
+    lambda: keras.Sequential([_dense(4)]),  # never built
+    lambda: keras.Sequential([keras.Input((3,)),
+                              keras.layers.Dense(4, dtype="mixed_float16")]),
+    _skip_connection, _shared_layer, _with_lora,
+], ids=["function activation", "gelu", "Lambda", "Dense subclass",
+        "activation first", "unbuilt", "mixed precision", "skip connection",
+        "shared layer", "LoRA"])
+def test_chain_refuses_what_it_cannot_read(build):
+    """Anything but a plain chain of dense layers, with their own dtype and
+    known activations, takes nested autodiff: `chain` is None, and the
+    derivatives still agree with it."""
+    model = build()
+    x = _points()
+    assert taylor.chain(model, x) is None
+    if model.built and model.dtype_policy.compute_dtype == DTYPE:
+        got, = _run(lambda v: fdlayers.input_partials(model, v, [(0, 0, 0)]), x)
+        want, = _run(lambda v: partials.partials(
+            lambda w: model(w, training=False), v, [(0, 0, 0)],
+            BACKEND)[(0, 0, 0)], x)
+        np.testing.assert_allclose(per_backend.numpy(got),
+                                   per_backend.numpy(want), rtol=1e-12)
+
+
+def test_chain_needs_a_matrix_of_points():
+    model = _sequential("tanh")
+    assert taylor.chain(model, per_backend.tensor(
+        np.zeros((2, 1, 3), DTYPE))) is None
+    assert taylor.chain(model, per_backend.tensor(
+        np.zeros((2, 3), "float32"))) is None
