@@ -90,13 +90,14 @@ def _run(fn, *args):
 @pytest.mark.parametrize("form", [_sequential, _functional])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_pure_derivatives_equal_nested_autodiff(activation, form):
-    """Orders 1 to 5 along a first and a last feature, every supported
-    activation."""
+    """Orders 1 to 5 along one feature and 3 along another, every
+    supported activation."""
     model = form(activation)
     x = _points()
     assert taylor.chain(model, x) is not None
-    feature = 0 if form is _sequential else 2
-    indices = [(feature,) * k for k in range(1, 6)]
+    feature, other = (0, 1) if form is _sequential else (2, 0)
+    # Both features in one pass, to orders 5 and 3.
+    indices = [(feature,) * k for k in range(1, 6)] + [(other,) * 3]
     got = _run(lambda v: fdlayers.input_partials(model, v, indices), x)
     want = _run(lambda v: _nested(model, v, indices), x)
     for index, g, w in zip(indices, got, want):
