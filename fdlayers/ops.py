@@ -385,9 +385,64 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
         y = _in_chunks(functools.partial(_per_sample, spec=spec, axis=axis),
                        x, plan, padding if axis == 1 else "along another axis",
                        [(t, len(t.shape) - 1)])
+    elif _long_grid(x, coordinates, padding, axis):
+        y = _static_in_chunks(x, coordinates, spec, plan)
     else:
         y = _static_coordinates(x, coordinates, spec, axis)
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
+
+
+def _long_grid(x, coordinates, padding, axis):
+    """Whether a static grid is long enough that its weights, a window per
+    point, would be several times the input (`_static_in_chunks`), on the
+    steps axis of an input of a static batch, where chunks apply."""
+    batch = dispatch.static_length(x.shape[0])
+    return (axis == 1 and padding in ("same", "causal") and bool(batch)
+            and len(coordinates) >= 4 * CHUNK_POINTS)
+
+
+def _static_in_chunks(x, coordinates, spec, plan):
+    """The stencil `spec` on a long static grid, as on time stamps: weights
+    computed in the graph, chunk by chunk (`_in_chunks`), never held for
+    the whole grid. The grid's own float64 weights (`_static_fn`) would be
+    a window of float64 per point, kept for the grid, and a graph's and an
+    XLA program's constants besides: 27× a float64 input's size eagerly and
+    92× in a `tf.function` at 2**24 points (benchmarks/README.md, 15a).
+
+    Precision as on the short grids: the weights are computed in float64
+    (each chunk cast to float64 and back), on the coordinates in units of
+    a power of two near the mean spacing, scaled back at the end, exactly.
+    """
+    unit, scaled = _grid_units(coordinates)
+    exponent = -unit * spec[1]
+
+    def chunk(x, t):
+        # Each chunk's coordinates its own constant: slices of one constant
+        # of the whole grid were folded into copies of it in a tf.function
+        # (16.5× the input's size at 2**24 points, against 6.4× with time
+        # stamps).
+        y = _per_sample(ops.cast(x, "float64"), ops.convert_to_tensor(t),
+                        spec, 1)
+        return ops.cast(_times_power_of_two(y, exponent), x.dtype)
+
+    return _in_chunks(chunk, x, plan, spec[-1], [(scaled, 0)])
+
+
+def _grid_units(coordinates):
+    """`(unit, coordinates · 2**-unit)`, `2**unit` a power of two near the
+    grid's mean spacing, or `(0, coordinates)` where spacings too unequal
+    would not survive the rescaling. Weights scale as spacing**-order, so,
+    as on a uniform grid (`_scaling`), they may leave the dtype's range,
+    and Fornberg's products of offsets even float64's: computed on the
+    rescaled grid (exactly: every step of the recurrence commutes with the
+    scaling) and scaled back, they stay in range as far as the result
+    allows."""
+    unit = math.frexp((coordinates[-1] - coordinates[0])
+                      / (len(coordinates) - 1))[1]
+    scaled = np.ldexp(coordinates, -unit)
+    if not np.all(np.diff(scaled) > 0):
+        return 0, coordinates
+    return unit, scaled
 
 
 # Long inputs whose weights are computed per call (time stamps, masks) run
@@ -998,17 +1053,8 @@ def _static_bytes(spec, axis, rank, dtype, coordinates, compiled):
 def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
     order, padding = spec[1], spec[-1]
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
-    # Weights scale as spacing**-order, so, as on a uniform grid (`_scaling`),
-    # they may leave the dtype's range, and Fornberg's products of offsets
-    # even float64's. So they are computed on the coordinates in units of a
-    # power of two near the mean spacing (exactly: every step of the
-    # recurrence commutes with that scaling) and scaled back, as far as
-    # the dtype allows, by a power of two.
-    unit = math.frexp((coordinates[-1] - coordinates[0])
-                      / (len(coordinates) - 1))[1]
-    scaled = np.ldexp(coordinates, -unit)
-    if not np.all(np.diff(scaled) > 0):  # spacings too unequal to rescale
-        scaled, unit = coordinates, 0
+    # Scaled back, as far as the dtype allows, by a power of two.
+    unit, scaled = _grid_units(coordinates)
     weights = (stencils.window_weights if spec[0] == "difference"
                else savgol.window_weights)
     layout, head, interior, tail = weights(scaled, *spec[1:])

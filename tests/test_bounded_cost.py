@@ -257,13 +257,20 @@ CHUNKED = [
      "masked"),
     ("Savitzky-Golay, time stamps", dict(order=2, window=27, polyorder=4),
      "same", "stamps"),
+    # Long static grids: weights computed in the graph, chunk by chunk
+    # (ops._static_in_chunks), against the grid's float64 weights at once.
+    ("coordinates", dict(order=2, accuracy=4), "same", "coordinates"),
+    ("coordinates, causal", dict(order=1, accuracy=3), "causal",
+     "coordinates"),
+    ("Savitzky-Golay, coordinates", dict(order=1, window=9, polyorder=3),
+     "same", "coordinates"),
 ]
 
 
 @pytest.mark.parametrize("name, kwargs, padding, how, mode", [
     pytest.param(*case, mode, id=f"{case[0]}-{mode}") for case in CHUNKED
-    for mode in ["eager"] + ([per_backend.MODES[-1]]
-                             if case[0] in ("time stamps", "mask") else [])])
+    for mode in ["eager"] + ([per_backend.MODES[-1]] if case[0] in (
+        "time stamps", "mask", "coordinates") else [])])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
     from fdlayers import ops
@@ -294,3 +301,26 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
     chunked = numpy(per_backend.compiled(run, mode)(tensor(x), tensor(mask)))
     np.testing.assert_allclose(chunked, whole, rtol=1e-12,
                                atol=1e-12 * np.abs(whole).max())
+
+
+def test_a_long_static_grid_has_the_gradients_of_a_short_one(monkeypatch):
+    """The chunked path of long static grids (weights in the graph) has
+    the transposed map as its gradient, and that gradient's own, as the
+    grid's weights at once: float32 input, float64 weights either way."""
+    from fdlayers import ops
+
+    rng = np.random.default_rng(8)
+    x, upstream, second = (rng.standard_normal((2, 300, 2)).astype("float32")
+                           for _ in range(3))
+    grid = np.cumsum(rng.uniform(0.5, 1.5, 300))
+    run = per_backend.value_and_gradients(
+        lambda v: fdlayers.derivative(v, 2, grid, accuracy=4))
+    args = [tensor(a) for a in (x, upstream, second)]
+    whole = [numpy(v) for v in run(*args)]
+    monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
+    per_backend.clear_caches()
+    chunked = [numpy(v) for v in run(*args)]
+    for got, want in zip(chunked, whole):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5,
+                                   atol=1e-6 * np.abs(want).max())
