@@ -35,7 +35,7 @@ import math
 
 import keras
 
-from fdlayers.dispatch import _bucket, _padded
+from fdlayers.dispatch import padded_to_bucket
 
 # Activation functions with a Taylor rule, by the name of the rule.
 _ACTIVATIONS = {
@@ -144,9 +144,8 @@ def series(layers, names, x, feature, order):
         # lengths (at most 25 % padding) take one compile per bucket, not one
         # per size (about 0.2 s each, measured on the MLP of the benchmark).
         rows = tf.shape(x)[0]
-        padded = _padded(x, 0, _bucket(rows))
-        return [term[:rows] for term in
-                _compiled()(names, feature, order, padded, weights)]
+        return [term[:rows] for term in _compiled()(
+            names, feature, order, padded_to_bucket(x, 0), weights)]
     if backend == "torch":
         import torch
 
