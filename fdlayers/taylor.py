@@ -31,6 +31,7 @@ and order (45 against 85 ms with weight gradients), so dense chains take
 this path there too and `jet` serves the other models.
 """
 
+import functools
 import math
 
 import keras
@@ -88,7 +89,11 @@ def _flatten(layer, steps):
     kind = type(layer).__name__
     if isinstance(layer, keras.Sequential) or (
             isinstance(layer, keras.Model) and kind == "Functional"):
-        return _is_chain(layer) and all(
+        # A subclass may override `compute_loss` (a residual), not `call`:
+        # its layers would then no longer say what the model computes.
+        base = keras.Sequential if isinstance(layer, keras.Sequential) \
+            else type(layer)
+        return type(layer).call is base.call and _is_chain(layer) and all(
             _flatten(inner, steps) for inner in layer.layers)
     if type(layer) is keras.layers.Dense:
         if layer.lora_enabled or layer.quantization_mode is not None \
@@ -156,21 +161,16 @@ def series(layers, names, x, feature, order):
     return _propagate(names, feature, order, x, weights, _fma)
 
 
-_COMPILED = []
-
-
+@functools.cache
 def _compiled():
     """`_propagate` as one XLA-compiled TensorFlow function (traced once
     per chain, feature and order, and compiled per batch size)."""
-    if not _COMPILED:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        def run(names, feature, order, x, weights):
-            return _propagate(names, feature, order, x, weights, _fma)
+    def run(names, feature, order, x, weights):
+        return _propagate(names, feature, order, x, weights, _fma)
 
-        _COMPILED.append(tf.function(run, jit_compile=True,
-                                     reduce_retracing=True))
-    return _COMPILED[0]
+    return tf.function(run, jit_compile=True, reduce_retracing=True)
 
 
 def _propagate(names, feature, order, x, weights, fma,

@@ -226,6 +226,17 @@ class _MyDense(keras.layers.Dense):
     pass
 
 
+class _Doubled(keras.Sequential):
+    """A chain whose own `call` doubles its output: not what its layers say."""
+
+    def call(self, inputs, training=None, mask=None):
+        return 2 * super().call(inputs, training=training, mask=mask)
+
+
+def _doubled():
+    return _Doubled([keras.Input((3,), dtype=DTYPE), _dense(4, "tanh")])
+
+
 @pytest.mark.parametrize("build", [
     lambda: keras.Sequential([keras.Input((3,), dtype=DTYPE),
                               _dense(4, lambda v: keras.ops.tanh(v))]),
@@ -240,10 +251,10 @@ class _MyDense(keras.layers.Dense):
     lambda: keras.Sequential([_dense(4)]),  # never built
     lambda: keras.Sequential([keras.Input((3,)),
                               keras.layers.Dense(4, dtype="mixed_float16")]),
-    _skip_connection, _shared_layer, _with_lora,
+    _skip_connection, _shared_layer, _with_lora, _doubled,
 ], ids=["function activation", "gelu", "Lambda", "Dense subclass",
         "activation first", "unbuilt", "mixed precision", "skip connection",
-        "shared layer", "LoRA"])
+        "shared layer", "LoRA", "Sequential with its own call"])
 def test_chain_refuses_what_it_cannot_read(build):
     """Anything but a plain chain of dense layers, with their own dtype and
     known activations, takes nested autodiff: `chain` is None, and the
