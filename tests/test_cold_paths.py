@@ -145,6 +145,92 @@ def test_eager_numpy_path_equals_op_by_op(monkeypatch):
                 np.testing.assert_array_equal(ours, theirs)
 
 
+class _WithTraining(fdlayers.FiniteDifference1D):
+    """A subclass whose `call` takes `training` from Keras' call context."""
+
+    def call(self, inputs, training=None):
+        y = super().call(inputs)
+        return y + 1.0 if training else y
+
+
+def test_eager_layer_calls_keras_only_where_it_could_matter(monkeypatch):
+    """After its first call, an eager layer call on a tensor of its input
+    dtype without a mask skips Keras' `__call__` (`_SequenceLayer._direct`)
+    with the same result; anything Keras' `__call__` would act on — a mask,
+    a dtype to cast, a subclass's `call`, a regulariser, a graph — keeps
+    it."""
+    import tensorflow as tf
+
+    entered = []
+    keras_call = keras.layers.Layer.__call__
+
+    def counting(self, *args, **kwargs):
+        entered.append(type(self).__name__)
+        return keras_call(self, *args, **kwargs)
+    monkeypatch.setattr(keras.layers.Layer, "__call__", counting)
+
+    def through_keras(layer, *args, **kwargs):
+        return keras_call(layer, *args, **kwargs)
+
+    rng = np.random.default_rng(3)
+    array = rng.normal(size=(2, 40, 3)).astype("float32")
+    for layer in (fdlayers.FiniteDifference1D(2, 0.1, accuracy=4),
+                  fdlayers.SavitzkyGolay1D(1, 11, 3, spacing=0.1),
+                  fdlayers.FiniteDifference1D(1, np.linspace(0, 1, 40) ** 2)):
+        first = layer(array)
+        entered.clear()
+        for x in (tf.constant(array), array):
+            direct = layer(x)
+            assert entered == [], "the direct path was not taken"
+            assert isinstance(direct, tf.Tensor)
+            np.testing.assert_array_equal(direct, through_keras(layer, x))
+            np.testing.assert_array_equal(direct, first)
+            entered.clear()
+
+    layer = fdlayers.FiniteDifference1D(1, accuracy=4)
+    layer(array)
+    # Per-sample time stamps: a list is not one tensor.
+    stamps = np.cumsum(rng.uniform(0.5, 1.5, size=(2, 40)), axis=1)
+    layer([array, stamps])
+    assert entered
+    entered.clear()
+    # A masked input: the mask is read and passed on.
+    masked = keras.layers.Masking()(np.where(np.arange(40)[None, :, None] < 30,
+                                             array, 0.0))
+    entered.clear()
+    y = layer(masked)
+    assert entered == ["FiniteDifference1D"]
+    assert y._keras_mask is not None
+    np.testing.assert_array_equal(y[:, 30:], 0.0)
+    entered.clear()
+    # A dtype to cast.
+    np.testing.assert_allclose(layer(array.astype("float64")), layer(array),
+                               rtol=1e-6)
+    assert entered == ["FiniteDifference1D"]
+    entered.clear()
+    # A keyword argument.
+    layer(array, mask=None)
+    assert entered == ["FiniteDifference1D"]
+    entered.clear()
+    # A subclass of its own: `training` from the outer call.
+    training = _WithTraining()
+    training(array)
+    np.testing.assert_array_equal(training(array, training=True),
+                                  training(array) + 1.0)
+    assert entered.count("_WithTraining") == 3
+    entered.clear()
+    # An activity regulariser adds a loss at every call.
+    regularised = fdlayers.FiniteDifference1D(activity_regularizer="l2")
+    regularised(array)
+    regularised(array)
+    assert entered == ["FiniteDifference1D"] * 2
+    assert regularised.losses
+    entered.clear()
+    # In a graph.
+    tf.function(layer)(tf.constant(array))
+    assert entered == ["FiniteDifference1D"]
+
+
 _QUIET = """
     import numpy as np, keras, tensorflow as tf, fdlayers
     rng = np.random.default_rng(0)
