@@ -362,11 +362,15 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
     if tf.executing_eagerly():
         return body(x, *args, compiled=False, **config)
     signature = tuple((a.dtype, a.shape.rank) for a in (x,) + tuple(args))
+    # The sizes after the axis, where all are known: traced with them (once
+    # per layout of channels), a stencil can use a depthwise convolution
+    # (`kernels._convolved`).
+    trailing = tuple(x.shape[along + 1:])
     lengths = (plan.min_length, length_change(plan))
     forward, transpose = _graph_pair(
         body, padded, tuple(sorted(config.items())), signature,
         placement == "any", int(min(_FUSION_MIN_SIZE, 2 ** 62)), lengths,
-        along)
+        along, None if None in trailing else trailing)
 
     # Each of these stencils is linear in x (masks and coordinates are data,
     # without a gradient), so its gradient is the transposed map, and the
@@ -391,7 +395,7 @@ STATIC_CACHE_BYTES = 256 * 2**20
 
 
 def _graph_pair_bytes(body, padded, config, signature, any_size, threshold,
-                      lengths, axis):
+                      lengths, axis, trailing):
     """About what a `_graph_pair` keeps alive: the constants of a static
     grid's weights (a coordinates' bytes in `config`, a window of them per
     point) in its traced graphs, or a small graph's worth otherwise."""
@@ -403,10 +407,11 @@ def _graph_pair_bytes(body, padded, config, signature, any_size, threshold,
 @caches.bytes_cache(lambda: STATIC_CACHE_BYTES, _graph_pair_bytes,
                     max_entries=256)
 def _graph_pair(body, padded, config, signature, any_size, threshold,
-                lengths, axis):
+                lengths, axis, trailing):
     """`run_stencil`'s stencil and its transpose as TensorFlow functions of inputs
     of any size: `forward(x, *args)` and `transpose(g, shape, *args)`, the
-    gradient for an upstream `g` and an input of `shape`.
+    gradient for an upstream `g` and an input of `shape`; of any size along
+    and before `axis`, and of sizes `trailing` after it where that is given.
 
     A graph that calls them holds one call, not the stencil's dozens of
     operations, and each is traced, and the transpose differentiated, once
@@ -458,7 +463,9 @@ def _graph_pair(body, padded, config, signature, any_size, threshold,
         return choose(shape, shape[axis], vjp(small_fn), vjp(large_fn))
 
     specs = [tf.TensorSpec([None] * rank, dtype) for dtype, rank in signature]
-    out = tf.TensorSpec([None] * signature[0][1], dtype)
+    if trailing is not None:
+        specs[0] = tf.TensorSpec([None] * (axis + 1) + list(trailing), dtype)
+    out = tf.TensorSpec(specs[0].shape, dtype)
     shape = tf.TensorSpec([signature[0][1]], tf.int32)
     return (tf.function(forward, input_signature=specs, autograph=False),
             tf.function(transpose, input_signature=[out, shape] + specs[1:],

@@ -187,3 +187,99 @@ def test_gradient_of_short_and_dynamic_sequences(order, accuracy, padding,
         want = apply_along(operator, vector, 1)
         scale = apply_along(abs(operator), abs(vector), 1)
         np.testing.assert_array_less(abs(got - want), 1e-13 * scale + 1e-300)
+
+
+def _graph_ops(function, *args):
+    """The operation types of a tf.function's graph and every function in
+    its library (fdlayers' stencils are functions called from it)."""
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    types = {node.op for node in graph.node}
+    for library_function in graph.library.function:
+        types.update(node.op for node in library_function.node_def)
+    return types
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("order,accuracy,padding", [
+    (1, 8, "same"), (2, 6, "valid"), (1, 8, "periodic"), (3, 6, "causal")])
+@pytest.mark.parametrize("shape,axis", [((3, 40, 2), 1), ((2, 37), 1),
+                                        ((2, 3, 33, 2), 2), ((30, 4), 0)])
+def test_wide_stencils_convolve_in_graphs(order, accuracy, padding, shape,
+                                          axis, rng):
+    """In a graph run op by op, a float32 stencil of 6 or more nonzero
+    weights is one depthwise convolution per run of them
+    (`kernels._convolved`): within float32 rounding of the float64
+    reference, value, gradient and second derivative, and it keeps a
+    non-finite sample to the outputs whose stencil weighs it."""
+    import tensorflow as tf
+
+    h, n = 0.3, shape[axis]
+    matrix = reference_matrix(order, accuracy, padding, n, h)
+    x = rng.normal(size=shape)
+    out_shape = list(shape)
+    out_shape[axis] = matrix.shape[0]
+    upstream, second = rng.normal(size=out_shape), rng.normal(size=shape)
+    run = tf.function(_value_and_gradients(order, accuracy, padding, axis, h))
+    args = [tf.constant(a.astype(np.float32)) for a in (x, upstream, second)]
+    assert "DepthwiseConv2dNative" in _graph_ops(run, *args)
+    got = [r.numpy() for r in run(*args)]
+    x, upstream, second = (a.numpy().astype(np.float64) for a in args)
+    bound = (order + accuracy + 2) * 2.0 ** -24
+    for value, want_matrix, v in [(got[0], matrix, x),
+                                  (got[1], matrix.T, upstream),
+                                  (got[2], matrix, second)]:
+        assert value.dtype == np.float32
+        want = apply_along(want_matrix, v, axis)
+        scale = apply_along(abs(want_matrix), abs(v), axis)
+        np.testing.assert_array_less(abs(value - want), bound * scale + 1e-30)
+
+    # An infinite sample reaches exactly the outputs that weigh it.
+    for index in (0, n // 2, n - 1):
+        spiked = np.moveaxis(x.copy(), axis, 0)
+        spiked[index] = np.inf
+        spiked = np.moveaxis(spiked, 0, axis).astype(np.float32)
+        y = tf.function(lambda v: fdlayers.derivative(
+            v, order, h, accuracy, padding, axis))(tf.constant(spiked))
+        reaches = np.moveaxis(np.isfinite(y.numpy()), axis, 0)
+        weighed = matrix[:, index] != 0
+        assert (~reaches[weighed]).all() and reaches[~weighed].all()
+
+
+@pytest.mark.tensorflow_only
+def test_narrow_stencils_and_unknown_channels_keep_the_slices(rng):
+    """Fewer than 6 nonzero weights, float64, or channels unknown while
+    tracing: no convolution (`kernels._convolved`), the same results."""
+    import tensorflow as tf
+
+    x = rng.normal(size=(2, 50, 3))
+    cases = [
+        (lambda v: fdlayers.derivative(v, 1, 0.5, 4), "float32", [2, 50, 3]),
+        (lambda v: fdlayers.derivative(v, 1, 0.5, 8), "float64", [2, 50, 3]),
+        (lambda v: fdlayers.derivative(v, 1, 0.5, 8), "float32",
+         [None, None, None]),
+    ]
+    for fn, dtype, spec in cases:
+        run = tf.function(fn, input_signature=[tf.TensorSpec(spec, dtype)])
+        assert "DepthwiseConv2dNative" not in _graph_ops(run)
+        np.testing.assert_allclose(run(tf.constant(x.astype(dtype))),
+                                   fn(x.astype(dtype)), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_wide_savitzky_golay_windows_convolve_in_graphs(rng):
+    """SavitzkyGolay1D's interior, 41 and 11 points, convolved in a graph:
+    scipy's result within float32 rounding."""
+    import tensorflow as tf
+    signal = pytest.importorskip("scipy.signal")
+
+    x = rng.normal(size=(3, 300, 2))
+    for order, window, polyorder in ((1, 41, 3), (0, 11, 2), (2, 11, 4)):
+        run = tf.function(lambda v: fdlayers.ops.savitzky_golay(
+            v, order, window, polyorder, 0.1))
+        x32 = tf.constant(x.astype(np.float32))
+        assert "DepthwiseConv2dNative" in _graph_ops(run, x32)
+        want = signal.savgol_filter(x32.numpy().astype(np.float64), window,
+                                    polyorder, deriv=order, delta=0.1, axis=1)
+        scale = np.max(abs(want)) + 1
+        np.testing.assert_allclose(run(x32).numpy(), want,
+                                   atol=window * 2.0 ** -22 * scale * 10.0 ** order)
