@@ -59,10 +59,18 @@ def _starts_backend_runs(item):
     return getattr(getattr(item, "module", None), "start_backend_runs", None)
 
 
+def _starts_background_runs(item):
+    return getattr(getattr(item, "module", None), "start_background_runs",
+                   None)
+
+
 def pytest_collection_modifyitems(config, items):
     # test_backends.py waits for runs on the other backends: last, so that
-    # they go on alongside every other test (see pytest_collection_finish).
-    items.sort(key=lambda item: _starts_backend_runs(item) is not None)
+    # they go on alongside every other test (see pytest_collection_finish);
+    # before it, the modules that wait for runs in the background
+    # (tests/background.py), for the same reason.
+    items.sort(key=lambda item: (_starts_backend_runs(item) is not None,
+                                 _starts_background_runs(item) is not None))
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         return
     deselected = [item for item in items
@@ -75,14 +83,22 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_collection_finish(session):
     """Start the other backends' runs now if test_backends.py is selected,
-    so that they use the cores while the TensorFlow tests run."""
+    and the background runs of the selected modules that have them, so
+    that they use the cores while the TensorFlow tests run."""
     if session.config.option.collectonly:
         return
     for item in session.items:
         start = _starts_backend_runs(item)
         if start is not None:
             start(session.config)
-            return
+            break
+    by_module = {}
+    for item in session.items:
+        start = _starts_background_runs(item)
+        if start is not None:
+            by_module.setdefault(start, []).append(item)
+    for start, items in by_module.items():
+        start(session.config, items)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -6,6 +6,7 @@ temporary working directory so that no example depends on the current
 directory. Specific examples get checks of what they print.
 """
 
+import functools
 import os
 import pathlib
 import re
@@ -15,28 +16,40 @@ import sys
 import numpy as np
 import pytest
 
+import background
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.py"))
 
 
-@pytest.fixture(scope="module")
-def run_example(tmp_path_factory):
-    """Run an example (once per module) and return its CompletedProcess."""
-    results = {}
+def _run(name, directory):
+    env = dict(os.environ, FDLAYERS_FAST="1", TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_BACKEND="tensorflow")
+    # The checkout's fdlayers, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / name)], cwd=directory,
+        env=env, capture_output=True, text=True, timeout=300,
+    )
 
+
+def start_background_runs(config, items):
+    """Run the selected examples in the background (tests/background.py)."""
+    for item in items:
+        path = getattr(item, "callspec", None) and item.callspec.params.get(
+            "path")
+        if path is not None:
+            background.submit(config, path.name,
+                              functools.partial(_run, path.name))
+
+
+@pytest.fixture
+def run_example(request):
+    """Run an example (once per session) and return its CompletedProcess."""
     def run(name):
-        if name not in results:
-            cwd = tmp_path_factory.mktemp(name.replace(".", "_"))
-            env = dict(os.environ, FDLAYERS_FAST="1", TF_CPP_MIN_LOG_LEVEL="3",
-                       KERAS_BACKEND="tensorflow")
-            # The checkout's fdlayers, installed or not.
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-            results[name] = subprocess.run(
-                [sys.executable, str(REPO / "examples" / name)], cwd=cwd,
-                env=env, capture_output=True, text=True, timeout=300,
-            )
-        return results[name]
+        return background.submit(request.config, name,
+                                 functools.partial(_run, name)).result()
 
     return run
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import background
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -82,12 +84,22 @@ def _run(programs, directory):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def program_results(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("readme")
+def _run_all(directory):
     shared = iter(_run([c for c in PROGRAMS if not _alone(c)], directory))
     return [_run([c], directory)[0] if _alone(c) else next(shared)
             for c in PROGRAMS]
+
+
+def start_background_runs(config, items):
+    """Run the programs in the background (tests/background.py)."""
+    if any(item.name.startswith("test_readme_program_runs") for item in items):
+        background.submit(config, "README programs", _run_all)
+
+
+@pytest.fixture
+def program_results(request):
+    return background.submit(request.config, "README programs",
+                             _run_all).result()
 
 
 @pytest.mark.parametrize("index", range(len(PROGRAMS)),
