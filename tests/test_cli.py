@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import background
 from fdlayers import cli, demo
 
 needs_matplotlib = pytest.mark.skipif(
@@ -82,10 +83,22 @@ def uneven_times(rng, steps, end=3.0):
 
 # demo --------------------------------------------------------------------------
 
-def test_demo_reports_small_errors_and_the_accuracy_as_rate(tmp_path):
+def _demo(directory):
+    return run("demo", "--steps", "48", cwd=directory), Path(directory)
+
+
+def start_background_runs(config, items):
+    """The demo, in a fresh process, in the background
+    (tests/background.py)."""
+    if any(item.name.startswith("test_demo_reports") for item in items):
+        background.submit(config, "demo", _demo)
+
+
+def test_demo_reports_small_errors_and_the_accuracy_as_rate(request):
     """The README's main job: the table, and the figure by default."""
     plot = importlib.util.find_spec("matplotlib") is not None
-    result = run("demo", "--steps", "48", cwd=tmp_path)
+    result, tmp_path = background.submit(request.config, "demo",
+                                         _demo).result()
     assert result.returncode == 0, result.stderr[-2000:]
     # Not a line of TensorFlow's absl logging either (it ignores
     # TF_CPP_MIN_LOG_LEVEL): the demo keeps it off the terminal.

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+import background
 import fdlayers
 from fdlayers import dispatch
 
@@ -253,15 +254,27 @@ _QUIET = """
 """
 
 
-def test_fdlayers_prints_no_warnings(tmp_path):
-    """No retracing, XLA or custom-gradient warning from fdlayers' own
-    choices: new lengths in predict and fit, exporting, loading, serving."""
+def _quiet(directory):
     code = "import sys\n" + textwrap.dedent(_QUIET)
     # Every TensorFlow log line shown, INFO included (XLA's compile notices).
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")],
-                            capture_output=True, text=True, timeout=300,
-                            env=env)
+    return subprocess.run([sys.executable, "-c", code,
+                           os.path.join(directory, "m")],
+                          capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def start_background_runs(config, items):
+    """The quiet run, in a fresh process, in the background
+    (tests/background.py)."""
+    if any(item.name == "test_fdlayers_prints_no_warnings" for item in items):
+        background.submit(config, "quiet", _quiet)
+
+
+def test_fdlayers_prints_no_warnings(request):
+    """No retracing, XLA or custom-gradient warning from fdlayers' own
+    choices: new lengths in predict and fit, exporting, loading, serving."""
+    result = background.submit(request.config, "quiet", _quiet).result()
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("done")
     log = result.stderr.lower()
