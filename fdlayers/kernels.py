@@ -53,9 +53,17 @@ NUMPY = _NumPyOps()
 
 def take(x, axis, start, stop):
     """x[start:stop] along `axis` (Python slice semantics)."""
-    index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
+    # (An index as short as it can be, from ready-made tuples: a small
+    # eager stencil takes a dozen slices, and building each index costs
+    # about as much as the slice itself.)
+    if axis < 0:
+        return x[(Ellipsis, slice(start, stop)) + _whole_axes(-axis - 1)]
+    return x[_whole_axes(axis) + (slice(start, stop),)]
+
+
+@functools.lru_cache(maxsize=None)
+def _whole_axes(count):
+    return (slice(None),) * count
 
 
 def take_at(x, axis, start, size):

@@ -3,6 +3,7 @@
 The numerics live in `fdlayers.ops`; `call` is one line into it.
 """
 
+import functools
 import numbers
 
 import keras
@@ -46,37 +47,46 @@ class _SequenceLayer(keras.layers.Layer):
         # An eager call on one small series spends more time in Keras'
         # generic `__call__` (argument conversion, call context, name
         # scopes, mask metadata: ≈ 70 µs) than in the derivative itself
-        # (≈ 50 µs for 4096 steps). Where none of that can change the
-        # result, the call goes straight to `call`: see `_direct`.
+        # (≈ 40 µs for 4096 steps). Where none of that can change the
+        # result, the call goes straight to the op: see `_direct`.
         if not kwargs and len(args) == 1 and self._direct(args[0]):
-            return self.call(args[0])
+            return self._op(args[0], None, None)
         outputs = super().__call__(*args, **kwargs)
-        if not self._direct_calls and _eager_tensorflow():
+        if self._direct_dtypes is None and _eager_tensorflow():
             # After one whole call: built, and Keras' own first-call
             # bookkeeping done.
-            self._direct_calls = True
+            import tensorflow as tf
+
+            self._direct_dtypes = (tf.as_dtype(self.input_dtype),
+                                   np.dtype(self.input_dtype))
         return outputs
 
-    # Class-level default: set on the instance after its first whole call.
-    _direct_calls = False
+    # Set on the instance after its first whole call (eagerly, on
+    # TensorFlow): the dtypes of the inputs `_direct` may take.
+    _direct_dtypes = None
 
     def _direct(self, x):
-        """Whether `call(x)` gives exactly what Keras' `__call__` would: an
+        """Whether `_op(x)` gives exactly what Keras' `__call__` would: an
         eager TensorFlow tensor or NumPy array already of the input dtype
         (nothing to convert or cast), without a Keras mask, on a layer
         already called once, whose `call` is fdlayers' own (no `training`
         to propagate), with no activity regulariser or distribution."""
-        if not self._direct_calls or type(self).call not in _OWN_CALLS:
+        dtypes = self._direct_dtypes
+        if dtypes is None:
             return False
-        if not _eager_tensorflow() or (
-                getattr(x, "_keras_mask", None) is not None):
+        # (TensorFlow's dtypes are interned: `is` compares them.)
+        tensor_dtype, array_dtype = dtypes
+        if isinstance(x, np.ndarray):
+            if x.dtype != array_dtype:
+                return False
+        elif getattr(x, "dtype", None) is not tensor_dtype or (
+                not isinstance(x, _tensorflow().Tensor)):
             return False
-        import tensorflow as tf
-
-        if not isinstance(x, (tf.Tensor, np.ndarray)) or (
-                keras.backend.standardize_dtype(x.dtype) != self.input_dtype):
+        if (not _tensorflow().executing_eagerly()
+                or getattr(x, "_keras_mask", None) is not None):
             return False
-        return (self.activity_regularizer is None
+        return (type(self).call in _OWN_CALLS
+                and self.activity_regularizer is None
                 and keras.distribution.distribution() is None)
 
     def _split(self, inputs):
@@ -278,11 +288,13 @@ class FiniteDifference1D(_SequenceLayer):
 
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
-        return fd_ops.derivative(
-            self._as_input_dtype(x), self.order,
-            self.spacing if t is None else t, self.accuracy, self.padding,
-            self.axis, mask=self._input_mask(mask),
-        )
+        return self._op(self._as_input_dtype(x), t, self._input_mask(mask))
+
+    def _op(self, x, t, mask):
+        return fd_ops.derivative(x, self.order,
+                                 self.spacing if t is None else t,
+                                 self.accuracy, self.padding, self.axis,
+                                 mask=mask)
 
     def get_config(self):
         config = super().get_config()
@@ -426,10 +438,13 @@ class SavitzkyGolay1D(_SequenceLayer):
 
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
-        return fd_ops.savitzky_golay(
-            self._as_input_dtype(x), self.order, self.window,
-            self.polyorder, self.spacing if t is None else t, self.padding,
-            self.axis, mask=self._input_mask(mask))
+        return self._op(self._as_input_dtype(x), t, self._input_mask(mask))
+
+    def _op(self, x, t, mask):
+        return fd_ops.savitzky_golay(x, self.order, self.window,
+                                     self.polyorder,
+                                     self.spacing if t is None else t,
+                                     self.padding, self.axis, mask=mask)
 
     def get_config(self):
         config = super().get_config()
@@ -444,6 +459,13 @@ class SavitzkyGolay1D(_SequenceLayer):
             "axis": self.axis,
         })
         return config
+
+
+@functools.cache
+def _tensorflow():
+    import tensorflow as tf
+
+    return tf
 
 
 def _eager_tensorflow():
