@@ -61,9 +61,13 @@ def take(x, axis, start, stop):
     return x[_whole_axes(axis) + (slice(start, stop),)]
 
 
-@functools.lru_cache(maxsize=None)
 def _whole_axes(count):
-    return (slice(None),) * count
+    # A tuple of tuples, not a cache: TorchDynamo warns of caches it traces.
+    return (_WHOLE_AXES[count] if count < len(_WHOLE_AXES)
+            else (slice(None),) * count)
+
+
+_WHOLE_AXES = tuple((slice(None),) * count for count in range(16))
 
 
 def take_at(x, axis, start, size):
