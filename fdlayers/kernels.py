@@ -199,6 +199,10 @@ def _correlate(x, weights, axis):
 #: against 0.29 ms at 1000, and a new length's first run 3× quicker
 #: (benchmarks/README.md, section 10); 5 points: within noise.
 _CONVOLVED_MIN_TERMS = 6
+#: ... and up to this many elements after the axis: the filter holds the
+#: weights once per element there, and a graph traced for inputs of any
+#: length holds it even where larger inputs take another branch.
+_CONVOLVED_MAX_CHANNELS = 256
 
 
 def _convolved(x, weights, axis):
@@ -212,7 +216,8 @@ def _convolved(x, weights, axis):
     faster too (TensorFlow's CPU depthwise kernel is vectorised over
     channels). Only for float32 (float64 convolutions are slower than the
     slices), with the sizes after `axis` known while tracing (the filter
-    has one column per element there), on a machine without GPUs (where a
+    has one column per element there, up to `_CONVOLVED_MAX_CHANNELS`), on
+    a machine without GPUs (where a
     float32 convolution may run in TF32, with a 10-bit mantissa). Zero
     weights stay out, as in `_correlate`: a non-finite sample reaches only
     the outputs whose stencil weighs it.
@@ -227,6 +232,8 @@ def _convolved(x, weights, axis):
             or any(dim is None for dim in trailing) or _gpus_visible()):
         return None
     channels = math.prod(trailing)
+    if channels > _CONVOLVED_MAX_CHANNELS:
+        return None
     span = len(weights) - 1
     shape = tf.shape(x)
     # (lead, 1, steps, channels): NHWC with one row, the steps as columns.

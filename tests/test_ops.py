@@ -253,18 +253,22 @@ def test_wide_stencils_convolve_in_graphs(order, accuracy, padding, shape,
 
 @pytest.mark.tensorflow_only
 def test_narrow_stencils_and_unknown_channels_keep_the_slices(rng):
-    """Fewer than 6 nonzero weights, float64, or channels unknown while
-    tracing: no convolution (`kernels._convolved`), the same results."""
+    """Fewer than 6 nonzero weights, float64, channels unknown while
+    tracing, or more than 256 of them: no convolution
+    (`kernels._convolved`), the same results."""
     import tensorflow as tf
 
-    x = rng.normal(size=(2, 50, 3))
     cases = [
         (lambda v: fdlayers.derivative(v, 1, 0.5, 4), "float32", [2, 50, 3]),
         (lambda v: fdlayers.derivative(v, 1, 0.5, 8), "float64", [2, 50, 3]),
         (lambda v: fdlayers.derivative(v, 1, 0.5, 8), "float32",
          [None, None, None]),
+        (lambda v: fdlayers.derivative(v, 1, 0.5, 8), "float32",
+         [2, 50, 17, 16]),
     ]
     for fn, dtype, spec in cases:
+        x = rng.normal(size=[d or size for d, size in zip(spec, (2, 50, 3))]
+                       + spec[3:])
         run = tf.function(fn, input_signature=[tf.TensorSpec(spec, dtype)])
         assert "DepthwiseConv2dNative" not in _graph_ops(run)
         np.testing.assert_allclose(run(tf.constant(x.astype(dtype))),
