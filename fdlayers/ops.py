@@ -1007,9 +1007,60 @@ def _per_sample_fn(spec, axis, rank, times_rank, compiled):
 
 def _static_coordinates(x, coordinates, spec, axis):
     """The stencil `spec` on a static non-uniform grid: float64 weights, once."""
+    where = dispatch.placement(x)
+    shared = _shared_static(x, coordinates, spec, axis, where)
+    if shared is not None:
+        arrays, config = shared
+        return dispatch.run_stencil(_static_arrays_body, x, arrays,
+                                    _windows_of(spec), axis, where, **config)
     return dispatch.run_stencil(
-        _static_body, x, (), _windows_of(spec), axis, dispatch.placement(x),
+        _static_body, x, (), _windows_of(spec), axis, where,
         spec=spec, axis=axis, coordinates=coordinates.tobytes())
+
+
+def _shared_static(x, coordinates, spec, axis, where):
+    """`(arrays, config)` for a TensorFlow graph: the grid's weights as
+    arguments of the stencil's functions (`dispatch.run_stencil`), which
+    every grid of the same configuration then shares, traced once, where
+    a grid's own constants would have its own functions traced (a new
+    length is a new grid: 1.9× a `Conv1D`'s cost in `predict` with them
+    traced anew, benchmarks/README.md, section 10). None elsewhere: eagerly
+    and on the other backends, nothing is traced per grid anyway; under
+    XLA the weights are compiled in; causal edges are numbers, one per
+    weight, and Savitzky–Golay's widest windows gather their rows.
+    """
+    if keras.backend.backend() != "tensorflow" or where not in ("ops", "any"):
+        return None
+    if spec[-1] not in ("same", "valid") or (
+            spec[0] == "savgol" and
+            _windows_of(spec).width >= kernels.GATHERED_MIN_WIDTH):
+        return None
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    layout, exponent, (head, interior, tail) = _static_weights(
+        spec, axis, len(x.shape), dtype, coordinates.tobytes())
+    groups = tuple(None if group is None else len(group)
+                   for group in (head, interior, tail))
+    arrays = tuple(ops.convert_to_tensor(w)
+                   for group in (head, interior, tail) if group is not None
+                   for w in group)
+    return arrays, dict(layout=layout, axis=axis, exponent=exponent,
+                        groups=groups)
+
+
+def _static_arrays_body(x, *arrays, compiled, layout, axis, exponent, groups):
+    """The windows' stencil with its weights given (`_shared_static`)."""
+    def apply(x, *arrays):
+        parts, start = [], 0
+        for count in groups:
+            parts.append(None if count is None
+                         else list(arrays[start:start + count]))
+            start += count or 0
+        head, interior, tail = parts
+        weights = ([head] if head is not None else [], interior,
+                   [tail] if tail is not None else [])
+        return _apply_static(x, layout, weights, axis, exponent)
+
+    return dispatch.through_xla(apply, compiled)(x, *arrays)
 
 
 def _static_body(x, compiled, spec, axis, coordinates):
@@ -1051,7 +1102,39 @@ def _static_bytes(spec, axis, rank, dtype, coordinates, compiled):
 @dispatch.plain_python
 @caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES, _static_bytes)
 def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
-    order, padding = spec[1], spec[-1]
+    padding = spec[-1]
+    layout, head, interior, tail, exponent = _folded_weights(
+        spec, dtype, coordinates)
+    steps = len(coordinates) // 8
+    if spec[0] == "savgol" and layout.width >= kernels.GATHERED_MIN_WIDTH:
+        rows = np.concatenate([np.reshape(head, (-1, layout.width)), interior,
+                               tail]).astype(dtype)
+        m = layout.width
+        starts = (np.clip(np.arange(steps) - layout.left, 0, steps - m)
+                  if padding == "same" else np.arange(steps - m + 1)
+                  ).astype("int32")
+        apply = functools.partial(_apply_static_rows, rows=rows,
+                                  starts=starts, axis=axis, exponent=exponent)
+        return dispatch.through_xla(
+            dispatch.any_length(apply, layout, axis, steps), compiled)
+    if padding == "causal":  # one row per group
+        interior = _columns(interior, axis, rank, dtype)
+        head = [[float(w) for w in row] for row in head]
+        tail = []
+    else:
+        head, interior, tail = _grouped(padding, layout, head, interior,
+                                        tail, axis, rank, dtype)
+    apply = functools.partial(_apply_static, layout=layout,
+                              weights=(head, interior, tail), axis=axis,
+                              exponent=exponent)
+    return dispatch.through_xla(
+        dispatch.any_length(apply, layout, axis, steps), compiled)
+
+
+def _folded_weights(spec, dtype, coordinates):
+    """`(layout, head, interior, tail, exponent)`: the float64 weights of
+    the stencil `spec` on the grid `coordinates` (bytes of float64), with
+    `spacing**-order` folded in but for `2**exponent` (see `_fold`)."""
     coordinates = np.frombuffer(coordinates, dtype=np.float64)
     # Scaled back, as far as the dtype allows, by a power of two.
     unit, scaled = _grid_units(coordinates)
@@ -1060,36 +1143,41 @@ def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
     layout, head, interior, tail = weights(scaled, *spec[1:])
     every = np.concatenate([interior.ravel(), tail.ravel()]
                            + [np.ravel(row) for row in head])
-    factor, exponent = _fold(every, 1.0, -unit * order, dtype)
-    interior = interior * factor
-    tail = tail * factor
-    head = [np.asarray(row) * factor for row in head]
-    if spec[0] == "savgol" and layout.width >= kernels.GATHERED_MIN_WIDTH:
-        rows = np.concatenate([np.reshape(head, (-1, layout.width)), interior,
-                               tail]).astype(dtype)
-        n, m = len(coordinates), layout.width
-        starts = (np.clip(np.arange(n) - layout.left, 0, n - m)
-                  if padding == "same" else np.arange(n - m + 1)
-                  ).astype("int32")
-        apply = functools.partial(_apply_static_rows, rows=rows,
-                                  starts=starts, axis=axis, exponent=exponent)
-        return dispatch.through_xla(
-            dispatch.any_length(apply, layout, axis, len(coordinates)),
-            compiled)
+    factor, exponent = _fold(every, 1.0, -unit * spec[1], dtype)
+    return (layout, [np.asarray(row) * factor for row in head],
+            interior * factor, tail * factor, exponent)
+
+
+def _columns(weights, axis, rank, dtype):
+    """The columns of `weights` (points × window), each shaped to
+    broadcast along `axis` of an input of `rank`, in `dtype`."""
     trailing = (1,) * (rank - axis - 1)
-    interior = [column.reshape(column.shape + trailing).astype(dtype)
-                for column in interior.T]
-    if padding == "same":  # one group per edge: rows along `axis`
-        head = [[column.reshape(column.shape + trailing).astype(dtype)
-                 for column in np.array(head).reshape(-1, len(interior)).T]]
-        tail = [[column.reshape(column.shape + trailing).astype(dtype)
-                 for column in tail.T]]
-        head = head if len(layout.head) else []
-    else:  # causal: one row per group
-        head = [[float(w) for w in row] for row in head]
-        tail = []
-    apply = functools.partial(_apply_static, layout=layout,
-                              weights=(head, interior, tail), axis=axis,
-                              exponent=exponent)
-    return dispatch.through_xla(
-        dispatch.any_length(apply, layout, axis, len(coordinates)), compiled)
+    return [column.reshape(column.shape + trailing).astype(dtype)
+            for column in weights.T]
+
+
+def _grouped(padding, layout, head, interior, tail, axis, rank, dtype):
+    """`(head, interior, tail)` as `kernels.apply_windows` takes them, for
+    `padding` "same" (one group of rows at each edge) or "valid" (none)."""
+    interior = _columns(interior, axis, rank, dtype)
+    if padding != "same":
+        return [], interior, []
+    head = ([_columns(np.array(head).reshape(-1, len(interior)), axis, rank,
+                      dtype)] if len(layout.head) else [])
+    return head, interior, [_columns(tail, axis, rank, dtype)]
+
+
+@dispatch.plain_python
+@caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES,
+                    lambda spec, axis, rank, dtype, coordinates:
+                    _static_bytes(spec, axis, rank, dtype, coordinates, False))
+def _static_weights(spec, axis, rank, dtype, coordinates):
+    """`(layout, exponent, (head, interior, tail))` for `_shared_static`:
+    `_grouped`'s weights, one group at most at each edge (None where there
+    is none)."""
+    layout, head, interior, tail, exponent = _folded_weights(
+        spec, dtype, coordinates)
+    head, interior, tail = _grouped(spec[-1], layout, head, interior, tail,
+                                    axis, rank, dtype)
+    return layout, exponent, (head[0] if head else None, interior,
+                              tail[0] if tail else None)

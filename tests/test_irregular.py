@@ -337,3 +337,32 @@ def test_shared_time_axis_along_another_axis(rng):
     y = numpy(fdlayers.derivative(x, 1, tensor(t), 2, axis=2))
     np.testing.assert_allclose(y, np.gradient(x, t, axis=2, edge_order=2),
                                atol=1e-11)
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("make", [
+    lambda t, padding: fdlayers.FiniteDifference1D(2, t, accuracy=4,
+                                                   padding=padding,
+                                                   dtype="float64"),
+    lambda t, padding: fdlayers.SavitzkyGolay1D(1, 7, 3, t, padding=padding,
+                                                dtype="float64")],
+    ids=["FiniteDifference1D", "SavitzkyGolay1D"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_static_grids_share_their_traced_functions(make, padding, rng):
+    """In a TensorFlow graph a static grid's weights are arguments of the
+    stencil's functions (`ops._shared_static`), so a layer on a new grid,
+    as a new length needs, traces none of them anew; its results are the
+    eager ones."""
+    import tensorflow as tf
+    from fdlayers import dispatch
+
+    misses = []
+    for n in (40, 57, 90):
+        t = np.cumsum(rng.uniform(0.8, 1.2, n)) * 0.1
+        layer = make(t, padding)
+        x = rng.normal(size=(2, n, 3))
+        before = dispatch._graph_pair.cache_info().misses
+        y = tf.function(layer)(tf.constant(x))
+        misses.append(dispatch._graph_pair.cache_info().misses - before)
+        np.testing.assert_allclose(y, layer(x), rtol=1e-12, atol=1e-9)
+    assert misses[0] <= 1 and misses[1:] == [0, 0], misses
