@@ -216,11 +216,11 @@ def _convolved(x, weights, axis):
     faster too (TensorFlow's CPU depthwise kernel is vectorised over
     channels). Only for float32 (float64 convolutions are slower than the
     slices), with the sizes after `axis` known while tracing (the filter
-    has one column per element there, up to `_CONVOLVED_MAX_CHANNELS`), on
-    a machine without GPUs (where a
-    float32 convolution may run in TF32, with a 10-bit mantissa). Zero
-    weights stay out, as in `_correlate`: a non-finite sample reaches only
-    the outputs whose stencil weighs it.
+    has one column per element there, up to `_CONVOLVED_MAX_CHANNELS`),
+    on a machine without GPUs (where a float32 convolution may run in
+    TF32, with a 10-bit mantissa). Zero weights stay out, as in
+    `_correlate`: a non-finite sample reaches only the outputs whose
+    stencil weighs it.
     """
     terms = int(np.count_nonzero(weights))
     if terms < _CONVOLVED_MIN_TERMS or keras.backend.backend() != "tensorflow":
