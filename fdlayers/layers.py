@@ -55,9 +55,7 @@ class _SequenceLayer(keras.layers.Layer):
         if self._direct_dtypes is None and _eager_tensorflow():
             # After one whole call: built, and Keras' own first-call
             # bookkeeping done.
-            import tensorflow as tf
-
-            self._direct_dtypes = (tf.as_dtype(self.input_dtype),
+            self._direct_dtypes = (_tensorflow().as_dtype(self.input_dtype),
                                    np.dtype(self.input_dtype))
         return outputs
 
@@ -471,11 +469,8 @@ def _tensorflow():
 def _eager_tensorflow():
     """Whether this is an eager TensorFlow call (not a graph being traced,
     not another backend)."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.executing_eagerly()
+    return (keras.backend.backend() == "tensorflow"
+            and _tensorflow().executing_eagerly())
 
 
 # The `call`s the direct eager path may take (`_SequenceLayer._direct`):

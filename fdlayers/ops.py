@@ -1105,7 +1105,7 @@ def _static_fn(spec, axis, rank, dtype, coordinates, compiled):
     padding = spec[-1]
     layout, head, interior, tail, exponent = _folded_weights(
         spec, dtype, coordinates)
-    steps = len(coordinates) // 8
+    steps = len(coordinates) // 8  # bytes of float64
     if spec[0] == "savgol" and layout.width >= kernels.GATHERED_MIN_WIDTH:
         rows = np.concatenate([np.reshape(head, (-1, layout.width)), interior,
                                tail]).astype(dtype)
