@@ -340,7 +340,8 @@ def _bucketed_fn(spec, scale, axis, channels, rank):
                        autograph=False)
 
 
-def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
+def run_stencil(body, x, args, plan, along, placement, padded=None,
+                transposed=None, **config):
     """`body(x, *args, compiled=..., **config)`, a stencil of `plan` along
     axis `along`, where `placement` says: op by op (`compiled=False`) or
     compiled for x's shape. In a TensorFlow graph, through one function per
@@ -348,6 +349,9 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
     size is known at run time only ("any"), a large input runs
     `padded(x, *args, **config)` (a kernel compiled once per padded length,
     `padded_call`) where that is given, else `body` compiled for its shape.
+    `transposed`, where given, is the pair `(body, padded)` of the stencil's
+    transpose, `g ↦ the gradient of Σ g · stencil(x)`, which TensorFlow
+    graphs then take as the gradient instead of autodiff of `body`.
     """
     if placement == "xla":
         if (padded is not None and keras.backend.backend() == "jax"
@@ -368,7 +372,7 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
     trailing = tuple(x.shape[along + 1:])
     lengths = (plan.min_length, length_change(plan))
     forward, transpose = _graph_pair(
-        body, padded, tuple(sorted(config.items())), signature,
+        body, padded, transposed, tuple(sorted(config.items())), signature,
         placement == "any", int(min(_FUSION_MIN_SIZE, 2 ** 62)), lengths,
         along, None if None in trailing else trailing)
 
@@ -394,8 +398,8 @@ def run_stencil(body, x, args, plan, along, placement, padded=None, **config):
 STATIC_CACHE_BYTES = 256 * 2**20
 
 
-def _graph_pair_bytes(body, padded, config, signature, any_size, threshold,
-                      lengths, axis, trailing):
+def _graph_pair_bytes(body, padded, transposed, config, signature, any_size,
+                      threshold, lengths, axis, trailing):
     """About what a `_graph_pair` keeps alive: the constants of a static
     grid's weights (a coordinates' bytes in `config`, a window of them per
     point) in its traced graphs, or a small graph's worth otherwise."""
@@ -406,8 +410,8 @@ def _graph_pair_bytes(body, padded, config, signature, any_size, threshold,
 
 @caches.bytes_cache(lambda: STATIC_CACHE_BYTES, _graph_pair_bytes,
                     max_entries=256)
-def _graph_pair(body, padded, config, signature, any_size, threshold,
-                lengths, axis, trailing):
+def _graph_pair(body, padded, transposed, config, signature, any_size,
+                threshold, lengths, axis, trailing):
     """`run_stencil`'s stencil and its transpose as TensorFlow functions of inputs
     of any size: `forward(x, *args)` and `transpose(g, shape, *args)`, the
     gradient for an upstream `g` and an input of `shape`; of any size along
@@ -417,9 +421,10 @@ def _graph_pair(body, padded, config, signature, any_size, threshold,
     operations, and each is traced, and the transpose differentiated, once
     per configuration, not at every trace of every model that uses it: a
     first call, a first `fit` step, a saved model's loading stay about as
-    quick as with a built-in layer. The transpose is autodiff of the
-    stencil, done when it is traced, and itself differentiable by autodiff,
-    so a SavedModel keeps derivatives of every order.
+    quick as with a built-in layer. The transpose is `transposed` where
+    given, else autodiff of the stencil, done when it is traced; either is
+    itself differentiable by autodiff, so a SavedModel keeps derivatives of
+    every order.
     """
     import tensorflow as tf
 
@@ -449,6 +454,14 @@ def _graph_pair(body, padded, config, signature, any_size, threshold,
                       lambda: small_fn(x, *args), lambda: large_fn(x, *args))
 
     def transpose(g, shape, *args):
+        if transposed is not None:
+            small, large = transposed
+            return choose(
+                shape, shape[axis],
+                lambda: small(g, *args, compiled=False, **config),
+                lambda: (large(g, *args, **config) if large is not None
+                         else small(g, *args, compiled=True, **config)))
+
         def vjp(fn):
             def run():
                 # The stencil's forward ops on these zeros feed nothing the

@@ -70,6 +70,19 @@ def _whole_axes(count):
 _WHOLE_AXES = tuple((slice(None),) * count for count in range(16))
 
 
+def lookup(table, index):
+    """`table[index]`: the rows of a NumPy array `table` at the entries of
+    `index`, a tensor of integers in `[0, len(table))`."""
+    table = ops.convert_to_tensor(table)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # `ops.take` also wraps negative indices: six more operations, in
+        # graphs that are traced and optimised at every first `fit` step.
+        return tf.gather(table, index)
+    return ops.take(table, index, axis=0)
+
+
 def take_at(x, axis, start, size):
     """x[start:start + size] along `axis`, for a `start` known at run time
     only (a scalar tensor) and a static `size`."""

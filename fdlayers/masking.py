@@ -21,6 +21,8 @@ Everything here is `keras.ops` on the steps axis 1 of tensors whose batch axis
 is 0, as Keras masks are; `fdlayers.dispatch` decides where it runs.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -78,6 +80,30 @@ def _covered(mask, offsets, periodic):
     return covered
 
 
+def long_runs(mask, length):
+    """Whether each step is in a run of at least `length` unmasked steps.
+
+    By prefix sums, a handful of operations whatever `length`: a window of
+    `length` steps starting at `j` is whole where its count of unmasked
+    steps is `length`, and step `i` is kept where one of the windows
+    starting at `i - length + 1 … i` is. The mask is first extended by
+    `length` masked steps, so that every slice below has a length, even
+    for sequences shorter than `length`.
+    """
+    mask = ops.cast(mask, "bool")
+    flags = kernels.pad(ops.cast(mask, "int32"), 1, 1, length)
+    counts = ops.cumsum(flags, axis=1)  # counts[k]: unmasked before step k
+    whole = ops.cast(ops.equal(kernels.take(counts, 1, length, None)
+                               - kernels.take(counts, 1, 0, -length), length),
+                     "int32")
+    # whole[j], j = 0 … steps: the window starting at j is whole.
+    starts = ops.cumsum(kernels.pad(whole, 1, length, 0), axis=1)
+    # starts[k]: whole windows starting before step k - length + 1.
+    covered = (kernels.take(starts, 1, length, -1)
+               - kernels.take(starts, 1, 0, -length - 1))
+    return ops.logical_and(mask, ops.greater(covered, 0))
+
+
 def output_mask(mask, layout, padding):
     """The mask of the derivative of a sequence masked by `mask`.
 
@@ -88,9 +114,7 @@ def output_mask(mask, layout, padding):
     if padding == "causal":
         return mask
     if padding == "same":
-        cap = layout.min_length - 1
-        before, after = run_extents(mask, cap, cap)
-        return ops.logical_and(mask, before + after + 1 >= layout.min_length)
+        return long_runs(mask, layout.min_length)
     if isinstance(layout, stencils.Windows):
         offsets = range(layout.width)
     else:
@@ -168,58 +192,188 @@ def stencil_rows(plan, scale):
     return plan.min_length, not tails, heads, tails, rows, columns
 
 
-#: Up to this many rows, `masked_forward` computes every row over the whole
-#: tensor and keeps the right one per step (measured with XLA on CPU: a
-#: product by a constant costs a sixth of a product by a weight gathered per
-#: step); beyond, the rows × width passes would be too many to compile (a
-#: 255-sample Savitzky–Golay window has 255 rows), and it goes by offset.
+#: Up to this many rows, compiled `masked_forward` computes every row over
+#: the whole tensor and keeps the right one per step (measured with XLA on
+#: CPU: a product by a constant costs a sixth of a product by a weight
+#: gathered per step); beyond, the rows × width passes would be too many to
+#: compile (a 255-sample Savitzky–Golay window has 255 rows), and it goes by
+#: offset.
 _ROWS_BY_SELECTION = 16
 
+#: Op by op, `masked_forward` and `masked_transpose` gather each step's
+#: samples at every offset its rows use, as one tensor, where there are at
+#: most this many offsets: a graph of a few operations whatever the rows,
+#: which TensorFlow traces and optimises before every first run (a first
+#: `fit` step), where the rows × width of the selection are hundreds; at
+#: the price of a copy of the input per offset, on inputs below
+#: `dispatch._FUSION_MIN_SIZE` elements.
+GATHERED_MAX_OFFSETS = 32
 
-def masked_forward(x, mask, rows):
+
+#: Up to this many head and tail rows together, `_rows_and_kept` reads each
+#: step's row from a table indexed by the bits of its neighbours' mask.
+CODED_MAX_EDGE_ROWS = 12
+
+
+def _rows_and_kept(mask, rows):
+    """Each step's row in `rows` (a `(batch, steps)` int32 tensor) and
+    whether its output is kept, for a boolean `mask`.
+
+    A step's row depends only on whether its `heads` preceding and `tails`
+    following steps are unmasked: with few of them, those flags, as the bits
+    of an integer (one convolution, exact in float32), index a table of
+    rows; a handful of operations where counting the run's extent by
+    doubling takes a dozen per doubling."""
+    min_length, causal, heads, tails, _, _ = rows
+    kept = mask if causal else long_runs(mask, min_length)
+    if heads + tails > CODED_MAX_EDGE_ROWS:
+        before, after = run_extents(mask, heads, tails)
+        return ops.where(before < heads, 1 + tails + before,
+                         ops.where(after < tails, 1 + after, 0)), kept
+    table, kernel = _row_table(heads, tails)
+    flags = kernels.pad(ops.cast(mask, "float32"), 1, heads, tails)
+    code = ops.conv(ops.expand_dims(flags, -1), ops.convert_to_tensor(kernel),
+                    padding="valid", data_format="channels_last")
+    # (A reshape, not code[..., 0]: TensorFlow's convolution of an empty
+    # batch returns its input's length.)
+    code = ops.reshape(ops.cast(code, "int32"), ops.shape(mask))
+    return kernels.lookup(table, code), kept
+
+
+@functools.lru_cache(maxsize=64)
+def _row_table(heads, tails):
+    """`(table, kernel)` for `_rows_and_kept`: bit `j` of a step's code is
+    whether step `i - 1 - j` is unmasked (`j < heads`), bit `heads + j`
+    whether step `i + 1 + j` is (`j < tails`); `kernel` computes the code
+    by cross-correlation with the flags padded by `heads` before and `tails`
+    after, and `table[code]` is the row (see `stencil_rows`)."""
+    kernel = np.zeros((heads + 1 + tails, 1, 1), dtype="float32")
+    for j in range(heads):
+        kernel[heads - 1 - j, 0, 0] = 2.0 ** j
+    for j in range(tails):
+        kernel[heads + 1 + j, 0, 0] = 2.0 ** (heads + j)
+    table = np.zeros(2 ** (heads + tails), dtype="int32")
+    for code in range(table.size):
+        before = after = 0
+        while before < heads and code >> before & 1:
+            before += 1
+        while after < tails and code >> (heads + after) & 1:
+            after += 1
+        table[code] = (1 + tails + before if before < heads
+                       else 1 + after if after < tails else 0)
+    return table, kernel
+
+
+def _window_index(x, starts):
+    """`i + starts[k]` for every step `i` of `x` (axis 1): a `(steps, k)`
+    int32 tensor."""
+    steps = ops.arange(ops.shape(x)[1], dtype="int32")
+    return ops.expand_dims(steps, 1) + ops.convert_to_tensor(
+        np.array(starts, dtype="int32"))
+
+
+def _table(columns, dtype):
+    """`columns`' weights as a `(rows, offsets)` NumPy array."""
+    return np.array([weights for _, weights in columns], dtype=dtype).T
+
+
+def masked_forward(x, mask, rows, gathered=False):
     """The derivative along axis 1 of `x` masked by `mask`, on a uniform grid.
 
     `rows` is `stencil_rows(plan, scale)`. Every step's row follows from
     its place in its run: a head row for the first steps of a run (these
-    win), a tail row for the last, the interior stencil elsewhere. Each row
-    sums its own terms in column order and skips its zero weights, as
-    `kernels` does, so that a run covering the whole sequence gets the
-    unmasked result and a NaN or Inf reaches only the outputs whose row
-    uses it: either each row is one shifted-slice pass over the whole
-    (zero-padded) tensor and `where` keeps the right one, or, for many
-    rows, one pass per offset multiplies each sample by its step's weight
-    (gathered from the offset's column), zero weights kept out by `where`.
+    win), a tail row for the last, the interior stencil elsewhere. Each
+    row's terms are those of `kernels`, its zero weights skipped, so that
+    a run covering the whole sequence gets the unmasked result (to
+    rounding) and a NaN or Inf reaches only the outputs whose row uses it.
+
+    - `gathered` (op by op), with at most `GATHERED_MAX_OFFSETS` offsets:
+      every step's samples at all the offsets, gathered, times its row's
+      weights, summed;
+    - compiled, up to `_ROWS_BY_SELECTION` rows: each row is one
+      shifted-slice pass over the whole (zero-padded) tensor, summed in
+      column order, and `where` keeps the right one;
+    - else one pass per offset multiplies each sample by its step's weight,
+      gathered from the offset's column.
     """
-    min_length, causal, heads, tails, rows, columns = rows
+    *_, selection, columns = rows
     mask = ops.cast(mask, "bool")
     rank = len(x.shape)
-    cap = max(min_length - 1, heads, tails)
-    before, after = run_extents(mask, cap, 0 if causal else cap)
-    row = ops.where(before < heads, 1 + tails + before,
-                    ops.where(after < tails, 1 + after, 0))
+    row, kept = _rows_and_kept(mask, rows)
     reach = max(abs(o) for o, _ in columns)
     padded = kernels.pad(zero_masked(x, mask), 1, reach, reach)
+    dtype = keras.backend.standardize_dtype(x.dtype)
 
-    if len(rows) <= _ROWS_BY_SELECTION:
+    if gathered and len(columns) <= GATHERED_MAX_OFFSETS:
+        table = _table(columns, dtype)
+        index = _window_index(x, [reach + o for o, _ in columns])
+        windows = ops.take(padded, index, axis=1)  # (b, steps, offsets, ...)
+        weight = _along(kernels.lookup(table, row), rank)
+        terms = windows * weight
+        if not table.all():
+            terms = ops.where(weight != 0, terms, ops.zeros_like(terms))
+        return zero_masked(ops.sum(terms, axis=2), kept)
+    if len(selection) <= _ROWS_BY_SELECTION:
         shifted = {}
-        y = _shifted_sum(padded, reach, *rows[0], shifted)
-        for r, (offsets, weights) in enumerate(rows[1:], 1):
+        y = _shifted_sum(padded, reach, *selection[0], shifted)
+        for r, (offsets, weights) in enumerate(selection[1:], 1):
             y = ops.where(_along(row == r, rank),
                           _shifted_sum(padded, reach, offsets, weights,
                                        shifted), y)
-    else:
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        y = None
-        for o, weights in columns:
-            weight = _along(ops.take(ops.convert_to_tensor(
-                np.array(weights, dtype=dtype)), row), rank)
-            term = kernels.take(padded, 1, reach + o, (o - reach) or None) * weight
-            if not all(weights):
-                term = ops.where(weight != 0, term, ops.zeros_like(term))
-            y = term if y is None else y + term
-    if causal:
-        return zero_masked(y, mask)
-    return zero_masked(y, ops.logical_and(mask, before + after + 1 >= min_length))
+        return zero_masked(y, kept)
+    y = None
+    for o, weights in columns:
+        weight = _along(kernels.lookup(np.array(weights, dtype=dtype), row),
+                        rank)
+        term = kernels.take(padded, 1, reach + o, (o - reach) or None) * weight
+        if not all(weights):
+            term = ops.where(weight != 0, term, ops.zeros_like(term))
+        y = term if y is None else y + term
+    return zero_masked(y, kept)
+
+
+def masked_transpose(g, mask, rows, gathered=False):
+    """The transpose of `masked_forward(·, mask, rows)` applied to `g`: the
+    gradient of `Σ g · masked_forward(x, mask, rows)` with respect to `x`.
+
+    The forward map is `y[i] = Σ_o c_o[i] · x[i + o]` on the kept outputs,
+    where `c_o[i]` is the weight of offset `o` in step `i`'s row (0 where
+    the row does not use it, and for masked `x`). So its transpose is
+    `x̄[j] = Σ_o c_o[j - o] · g[j - o]`: each step's weight at offset `o`
+    taken from the row of the step `j - o` it reached; gathered op by op as
+    in `masked_forward`, else one pass per offset. Written out rather than
+    left to autodiff, whose gradient of the row-by-row selection has ten
+    times its operations, in a graph traced and optimised at every first
+    `fit` step.
+    """
+    columns = rows[-1]
+    mask = ops.cast(mask, "bool")
+    rank = len(g.shape)
+    row, kept = _rows_and_kept(mask, rows)
+    reach = max(abs(o) for o, _ in columns)
+    # Steps outside the sequence hold g = 0; their row is any row.
+    padded = kernels.pad(zero_masked(g, kept), 1, reach, reach)
+    row = kernels.pad(row, 1, reach, reach)
+    dtype = keras.backend.standardize_dtype(g.dtype)
+
+    if gathered and len(columns) <= GATHERED_MAX_OFFSETS:
+        table = _table(columns, dtype)
+        index = _window_index(g, [reach - o for o, _ in columns])
+        # The weight of offset k in the row of step j - o_k: entry
+        # row · offsets + k of the flattened table.
+        flat = ops.take(row, index, axis=1) * len(columns) + ops.arange(
+            len(columns), dtype="int32")
+        weight = _along(kernels.lookup(table.ravel(), flat), rank)
+        x = ops.sum(ops.take(padded, index, axis=1) * weight, axis=2)
+        return zero_masked(x, mask)
+    x = None
+    for o, weights in columns:
+        start, stop = reach - o, (-reach - o) or None
+        weight = kernels.lookup(np.array(weights, dtype=dtype),
+                                kernels.take(row, 1, start, stop))
+        term = kernels.take(padded, 1, start, stop) * _along(weight, rank)
+        x = term if x is None else x + term
+    return zero_masked(x, mask)
 
 
 def _gather_steps(x, index):

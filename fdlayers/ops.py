@@ -718,9 +718,10 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
         where = dispatch.placement(x)
 
         def masked(x, mask):
-            return dispatch.run_stencil(_masked_body, x, (mask,), plan, axis,
-                                        where, _masked_padded, spec=spec,
-                                        scale=scale)
+            return dispatch.run_stencil(
+                _masked_body, x, (mask,), plan, axis, where, _masked_padded,
+                (_masked_transpose_body, _masked_transpose_padded),
+                spec=spec, scale=scale)
         y = _in_chunks(masked, x, plan, padding, [(mask, 1)])
     else:
         if mask is not None:
@@ -814,9 +815,21 @@ def _mask_output(y, mask, plan, padding, axis):
 def _output_mask(mask, plan, padding):
     """`masking.output_mask`, for symbolic lengths too (all False where the
     sequence is too short: see `_symbolic_length_guard`)."""
-    output_mask = functools.partial(masking.output_mask, layout=plan,
-                                    padding=padding)
+    if padding == "same":
+        output_mask = _long_runs(plan.min_length)
+    else:
+        output_mask = functools.partial(masking.output_mask, layout=plan,
+                                        padding=padding)
     return dispatch.any_length(output_mask, plan, 1)(mask)
+
+
+@dispatch.plain_python
+@functools.lru_cache(maxsize=64)
+def _long_runs(length):
+    # In TensorFlow graphs, traced once: Keras computes a layer's output
+    # mask at every trace of a model, and `fit` traces twice.
+    return dispatch.shared_through_xla(
+        functools.partial(masking.long_runs, length=length), False)
 
 
 def derivative_mask(mask, rank, order=1, accuracy=2, padding="same", axis=1,
@@ -864,21 +877,22 @@ def _check_mask(mask, x):
     return ops.cast(mask, "bool")
 
 
-# One function per rank, as in `_tensorflow_pair`; `compiled` or not, the
-# same stencil function, which `dispatch.shared_through_xla` traces once
-# for both in TensorFlow graphs.
+# One function per rank, as in `_tensorflow_pair`, and per mode: op by op,
+# each step's samples are gathered (`masking.masked_forward`). Its
+# transpose is the gradient in TensorFlow graphs (`dispatch.run_stencil`).
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_stencil(spec, scale, rank):
+def _masked_stencil(spec, scale, rank, compiled, transposed):
     rows = masking.stencil_rows(dispatch.plan_of(spec), scale)
-    return functools.partial(masking.masked_forward, rows=rows)
+    fn = masking.masked_transpose if transposed else masking.masked_forward
+    return functools.partial(fn, rows=rows, gathered=not compiled)
 
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=64)
-def _masked_fn(spec, scale, rank, compiled):
-    return dispatch.shared_through_xla(_masked_stencil(spec, scale, rank),
-                                       compiled)
+def _masked_fn(spec, scale, rank, compiled, transposed=False):
+    return dispatch.through_xla(
+        _masked_stencil(spec, scale, rank, compiled, transposed), compiled)
 
 
 @dispatch.plain_python
@@ -909,6 +923,15 @@ def _masked_body(x, mask, compiled, spec, scale):
 def _masked_padded(x, mask, spec, scale):
     return dispatch.padded_call(_masked_fn(spec, scale, len(x.shape), True),
                                 x, mask)
+
+
+def _masked_transpose_body(g, mask, compiled, spec, scale):
+    return _masked_fn(spec, scale, len(g.shape), compiled, True)(g, mask)
+
+
+def _masked_transpose_padded(g, mask, spec, scale):
+    return dispatch.padded_call(
+        _masked_fn(spec, scale, len(g.shape), True, True), g, mask)
 
 
 def _masked_windows_body(x, mask, t, compiled, spec):

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 import fdlayers
+import per_backend
+import reference
 from fdlayers import ops as fd_ops
 from harness import input_gradient
 from fdlayers import stencils
+from per_backend import numpy, tensor
 
 FD = fdlayers.FiniteDifference1D
 
@@ -276,3 +279,62 @@ def test_the_gradient_stays_inside_each_run(padding, rng):
                     fd_ops.derivative(v, 1, 0.5, 2, padding),
                     weights[b:b + 1, run]), x[b:b + 1, run])
             _assert_close(grad[b:b + 1, run], alone, weights, 1, 2, padding)
+
+
+# The masked stencil on each path with its gradient (in TensorFlow graphs,
+# the transpose written out in `fdlayers.masking.masked_transpose`), and the
+# gradient's own gradient, against the masked operator. Savitzky–Golay at
+# 11 points reads its rows from a table, at 15 counts its runs' extents, at
+# 17 has too many offsets to gather them (`fdlayers.masking`).
+_GRADIENT_CASES = [
+    ("difference", (2, 4), "same"), ("difference", (2, 3), "causal"),
+    ("savgol", (1, 11, 3), "same"), ("savgol", (1, 15, 2), "same"),
+    ("savgol", (1, 17, 2), "same"),
+]
+
+
+@pytest.mark.parametrize("kind,config,padding", _GRADIENT_CASES)
+@pytest.mark.parametrize("path", per_backend.PATHS)
+def test_masked_gradients_are_the_transposed_operator(kind, config, padding,
+                                                      path, monkeypatch, rng):
+    wrap = per_backend.on_path(path, monkeypatch)
+    h = 0.5
+    if kind == "difference":
+        order, accuracy = config
+        minimum = reference.minimum_length(order, accuracy, padding)
+        radius = (order - 1) // 2 + accuracy // 2
+
+        def operator(n):
+            return reference.uniform_operator(order, accuracy, padding, n)
+
+        def fn(x):
+            return fd_ops.derivative(x, order, h, accuracy, padding,
+                                     mask=mask)
+    else:
+        order, window, polyorder = config
+        minimum, radius = window, window // 2
+
+        def operator(n):
+            return reference.savgol_operator(order, window, polyorder,
+                                             padding, n)
+
+        def fn(x):
+            return fd_ops.savitzky_golay(x, order, window, polyorder, h,
+                                         padding, mask=mask)
+    mask = tensor(MASK)
+    x, poisoned = _data(rng)
+    upstream = rng.standard_normal(x.shape)
+    second = rng.standard_normal(x.shape)
+    y, dx, d2 = numpy(wrap(per_backend.value_and_gradients(fn))(
+        tensor(poisoned), tensor(upstream), tensor(second)))
+
+    for b in range(MASK.shape[0]):
+        matrix = reference.masked_operator(operator, MASK[b], padding,
+                                           minimum, radius)[0] / h ** order
+        for got, want, scale in [
+                (y[b], matrix @ np.where(MASK[b, :, None], x[b], 0.0),
+                 abs(matrix) @ abs(x[b])),
+                (dx[b], matrix.T @ upstream[b], abs(matrix.T) @ abs(upstream[b])),
+                (d2[b], matrix @ second[b], abs(matrix) @ abs(second[b]))]:
+            np.testing.assert_array_less(abs(got - want),
+                                         1e-13 * scale + 1e-300)
