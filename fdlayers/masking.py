@@ -306,12 +306,14 @@ def masked_forward(x, mask, rows, gathered=False):
 
     if gathered and len(columns) <= GATHERED_MAX_OFFSETS:
         table = _table(columns, dtype)
-        index = _window_index(x, [reach + o for o, _ in columns])
-        windows = ops.take(padded, index, axis=1)  # (b, steps, offsets, ...)
         weight = _along(kernels.lookup(table, row), rank)
-        terms = windows * weight
+        # (b, steps, offsets, ...): each a copy of the input per offset,
+        # so no name keeps one alive once it is used.
+        terms = ops.take(padded, _window_index(
+            x, [reach + o for o, _ in columns]), axis=1) * weight
+        del padded
         if not table.all():
-            terms = ops.where(weight != 0, terms, ops.zeros_like(terms))
+            terms = ops.where(weight != 0, terms, 0.0)
         return zero_masked(ops.sum(terms, axis=2), kept)
     if len(selection) <= _ROWS_BY_SELECTION:
         shifted = {}
@@ -364,8 +366,9 @@ def masked_transpose(g, mask, rows, gathered=False):
         flat = ops.take(row, index, axis=1) * len(columns) + ops.arange(
             len(columns), dtype="int32")
         weight = _along(kernels.lookup(table.ravel(), flat), rank)
-        x = ops.sum(ops.take(padded, index, axis=1) * weight, axis=2)
-        return zero_masked(x, mask)
+        del row, flat
+        return zero_masked(ops.sum(ops.take(padded, index, axis=1) * weight,
+                                   axis=2), mask)
     x = None
     for o, weights in columns:
         start, stop = reach - o, (-reach - o) or None
