@@ -1059,31 +1059,44 @@ def _shared_static(x, coordinates, spec, axis, where):
             _windows_of(spec).width >= kernels.GATHERED_MIN_WIDTH):
         return None
     dtype = keras.backend.standardize_dtype(x.dtype)
-    layout, exponent, (head, interior, tail) = _static_weights(
-        spec, axis, len(x.shape), dtype, coordinates.tobytes())
-    groups = tuple(None if group is None else len(group)
-                   for group in (head, interior, tail))
-    arrays = tuple(ops.convert_to_tensor(w)
-                   for group in (head, interior, tail) if group is not None
-                   for w in group)
+    layout, exponent, rows, starts = _static_rows(spec, dtype,
+                                                  coordinates.tobytes())
+    arrays = (ops.convert_to_tensor(rows), ops.convert_to_tensor(starts))
     return arrays, dict(layout=layout, axis=axis, exponent=exponent,
-                        groups=groups)
+                        edges=(len(layout.head), len(layout.tail)))
 
 
-def _static_arrays_body(x, *arrays, compiled, layout, axis, exponent, groups):
-    """The windows' stencil with its weights given (`_shared_static`)."""
-    def apply(x, *arrays):
-        parts, start = [], 0
-        for count in groups:
-            parts.append(None if count is None
-                         else list(arrays[start:start + count]))
-            start += count or 0
-        head, interior, tail = parts
-        weights = ([head] if head is not None else [], interior,
-                   [tail] if tail is not None else [])
-        return _apply_static(x, layout, weights, axis, exponent)
+def _static_arrays_body(x, rows, starts, compiled, layout, axis, exponent,
+                        edges):
+    """The windows' stencil with its weights given (`_shared_static`):
+    `rows`, each output's window of weights, and `starts`, where each
+    window starts. Op by op, every window is gathered (`kernels.apply_rows`):
+    a few operations, which TensorFlow optimises in every new graph (a new
+    length on a static grid is a new graph), where a product and a sum per
+    weight are dozens. Compiled, the weights' columns are slices of `rows`
+    against slices of `x` (`kernels.apply_windows`), which XLA fuses into
+    one pass, where it would hold every gathered window.
+    """
+    def apply(x, rows, starts):
+        # (The traced function knows neither of rows' sizes: all grids
+        # share it.)
+        rows = ops.reshape(rows, (-1, layout.width))
+        if not compiled:
+            return kernels.apply_rows(x, rows, starts, axis)
+        heads, tails = edges
+        trailing = (1,) * (len(x.shape) - axis - 1)
 
-    return dispatch.through_xla(apply, compiled)(x, *arrays)
+        def columns(block):
+            return [ops.reshape(block[:, j], (-1,) + trailing)
+                    for j in range(layout.width)]
+
+        interior = columns(rows[heads:-tails or None])
+        head = [columns(rows[:heads])] if heads else []
+        tail = [columns(rows[-tails:])] if tails else []
+        return kernels.apply_windows(x, layout, axis, head, interior, tail)
+
+    return _times_power_of_two(
+        dispatch.through_xla(apply, compiled)(x, rows, starts), exponent)
 
 
 def _static_body(x, compiled, spec, axis, coordinates):
@@ -1192,15 +1205,18 @@ def _grouped(padding, layout, head, interior, tail, axis, rank, dtype):
 
 @dispatch.plain_python
 @caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES,
-                    lambda spec, axis, rank, dtype, coordinates:
-                    _static_bytes(spec, axis, rank, dtype, coordinates, False))
-def _static_weights(spec, axis, rank, dtype, coordinates):
-    """`(layout, exponent, (head, interior, tail))` for `_shared_static`:
-    `_grouped`'s weights, one group at most at each edge (None where there
-    is none)."""
+                    lambda spec, dtype, coordinates:
+                    _static_bytes(spec, 1, 1, dtype, coordinates, False))
+def _static_rows(spec, dtype, coordinates):
+    """`(layout, exponent, rows, starts)` for `_shared_static`: each output's
+    window of weights, `(outputs, width)` in `dtype`, and the step where its
+    window starts (padding "same": flush with the edges; "valid")."""
     layout, head, interior, tail, exponent = _folded_weights(
         spec, dtype, coordinates)
-    head, interior, tail = _grouped(spec[-1], layout, head, interior, tail,
-                                    axis, rank, dtype)
-    return layout, exponent, (head[0] if head else None, interior,
-                              tail[0] if tail else None)
+    width = layout.width
+    steps = len(coordinates) // 8  # bytes of float64
+    rows = np.concatenate([np.reshape(head, (-1, width)), interior,
+                           np.reshape(tail, (-1, width))]).astype(dtype)
+    starts = (np.clip(np.arange(steps) - layout.left, 0, steps - width)
+              if spec[-1] == "same" else np.arange(steps - width + 1))
+    return layout, exponent, rows, starts.astype("int32")
