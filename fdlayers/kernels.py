@@ -733,9 +733,9 @@ def time_weights(t, layout, order, fit=None):
     that only the spacing, not the size of the time stamps, limits the
     precision; Fornberg's recurrence is then unrolled over the (static)
     window, vectorised over batch and steps, on the offsets in units of
-    the window's extent (`stencils.fornberg_scaled`). The edge rows that
-    share a full window (padding 'same') go through one recurrence
-    together, which keeps the graph small. `fit(order, offsets)`, if given,
+    the window's extent (`stencils.fornberg_scaled`). With padding 'same'
+    (every window full) the interior and the edge rows go through one
+    recurrence together, which keeps the graph small. `fit(order, offsets)`, if given,
     replaces `fornberg_scaled` (Savitzky–Golay: `savgol_scaled`).
     """
     fit = fornberg_scaled if fit is None else fit
@@ -743,25 +743,33 @@ def time_weights(t, layout, order, fit=None):
     m, left = layout.width, layout.left
     span = m - 1
     centre = take(t, axis, left, (left - span) or None)
-    interior, interior_scale = fit(
-        order, [take(t, axis, k, (k - span) or None) - centre for k in range(m)])
+    interior = [take(t, axis, k, (k - span) or None) - centre for k in range(m)]
     head, tail, head_scales, tail_scales = [], [], [], []
     if layout.tail:  # 'same': every edge row has the full window
-        rows = len(layout.head)
+        # The interior and the edge rows go through one recurrence, after
+        # one another along the steps: one graph of it, not two.
+        rows, tails = len(layout.head), len(layout.tail)
+        edges = rows + tails
         offsets = []
         for k in range(m):
-            parts = [take(t, axis, k - m, (k - span) or None)
-                     - take(t, axis, -len(layout.tail), None)]
+            parts = [interior[k]]
             if rows:
-                parts.insert(0, take(t, axis, k, k + 1) - take(t, axis, 0, rows))
-            offsets.append(parts[0] if rows == 0 else ops.concatenate(parts, axis))
+                parts.append(take(t, axis, k, k + 1) - take(t, axis, 0, rows))
+            parts.append(take(t, axis, k - m, (k - span) or None)
+                         - take(t, axis, -tails, None))
+            offsets.append(ops.concatenate(parts, axis))
         weights, scale = fit(order, offsets)
+        interior = [take(w, axis, 0, -edges) for w in weights]
+        interior_scale = take(scale, axis, 0, -edges)
         if rows:
-            head.append([take(w, axis, 0, rows) for w in weights])
-            head_scales.append(take(scale, axis, 0, rows))
-        tail.append([take(w, axis, rows, None) for w in weights])
-        tail_scales.append(take(scale, axis, rows, None))
-    elif m > UNROLLED_MAX_WIDTH:  # 'causal', wide: every head row at once
+            head.append([take(w, axis, -edges, -tails) for w in weights])
+            head_scales.append(take(scale, axis, -edges, -tails))
+        tail.append([take(w, axis, -tails, None) for w in weights])
+        tail_scales.append(take(scale, axis, -tails, None))
+        return ((head, interior, tail),
+                (head_scales, interior_scale, tail_scales))
+    interior, interior_scale = fit(order, interior)
+    if m > UNROLLED_MAX_WIDTH:  # 'causal', wide: every head row at once
         head, head_scales = _causal_heads(t, layout, order)
     else:
         for point, size in layout.head:  # 'causal': windows of growing size
