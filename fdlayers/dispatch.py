@@ -117,6 +117,34 @@ def placement(x, weights_width=0):
     return "xla" if size >= _FUSION_MIN_SIZE else "ops"
 
 
+def captured(*arrays):
+    """`arrays` (NumPy), concatenated along their first axis, as a tensor;
+    in a TensorFlow graph, an eager tensor that the graph captures, not a
+    constant of it. A graph's constant is
+    copied into its definition, its optimised and its instantiated forms:
+    about 12× its size at a first call, against 2× when captured (one
+    float64 array of 2**24 values, benchmarks/README.md, 15a).
+
+    A long array is converted in blocks: TensorFlow keeps both its own
+    copy of a NumPy array and the tensor, two sizes of it, where the
+    blocks' concatenation is one."""
+    if keras.backend.backend() != "tensorflow":
+        return keras.ops.convert_to_tensor(
+            arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+    import tensorflow as tf
+
+    with tf.init_scope():
+        if len(arrays) == 1 and (arrays[0].ndim == 0
+                                 or len(arrays[0]) <= 2 * _BLOCK):
+            return tf.constant(arrays[0])
+        return tf.concat([tf.constant(array[start:start + _BLOCK])
+                          for array in arrays
+                          for start in range(0, len(array), _BLOCK)], 0)
+
+
+_BLOCK = 1 << 18
+
+
 def _in_xla_program():
     """Whether the TensorFlow graph being traced is compiled whole by XLA
     (`jit_compile=True`, as Keras compiles models on GPUs). TensorFlow has no

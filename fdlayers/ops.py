@@ -8,6 +8,7 @@ sequences, `fdlayers.masking`); the weights in `fdlayers.stencils` and
 `fdlayers.savgol`. TensorFlow's run-time checks stay here.
 """
 
+import contextlib
 import functools
 import math
 import numbers
@@ -270,8 +271,7 @@ def _check_times(t, x, axis):
                 and (np.diff(values, axis=-1) > 0).all()):
             raise ValueError(_TIMES_MESSAGE)
         return t
-    steps = kernels.take(t, -1, 1, None) - kernels.take(t, -1, 0, -1)
-    ok = ops.logical_and(ops.all(ops.isfinite(t)), ops.all(steps > 0))
+    ok = _times_in_order(t)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -284,6 +284,57 @@ def _check_times(t, x, axis):
     if not bool(ops.convert_to_numpy(ok)):
         raise ValueError(_TIMES_MESSAGE)
     return t
+
+
+def _times_in_order(t):
+    """Whether `t` is finite and strictly increasing along its last axis,
+    as a boolean scalar tensor. Its differences and tests are arrays of
+    its size: on long stamps they are taken a chunk at a time (as
+    `_in_chunks` does), which three more input sizes would cost otherwise."""
+    points = dispatch.static_length(t.shape[-1])
+    batch = math.prod(dispatch.static_length(n) or 0 for n in t.shape[:-1])
+    looped = _graph_not_compiled()
+    size = LOOP_CHUNK_POINTS if looped else CHUNK_POINTS
+    if not points or not batch or batch * points < 4 * size:
+        chunks = [(0, points or None)]
+    elif looped:
+        return _looped_in_order(t, points, max(2, size // batch))
+    else:
+        step = max(2, size // batch)
+        chunks = [(start, min(start + step + 1, points))
+                  for start in range(0, points - 1, step)]
+    ok = None
+    for start, stop in chunks:
+        with _after(ok):
+            here = _in_order(kernels.take(t, -1, start, stop))
+        ok = here if ok is None else ops.logical_and(ok, here)
+    return ok
+
+
+def _in_order(t):
+    """`_times_in_order` of one piece of stamps, at once."""
+    steps = kernels.take(t, -1, 1, None) - kernels.take(t, -1, 0, -1)
+    return ops.logical_and(ops.all(ops.isfinite(t)), ops.all(steps > 0))
+
+
+def _looped_in_order(t, points, step):
+    """`_times_in_order` in a TensorFlow graph: a loop over chunks of `step`
+    intervals, one at a time."""
+    import tensorflow as tf
+
+    count = -(-(points - 1) // step)
+
+    def body(i, ok):
+        begin = [0] * (len(t.shape) - 1)
+        start = i * step
+        part = tf.slice(t, tf.stack(begin + [start]),
+                        tf.stack([-1] * len(begin)
+                                 + [tf.minimum(step + 1, points - start)]))
+        return i + 1, tf.logical_and(ok, _in_order(part))
+
+    return tf.while_loop(lambda i, _: i < count, body,
+                         (tf.constant(0), tf.constant(True)),
+                         parallel_iterations=1)[1]
 
 
 @dispatch.static_python
@@ -366,12 +417,12 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        t = times if times is not None else ops.convert_to_tensor(
+        t = times if times is not None else dispatch.captured(
             coordinates.astype(compute_dtype))
         t = _check_times(t, x, axis)
-        where = dispatch.placement(x, 0 if _gathered(spec) else plan.width)
-
         def masked(x, mask, t):
+            where = dispatch.placement(
+                x, 0 if _gathered(spec) else plan.width)
             return dispatch.run_stencil(
                 _masked_windows_body, x, (mask, t), plan, axis, where,
                 _masked_windows_padded, spec=spec)
@@ -417,12 +468,12 @@ def _static_in_chunks(x, coordinates, spec, plan):
     exponent = -unit * spec[1]
 
     def chunk(x, t):
-        # Each chunk's coordinates its own constant: slices of one constant
-        # of the whole grid were folded into copies of it in a tf.function
-        # (16.5× the input's size at 2**24 points, against 6.4× with time
-        # stamps).
-        y = _per_sample(ops.cast(x, "float64"), ops.convert_to_tensor(t),
-                        spec, 1)
+        # Each chunk's coordinates their own tensor, captured by a graph
+        # (not its constant): slices of one tensor of the whole grid were
+        # folded into copies of it in a tf.function (16.5× the input's size
+        # at 2**24 points), and constants 14.4×.
+        t = t if ops.is_tensor(t) else dispatch.captured(t)
+        y = _per_sample(ops.cast(x, "float64"), t, spec, 1)
         return ops.cast(_times_power_of_two(y, exponent), x.dtype)
 
     return _in_chunks(chunk, x, plan, spec[-1], [(scaled, 0)])
@@ -440,7 +491,7 @@ def _grid_units(coordinates):
     unit = math.frexp((coordinates[-1] - coordinates[0])
                       / (len(coordinates) - 1))[1]
     scaled = np.ldexp(coordinates, -unit)
-    if not np.all(np.diff(scaled) > 0):
+    if not np.all(scaled[1:] > scaled[:-1]):  # (no array of differences)
         return 0, coordinates
     return unit, scaled
 
@@ -451,6 +502,12 @@ def _grid_units(coordinates):
 # the weights and their windows) does not scale with the input: the pieces
 # of the result and their concatenation, two input sizes, are what remains.
 CHUNK_POINTS = 1 << 20
+# In a TensorFlow graph that XLA does not compile, the chunks run in a loop
+# (`_looped`), whose size does not grow with their number: smaller chunks,
+# less working memory (a call on 2**24 float64 time stamps takes 2.6× the
+# input's size, about 4.9× in chunks of CHUNK_POINTS), and from shorter
+# inputs on.
+LOOP_CHUNK_POINTS = 1 << 16
 
 
 def _in_chunks(fn, x, plan, padding, parts):
@@ -470,38 +527,117 @@ def _in_chunks(fn, x, plan, padding, parts):
     # (A length known only to a compiler, JAX's symbolic dimensions in an
     # export included, is not static.)
     batch, steps = map(dispatch.static_length, x.shape[:2])
+    looped = _graph_not_compiled()
+    points = LOOP_CHUNK_POINTS if looped else CHUNK_POINTS
     if (padding not in ("same", "causal") or batch is None or steps is None
-            or batch * steps < 4 * CHUNK_POINTS):
+            or batch * steps < 4 * points):
         return fn(x, *(value for value, _ in parts))
     width = plan.width + plan.min_length
-    step = max(4 * width, CHUNK_POINTS // batch)
-    pieces = []
+    step = max(4 * width, points // batch)
+    bounds = []
     start = 0
     while start < steps:
         stop = min(start + step, steps)
         if steps - stop < width:  # no last chunk shorter than a window
             stop = steps
-        low, high = max(0, start - width), min(steps, stop + width)
-        chunk = kernels.take(x, 1, low, high)
-        if pieces and keras.backend.backend() == "tensorflow":
-            chunk = _after(chunk, pieces[-1])
-        y = fn(chunk, *(kernels.take(value, axis, low, high)
-                        for value, axis in parts))
-        pieces.append(kernels.take(y, 1, start - low, stop - low))
+        bounds.append((start, stop))
         start = stop
+    parts = [(x, 1)] + list(parts)
+    if looped and len(bounds) > 3:
+        return _looped(fn, parts, bounds, width)
+    pieces = []
+    for start, stop in bounds:
+        with _after(pieces[-1] if pieces else None):
+            pieces.append(_piece(fn, parts, start, stop, width, steps))
     return ops.concatenate(pieces, 1)
 
 
-def _after(chunk, previous):
-    """`chunk`, computed after `previous` in a TensorFlow graph: chunks are
-    independent, and a graph would run them at once, with the working
-    memory of all of them."""
+def _piece(fn, parts, start, stop, width, steps):
+    """The outputs `start:stop` of `_in_chunks`, from the samples `width`
+    around them."""
+    low, high = max(0, start - width), min(steps, stop + width)
+    y = fn(*(kernels.take(value, axis, low, high) for value, axis in parts))
+    return kernels.take(y, 1, start - low, stop - low)
+
+
+def _graph_not_compiled():
+    """Whether a TensorFlow graph is being traced that XLA does not
+    compile whole."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.executing_eagerly() and not dispatch._in_xla_program()
+
+
+def _looped(fn, parts, bounds, width):
+    """`_in_chunks`'s pieces in a TensorFlow graph: the first and the last
+    as they are, and those between them, all of one size, in a loop, one
+    at a time (`parallel_iterations=1`). Unrolled, a graph's chunks cost
+    more memory the more there are (6.0× the input's size in 16 chunks,
+    7.0× in 64, on 2**24 float64 time stamps), and its size and its first
+    run's optimisation grow with them (in 64: 10.6 s, looped 1.2 s)."""
+    import tensorflow as tf
+
+    x = parts[0][0]
+    steps = x.shape[1]
+    parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
+              axis) for value, axis in parts]
+    count = len(bounds) - 2
+    step = bounds[1][1] - bounds[1][0]
+    size = step + 2 * width
+
+    def cut(value, axis, low):
+        begin = [0] * len(value.shape)
+        begin[axis] = low
+        sizes = [-1] * len(value.shape)
+        sizes[axis] = size
+        shape = list(value.shape)
+        shape[axis] = size
+        return tf.ensure_shape(tf.slice(value, tf.stack(begin), sizes), shape)
+
+    def body(i, pieces):
+        low = bounds[1][0] - width + (i - 1) * step
+        y = fn(*(cut(value, axis, low) for value, axis in parts))
+        return i + 1, pieces.write(i, _steps_first(
+            kernels.take(y, 1, width, width + step)))
+
+    # Along the steps first, for `concat`: a transpose of a batch of one
+    # is a reshape.
+    first = _steps_first(_piece(fn, parts, *bounds[0], width, steps))
+    pieces = tf.TensorArray(first.dtype, size=count + 2, infer_shape=False,
+                            element_shape=(None,) + tuple(first.shape[1:]))
+    pieces = pieces.write(0, first)
+    with _after(first):
+        _, pieces = tf.while_loop(lambda i, _: i <= count, body,
+                                  (tf.constant(1), pieces),
+                                  parallel_iterations=1)
+    with _after(pieces.flow):
+        last = _piece(fn, parts, *bounds[-1], width, steps)
+    pieces = pieces.write(count + 1, _steps_first(last))
+    return _steps_first(tf.ensure_shape(
+        pieces.concat(), (steps,) + tuple(first.shape[1:])))
+
+
+def _steps_first(y):
+    """`y` with its first two axes swapped (its own inverse)."""
+    if y.shape[0] == 1 or y.shape[1] == 1:
+        return ops.reshape(y, (y.shape[1], y.shape[0]) + tuple(y.shape[2:]))
+    return ops.swapaxes(y, 0, 1)
+
+
+def _after(previous):
+    """A context in which a TensorFlow graph's operations run after
+    `previous`: chunks are independent, and a graph would cut them all
+    at once and run them in any order, with the memory of all of them
+    (a chunk's samples, time stamps and mask are copies)."""
+    if previous is None or keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
     import tensorflow as tf
 
     if tf.executing_eagerly():
-        return chunk
-    with tf.control_dependencies([previous]):
-        return tf.identity(chunk)
+        return contextlib.nullcontext()
+    return tf.control_dependencies([previous])
 
 
 @dispatch.plain_python
@@ -715,9 +851,10 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
-        where = dispatch.placement(x)
-
         def masked(x, mask):
+            # (Placed by the size of the chunk, where there are chunks: a
+            # graph's loop over small ones compiles no kernel for them.)
+            where = dispatch.placement(x)
             return dispatch.run_stencil(
                 _masked_body, x, (mask,), plan, axis, where, _masked_padded,
                 (_masked_transpose_body, _masked_transpose_padded),
@@ -773,15 +910,12 @@ def _fold(weights, scale, exponent, dtype):
     """`(folded, rest)` with `folded · 2**rest = scale · 2**exponent`, where
     `folded = scale · 2**k` with `k` as close to `exponent` as keeps every
     nonzero finite |weight|·folded a normal number of `dtype`."""
-    weights = np.abs(np.asarray(weights, dtype=np.float64))
-    weights = weights[np.isfinite(weights) & (weights > 0)]
-    if not weights.size:
-        weights = np.ones(1)
+    largest, smallest = _extremes(weights)
     # One binade of margin each side for the rounding of log2; the folded
     # factor itself is a float64.
     high, low = math.inf, -math.inf
     for info, largest, smallest in (
-            (np.finfo(dtype), weights.max() * scale, weights.min() * scale),
+            (np.finfo(dtype), largest * scale, smallest * scale),
             (np.finfo(np.float64), scale, scale)):
         high = min(high, math.floor(math.log2(info.max)
                                     - math.log2(largest)) - 1)
@@ -789,6 +923,25 @@ def _fold(weights, scale, exponent, dtype):
                                  - math.log2(smallest)) + 1)
     folded = max(low, min(high, exponent))
     return math.ldexp(scale, folded), exponent - folded
+
+
+def _extremes(weights):
+    """The largest and the smallest nonzero finite |weight| of an array or
+    of a list of arrays, (1, 1) if none; a block at a time: a static
+    grid's weights are a window per point, whose copies would be several
+    times a long input's size."""
+    if not isinstance(weights, list):
+        weights = [weights]
+    largest, smallest = 0.0, math.inf
+    for array in weights:
+        flat = np.ravel(np.asarray(array, dtype=np.float64))
+        for start in range(0, flat.size, 1 << 16):
+            block = np.abs(flat[start:start + (1 << 16)])
+            block = block[np.isfinite(block) & (block > 0)]
+            if block.size:
+                largest = max(largest, float(block.max()))
+                smallest = min(smallest, float(block.min()))
+    return (largest, smallest) if largest else (1.0, 1.0)
 
 
 def _times_power_of_two(y, exponent):
@@ -1047,12 +1200,16 @@ def _shared_static(x, coordinates, spec, axis, where):
     every grid of the same configuration then shares, traced once, where
     a grid's own constants would have its own functions traced (a new
     length is a new grid: 1.9× a `Conv1D`'s cost in `predict` with them
-    traced anew, benchmarks/README.md, section 10). None elsewhere: eagerly
-    and on the other backends, nothing is traced per grid anyway; under
-    XLA the weights are compiled in; causal edges are numbers, one per
-    weight, and Savitzky–Golay's widest windows gather their rows.
+    traced anew, benchmarks/README.md, section 10). Through XLA too,
+    eagerly included: the weights are its program's arguments, not its
+    constants, which an XLA program and a graph copy several times (93×
+    a float64 input's size in all at 2**21 points). None on the other
+    backends, where nothing is traced per grid anyway; causal edges are
+    numbers, one per weight, and Savitzky–Golay's widest windows gather
+    their rows.
     """
-    if keras.backend.backend() != "tensorflow" or where not in ("ops", "any"):
+    if keras.backend.backend() != "tensorflow" or where not in (
+            "ops", "any", "xla"):
         return None
     if spec[-1] not in ("same", "valid") or (
             spec[0] == "savgol" and
@@ -1061,9 +1218,9 @@ def _shared_static(x, coordinates, spec, axis, where):
     dtype = keras.backend.standardize_dtype(x.dtype)
     layout, exponent, rows, starts = _static_rows(spec, dtype,
                                                   coordinates.tobytes())
-    arrays = (ops.convert_to_tensor(rows), ops.convert_to_tensor(starts))
-    return arrays, dict(layout=layout, axis=axis, exponent=exponent,
-                        edges=(len(layout.head), len(layout.tail)))
+    return (rows, starts), dict(
+        layout=layout, axis=axis, exponent=exponent,
+        edges=(len(layout.head), len(layout.tail)))
 
 
 def _static_arrays_body(x, rows, starts, compiled, layout, axis, exponent,
@@ -1077,6 +1234,15 @@ def _static_arrays_body(x, rows, starts, compiled, layout, axis, exponent,
     against slices of `x` (`kernels.apply_windows`), which XLA fuses into
     one pass, where it would hold every gathered window.
     """
+    return _times_power_of_two(_static_arrays_fn(layout, axis, edges,
+                                                 compiled)(x, rows, starts),
+                               exponent)
+
+
+@functools.lru_cache(maxsize=64)
+def _static_arrays_fn(layout, axis, edges, compiled):
+    """`_static_arrays_body`'s function, for every grid of its windows: an
+    eager call through XLA compiles it once per shape."""
     def apply(x, rows, starts):
         # (The traced function knows neither of rows' sizes: all grids
         # share it.)
@@ -1095,8 +1261,7 @@ def _static_arrays_body(x, rows, starts, compiled, layout, axis, exponent,
         tail = [columns(rows[-tails:])] if tails else []
         return kernels.apply_windows(x, layout, axis, head, interior, tail)
 
-    return _times_power_of_two(
-        dispatch.through_xla(apply, compiled)(x, rows, starts), exponent)
+    return dispatch.through_xla(apply, compiled)
 
 
 def _static_body(x, compiled, spec, axis, coordinates):
@@ -1177,11 +1342,11 @@ def _folded_weights(spec, dtype, coordinates):
     weights = (stencils.window_weights if spec[0] == "difference"
                else savgol.window_weights)
     layout, head, interior, tail = weights(scaled, *spec[1:])
-    every = np.concatenate([interior.ravel(), tail.ravel()]
-                           + [np.ravel(row) for row in head])
-    factor, exponent = _fold(every, 1.0, -unit * spec[1], dtype)
+    factor, exponent = _fold([interior, tail] + list(head), 1.0,
+                             -unit * spec[1], dtype)
+    interior *= factor  # (in place: a window per point)
     return (layout, [np.asarray(row) * factor for row in head],
-            interior * factor, tail * factor, exponent)
+            interior, tail * factor, exponent)
 
 
 def _columns(weights, axis, rank, dtype):
@@ -1208,15 +1373,17 @@ def _grouped(padding, layout, head, interior, tail, axis, rank, dtype):
                     lambda spec, dtype, coordinates:
                     _static_bytes(spec, 1, 1, dtype, coordinates, False))
 def _static_rows(spec, dtype, coordinates):
-    """`(layout, exponent, rows, starts)` for `_shared_static`: each output's
-    window of weights, `(outputs, width)` in `dtype`, and the step where its
-    window starts (padding "same": flush with the edges; "valid")."""
+    """`(layout, exponent, rows, starts)` for `_shared_static`, as tensors
+    (`dispatch.captured`): each output's window of weights, `(outputs,
+    width)` in `dtype`, and the step where its window starts (padding
+    "same": flush with the edges; "valid")."""
     layout, head, interior, tail, exponent = _folded_weights(
         spec, dtype, coordinates)
     width = layout.width
     steps = len(coordinates) // 8  # bytes of float64
-    rows = np.concatenate([np.reshape(head, (-1, width)), interior,
-                           np.reshape(tail, (-1, width))]).astype(dtype)
+    rows = dispatch.captured(*(
+        np.reshape(part, (-1, width)).astype(dtype, copy=False)
+        for part in (head, interior, tail)))
     starts = (np.clip(np.arange(steps) - layout.left, 0, steps - width)
               if spec[-1] == "same" else np.arange(steps - width + 1))
-    return layout, exponent, rows, starts.astype("int32")
+    return layout, exponent, rows, dispatch.captured(starts.astype("int32"))

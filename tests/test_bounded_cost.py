@@ -269,14 +269,17 @@ CHUNKED = [
 
 @pytest.mark.parametrize("name, kwargs, padding, how, mode", [
     pytest.param(*case, mode, id=f"{case[0]}-{mode}") for case in CHUNKED
-    for mode in ["eager"] + ([per_backend.MODES[-1]] if case[0] in (
-        "time stamps", "mask", "coordinates") else [])])
+    for mode in ["eager"] + [
+        mode for mode in per_backend.MODES[1:]
+        # (In a TensorFlow graph, chunks run in a loop: every case.)
+        if mode == "tf.function"
+        or case[0] in ("time stamps", "mask", "coordinates")]])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
     from fdlayers import ops
 
     rng = np.random.default_rng(7)
-    n = 700
+    n = 1100  # more than three chunks of the widest windows here
     x = rng.standard_normal((2, n, 3))
     t = np.cumsum(rng.uniform(0.5, 1.5, (2, n)), axis=1)
     mask = np.ones((2, n), bool)
@@ -297,30 +300,70 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
     monkeypatch.setattr(ops, "CHUNK_POINTS", 1 << 30)
     whole = numpy(call(tensor(x), tensor(mask)))
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)  # chunks of 4 windows
+    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
     per_backend.clear_caches()
     chunked = numpy(per_backend.compiled(run, mode)(tensor(x), tensor(mask)))
     np.testing.assert_allclose(chunked, whole, rtol=1e-12,
                                atol=1e-12 * np.abs(whole).max())
 
 
-def test_a_long_static_grid_has_the_gradients_of_a_short_one(monkeypatch):
-    """The chunked path of long static grids (weights in the graph) has
-    the transposed map as its gradient, and that gradient's own, as the
-    grid's weights at once: float32 input, float64 weights either way."""
+@pytest.mark.parametrize("how", ["coordinates", "stamps", "masked"])
+@pytest.mark.parametrize("mode", per_backend.MODES[:2])
+def test_long_inputs_in_chunks_have_the_gradients_of_short_ones(
+        how, mode, monkeypatch):
+    """The chunked paths (weights in the graph; in a TensorFlow graph, a
+    loop over the chunks) have the transposed map as their gradient, and
+    that gradient's own, as the whole input at once: float32 input
+    (a static grid's weights are float64 either way)."""
     from fdlayers import ops
 
     rng = np.random.default_rng(8)
-    x, upstream, second = (rng.standard_normal((2, 150, 2)).astype("float32")
+    n = 300  # more than three chunks
+    x, upstream, second = (rng.standard_normal((2, n, 2)).astype("float32")
                            for _ in range(3))
-    grid = np.cumsum(rng.uniform(0.5, 1.5, 150))
-    run = per_backend.value_and_gradients(
-        lambda v: fdlayers.derivative(v, 2, grid, accuracy=4))
+    grid = np.cumsum(rng.uniform(0.5, 1.5, n))
+    mask = tensor(np.arange(n)[None] % 40 < [[35], [30]])
+    spacing = {"coordinates": grid,
+               "stamps": tensor(np.stack([grid, 2 * grid]).astype("float32")),
+               "masked": 0.5}[how]
+    run = per_backend.compiled(per_backend.value_and_gradients(
+        lambda v: fdlayers.derivative(
+            v, 2, spacing, accuracy=4,
+            mask=mask if how == "masked" else None)), mode)
     args = [tensor(a) for a in (x, upstream, second)]
     whole = [numpy(v) for v in run(*args)]
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
+    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
     per_backend.clear_caches()
+    run = per_backend.compiled(per_backend.value_and_gradients(
+        lambda v: fdlayers.derivative(
+            v, 2, spacing, accuracy=4,
+            mask=mask if how == "masked" else None)), mode)
     chunked = [numpy(v) for v in run(*args)]
     for got, want in zip(chunked, whole):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-5,
                                    atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("where", [0, 15, 16, 17, 40, 298])
+def test_long_time_stamps_are_checked_in_chunks(where, monkeypatch):
+    """Long time stamps are checked a chunk at a time (the differences of
+    the whole would be two more input sizes): a repeated stamp is found
+    wherever it is, at a chunk's edge too (chunks of 16 stamps here)."""
+    from fdlayers import ops
+
+    monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
+    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
+    t = np.cumsum(np.ones((2, 300)), axis=1)
+    t[1, where + 1] = t[1, where]
+    x = tensor(np.zeros((2, 300, 1)))
+    # (Under jax.jit nothing is checked: see fdlayers.ops._check_times.)
+    for mode in [m for m in per_backend.MODES[:2] if m != "jax.jit"]:
+        call = per_backend.compiled(
+            lambda a, s: fdlayers.derivative(a, spacing=s), mode)
+        with pytest.raises(Exception, match="strictly increasing"):
+            numpy(call(x, tensor(t)))
+    t[1, where + 1] += 0.5
+    np.testing.assert_allclose(numpy(fdlayers.derivative(x, spacing=tensor(t))),
+                               0.0)
