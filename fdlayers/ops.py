@@ -294,7 +294,7 @@ def _times_in_order(t):
     points = dispatch.static_length(t.shape[-1])
     batch = math.prod(dispatch.static_length(n) or 0 for n in t.shape[:-1])
     looped = _graph_not_compiled()
-    size = LOOP_CHUNK_POINTS if looped else CHUNK_POINTS
+    size = SMALL_CHUNK_POINTS if looped else CHUNK_POINTS
     if not points or not batch or batch * points < 4 * size:
         chunks = [(0, points or None)]
     elif looped:
@@ -502,33 +502,42 @@ def _grid_units(coordinates):
 # the weights and their windows) does not scale with the input: the pieces
 # of the result and their concatenation, two input sizes, are what remains.
 CHUNK_POINTS = 1 << 20
-# In a TensorFlow graph that XLA does not compile, the chunks run in a loop
-# (`_looped`), whose size does not grow with their number: smaller chunks,
-# less working memory (a call on 2**24 float64 time stamps takes 2.6× the
-# input's size, about 4.9× in chunks of CHUNK_POINTS), and from shorter
-# inputs on.
-LOOP_CHUNK_POINTS = 1 << 16
+# Where a chunk costs little more than its points, smaller chunks, less
+# working memory, and from shorter inputs on: in a TensorFlow graph that
+# XLA does not compile, the chunks run in a loop (`_looped`), whose size
+# does not grow with their number (a call on 2**24 float64 time stamps
+# takes 2.6× the input's size, about 4.9× in chunks of CHUNK_POINTS);
+# eagerly, each chunk runs through XLA, one kernel for all of them
+# (`dispatch.eager_chunks`).
+SMALL_CHUNK_POINTS = 1 << 16
 
 
 def _in_chunks(fn, x, plan, padding, parts):
     """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
     chunks along that axis where `x` has a static number of points of
-    several chunks (`CHUNK_POINTS`) and `padding` is "same" or "causal" (where each output depends on the
-    samples within a window of it, and on the edges within that window
-    only). Each chunk of outputs is computed from its samples and `width`
-    more on each side (at least a window's width and a minimum length: a
-    window's reach, the edges' one-sided windows and what makes a masked
-    run too short are within it, so every output kept is the one the whole
-    input gives), and the pieces are concatenated. `parts` are `(value,
-    axis)`: what comes with `x` (time stamps, a mask), cut along their
-    `axis` alike."""
+    several chunks and `padding` is "same" or "causal" (where each output
+    depends on the samples within a window of it, and on the edges within
+    that window only). Each chunk of outputs is computed from its samples
+    and at least `width` more on each side (a window's width and a minimum
+    length: a window's reach, the edges' one-sided windows and what makes a
+    masked run too short are within it, so every output kept is the one
+    the whole input gives), all chunks from inputs of one size, and the
+    pieces are concatenated. `parts` are `(value, axis)`: what comes with
+    `x` (time stamps, a mask), cut along their `axis` alike.
+
+    Chunks of `CHUNK_POINTS`, or of `SMALL_CHUNK_POINTS` where each runs
+    as one compiled kernel or one iteration of a graph's loop (`_looped`).
+    """
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
     # (A length known only to a compiler, JAX's symbolic dimensions in an
     # export included, is not static.)
     batch, steps = map(dispatch.static_length, x.shape[:2])
     looped = _graph_not_compiled()
-    points = LOOP_CHUNK_POINTS if looped else CHUNK_POINTS
+    eager = (not looped and keras.backend.backend() == "tensorflow"
+             and _executing_eagerly()
+             and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
+    points = SMALL_CHUNK_POINTS if looped or eager else CHUNK_POINTS
     if (padding not in ("same", "causal") or batch is None or steps is None
             or batch * steps < 4 * points):
         return fn(x, *(value for value, _ in parts))
@@ -542,22 +551,26 @@ def _in_chunks(fn, x, plan, padding, parts):
             stop = steps
         bounds.append((start, stop))
         start = stop
+    # Every chunk's input of one size, flush with the edges at the ends.
+    size = step + 2 * width
+    lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
     parts = [(x, 1)] + list(parts)
-    if looped and len(bounds) > 3:
-        return _looped(fn, parts, bounds, width)
+    if looped:
+        return _looped(fn, parts, bounds, lows, size)
     pieces = []
-    for start, stop in bounds:
-        with _after(pieces[-1] if pieces else None):
-            pieces.append(_piece(fn, parts, start, stop, width, steps))
+    with dispatch.eager_chunks() if eager else contextlib.nullcontext():
+        for (start, stop), low in zip(bounds, lows):
+            with _after(pieces[-1] if pieces else None):
+                y = fn(*(kernels.take(value, axis, low, low + size)
+                         for value, axis in parts))
+                pieces.append(kernels.take(y, 1, start - low, stop - low))
     return ops.concatenate(pieces, 1)
 
 
-def _piece(fn, parts, start, stop, width, steps):
-    """The outputs `start:stop` of `_in_chunks`, from the samples `width`
-    around them."""
-    low, high = max(0, start - width), min(steps, stop + width)
-    y = fn(*(kernels.take(value, axis, low, high) for value, axis in parts))
-    return kernels.take(y, 1, start - low, stop - low)
+def _executing_eagerly():
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
 
 
 def _graph_not_compiled():
@@ -570,22 +583,18 @@ def _graph_not_compiled():
     return not tf.executing_eagerly() and not dispatch._in_xla_program()
 
 
-def _looped(fn, parts, bounds, width):
-    """`_in_chunks`'s pieces in a TensorFlow graph: the first and the last
-    as they are, and those between them, all of one size, in a loop, one
-    at a time (`parallel_iterations=1`). Unrolled, a graph's chunks cost
-    more memory the more there are (6.0× the input's size in 16 chunks,
-    7.0× in 64, on 2**24 float64 time stamps), and its size and its first
-    run's optimisation grow with them (in 64: 10.6 s, looped 1.2 s)."""
+def _looped(fn, parts, bounds, lows, size):
+    """`_in_chunks`'s pieces in a TensorFlow graph, in a loop, one at a time
+    (`parallel_iterations=1`). Unrolled, a graph's chunks cost more memory
+    the more there are (6.0× the input's size in 16 chunks, 7.0× in 64, on
+    2**24 float64 time stamps), and its size and its first run's
+    optimisation grow with them (in 64: 10.6 s, looped 1.2 s)."""
     import tensorflow as tf
 
-    x = parts[0][0]
-    steps = x.shape[1]
     parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
               axis) for value, axis in parts]
-    count = len(bounds) - 2
-    step = bounds[1][1] - bounds[1][0]
-    size = step + 2 * width
+    starts, stops = (tf.constant(column, "int32") for column in zip(*bounds))
+    lows = tf.constant(lows, "int32")
 
     def cut(value, axis, low):
         begin = [0] * len(value.shape)
@@ -597,26 +606,27 @@ def _looped(fn, parts, bounds, width):
         return tf.ensure_shape(tf.slice(value, tf.stack(begin), sizes), shape)
 
     def body(i, pieces):
-        low = bounds[1][0] - width + (i - 1) * step
+        low = lows[i]
         y = fn(*(cut(value, axis, low) for value, axis in parts))
+        begin = [0] * len(y.shape)
+        begin[1] = starts[i] - low
+        sizes = [-1] * len(y.shape)
+        sizes[1] = stops[i] - starts[i]
+        # Along the steps first, for `concat`: a transpose of a batch of
+        # one is a reshape.
         return i + 1, pieces.write(i, _steps_first(
-            kernels.take(y, 1, width, width + step)))
+            tf.slice(y, tf.stack(begin), tf.stack(sizes))))
 
-    # Along the steps first, for `concat`: a transpose of a batch of one
-    # is a reshape.
-    first = _steps_first(_piece(fn, parts, *bounds[0], width, steps))
-    pieces = tf.TensorArray(first.dtype, size=count + 2, infer_shape=False,
-                            element_shape=(None,) + tuple(first.shape[1:]))
-    pieces = pieces.write(0, first)
-    with _after(first):
-        _, pieces = tf.while_loop(lambda i, _: i <= count, body,
-                                  (tf.constant(1), pieces),
-                                  parallel_iterations=1)
-    with _after(pieces.flow):
-        last = _piece(fn, parts, *bounds[-1], width, steps)
-    pieces = pieces.write(count + 1, _steps_first(last))
+    # (Every stencil here gives x's dtype and shape: "same" or "causal".)
+    x = parts[0][0]
+    trailing = tuple(x.shape[2:])
+    pieces = tf.TensorArray(x.dtype, size=len(bounds), infer_shape=False,
+                            element_shape=(None, x.shape[0]) + trailing)
+    _, pieces = tf.while_loop(lambda i, _: i < len(bounds), body,
+                              (tf.constant(0), pieces),
+                              parallel_iterations=1)
     return _steps_first(tf.ensure_shape(
-        pieces.concat(), (steps,) + tuple(first.shape[1:])))
+        pieces.concat(), (x.shape[1], x.shape[0]) + trailing))
 
 
 def _steps_first(y):
@@ -1234,15 +1244,16 @@ def _static_arrays_body(x, rows, starts, compiled, layout, axis, exponent,
     against slices of `x` (`kernels.apply_windows`), which XLA fuses into
     one pass, where it would hold every gathered window.
     """
-    return _times_power_of_two(_static_arrays_fn(layout, axis, edges,
-                                                 compiled)(x, rows, starts),
-                               exponent)
+    return _times_power_of_two(
+        _static_arrays_fn(layout, axis, len(x.shape), edges, compiled)(
+            x, rows, starts), exponent)
 
 
 @functools.lru_cache(maxsize=64)
-def _static_arrays_fn(layout, axis, edges, compiled):
-    """`_static_arrays_body`'s function, for every grid of its windows: an
-    eager call through XLA compiles it once per shape."""
+def _static_arrays_fn(layout, axis, rank, edges, compiled):
+    """`_static_arrays_body`'s function, for every grid of its windows and
+    inputs of `rank` (a function that has seen two ranks is retraced for
+    any): an eager call through XLA compiles it once per shape."""
     def apply(x, rows, starts):
         # (The traced function knows neither of rows' sizes: all grids
         # share it.)
@@ -1250,7 +1261,7 @@ def _static_arrays_fn(layout, axis, edges, compiled):
         if not compiled:
             return kernels.apply_rows(x, rows, starts, axis)
         heads, tails = edges
-        trailing = (1,) * (len(x.shape) - axis - 1)
+        trailing = (1,) * (rank - axis - 1)
 
         def columns(block):
             return [ops.reshape(block[:, j], (-1,) + trailing)

@@ -300,7 +300,7 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
     monkeypatch.setattr(ops, "CHUNK_POINTS", 1 << 30)
     whole = numpy(call(tensor(x), tensor(mask)))
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)  # chunks of 4 windows
-    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
+    monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
     per_backend.clear_caches()
     chunked = numpy(per_backend.compiled(run, mode)(tensor(x), tensor(mask)))
     np.testing.assert_allclose(chunked, whole, rtol=1e-12,
@@ -333,7 +333,7 @@ def test_long_inputs_in_chunks_have_the_gradients_of_short_ones(
     args = [tensor(a) for a in (x, upstream, second)]
     whole = [numpy(v) for v in run(*args)]
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
-    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
+    monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
     per_backend.clear_caches()
     run = per_backend.compiled(per_backend.value_and_gradients(
         lambda v: fdlayers.derivative(
@@ -354,7 +354,7 @@ def test_long_time_stamps_are_checked_in_chunks(where, monkeypatch):
     from fdlayers import ops
 
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
-    monkeypatch.setattr(ops, "LOOP_CHUNK_POINTS", 16)
+    monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
     t = np.cumsum(np.ones((2, 300)), axis=1)
     t[1, where + 1] = t[1, where]
     x = tensor(np.zeros((2, 300, 1)))
