@@ -553,6 +553,8 @@ def _in_chunks(fn, x, plan, padding, parts):
         start = stop
     # Every chunk's input of one size, flush with the edges at the ends.
     size = step + 2 * width
+    if size >= steps:  # one chunk would be the whole input
+        return fn(x, *(value for value, _ in parts))
     lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
     parts = [(x, 1)] + list(parts)
     if looped:

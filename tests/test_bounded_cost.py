@@ -367,3 +367,40 @@ def test_long_time_stamps_are_checked_in_chunks(where, monkeypatch):
     t[1, where + 1] += 0.5
     np.testing.assert_allclose(numpy(fdlayers.derivative(x, spacing=tensor(t))),
                                0.0)
+
+
+@pytest.mark.parametrize("how", ["stamps", "masked"])
+def test_inputs_about_one_chunk_long_equal_the_whole(how, monkeypatch):
+    """Every chunk's input has one size (fdlayers.ops._in_chunks): where
+    that size reaches the input's length, whether in one chunk or two, the
+    input is not cut, and the result is the whole input's."""
+    from fdlayers import dispatch, ops
+
+    spec = ("difference", 2, 4, "same")
+    plan = (ops._windows_of(spec) if how == "stamps"
+            else dispatch.plan_of(spec))
+    width = plan.width + plan.min_length
+    step = 4 * width  # chunks of 16 points over a batch of 2 are shorter
+    rng = np.random.default_rng(9)
+    for n in (step - 1, step + width - 1, step + width, step + 2 * width - 1,
+              step + 2 * width, step + 2 * width + 1, 2 * step + width):
+        x = rng.standard_normal((2, n, 1))
+        t = np.cumsum(rng.uniform(0.5, 1.5, (2, n)), axis=1)
+        mask = np.arange(n)[None] % 13 < [[11], [12]]
+
+        def run(a, s, m):
+            return fdlayers.derivative(
+                a, 2, spacing=s if how == "stamps" else 1.0, accuracy=4,
+                mask=m if how == "masked" else None)
+
+        args = [tensor(a) for a in (x, t, mask)]
+        monkeypatch.setattr(ops, "CHUNK_POINTS", 1 << 30)
+        monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 1 << 30)
+        whole = numpy(run(*args))
+        monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
+        monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
+        for mode in per_backend.MODES[:2]:
+            got = numpy(per_backend.compiled(run, mode)(*args))
+            np.testing.assert_allclose(got, whole, rtol=1e-12,
+                                       atol=1e-12 * np.abs(whole).max(),
+                                       err_msg=f"{mode}, {n} steps")
