@@ -139,10 +139,10 @@ def placement(x, weights_width=0):
 def captured(*arrays):
     """`arrays` (NumPy), concatenated along their first axis, as a tensor;
     in a TensorFlow graph, an eager tensor that the graph captures, not a
-    constant of it. A graph's constant is
-    copied into its definition, its optimised and its instantiated forms:
-    about 12× its size at a first call, against 2× when captured (one
-    float64 array of 2**24 values, benchmarks/README.md, 15a).
+    constant of it. A graph's constant is copied into its definition, its
+    optimised and its instantiated forms: in a toy graph of slices and
+    products on 2**24 float64, 15.2× the input's size at a first call as a
+    constant, 5.1× captured (benchmarks/README.md, section 15).
 
     A long array is converted in blocks: TensorFlow keeps both its own
     copy of a NumPy array and the tensor, two sizes of it, where the
@@ -162,6 +162,13 @@ def captured(*arrays):
 
 
 _BLOCK = 1 << 18
+
+
+def executing_eagerly():
+    """Whether TensorFlow runs eagerly (not tracing a graph)."""
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
 
 
 def _in_xla_program():

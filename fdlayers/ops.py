@@ -535,7 +535,7 @@ def _in_chunks(fn, x, plan, padding, parts):
     batch, steps = map(dispatch.static_length, x.shape[:2])
     looped = _graph_not_compiled()
     eager = (not looped and keras.backend.backend() == "tensorflow"
-             and _executing_eagerly()
+             and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
     points = SMALL_CHUNK_POINTS if looped or eager else CHUNK_POINTS
     if (padding not in ("same", "causal") or batch is None or steps is None
@@ -569,20 +569,12 @@ def _in_chunks(fn, x, plan, padding, parts):
     return ops.concatenate(pieces, 1)
 
 
-def _executing_eagerly():
-    import tensorflow as tf
-
-    return tf.executing_eagerly()
-
-
 def _graph_not_compiled():
     """Whether a TensorFlow graph is being traced that XLA does not
     compile whole."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return not tf.executing_eagerly() and not dispatch._in_xla_program()
+    return (keras.backend.backend() == "tensorflow"
+            and not dispatch.executing_eagerly()
+            and not dispatch._in_xla_program())
 
 
 def _looped(fn, parts, bounds, lows, size):
@@ -643,12 +635,11 @@ def _after(previous):
     `previous`: chunks are independent, and a graph would cut them all
     at once and run them in any order, with the memory of all of them
     (a chunk's samples, time stamps and mask are copies)."""
-    if previous is None or keras.backend.backend() != "tensorflow":
+    if (previous is None or keras.backend.backend() != "tensorflow"
+            or dispatch.executing_eagerly()):
         return contextlib.nullcontext()
     import tensorflow as tf
 
-    if tf.executing_eagerly():
-        return contextlib.nullcontext()
     return tf.control_dependencies([previous])
 
 

@@ -223,19 +223,13 @@ def _run(x, order, spacing, cutoff, axis):
     """`_differentiate`, through XLA in TensorFlow graphs where that is
     faster (a static size of at least `_XLA_MIN_SIZE`), op by op otherwise;
     in a program that XLA compiles whole, inline, as XLA runs it best."""
-    if keras.backend.backend() != "tensorflow" or _executing_eagerly():
+    if keras.backend.backend() != "tensorflow" or dispatch.executing_eagerly():
         return _differentiate(x, order, spacing, cutoff, axis)
     if dispatch._in_xla_program():
         return _differentiate(x, order, spacing, cutoff, axis, packed=True)
     if None not in x.shape and math.prod(x.shape) >= _XLA_MIN_SIZE:
         return _compiled(order, spacing, cutoff, axis)(x)
     return _differentiate(x, order, spacing, cutoff, axis)
-
-
-def _executing_eagerly():
-    import tensorflow as tf
-
-    return tf.executing_eagerly()
 
 
 @dispatch.plain_python
