@@ -8,7 +8,10 @@ widest accepted windows cost on a first call.
    coordinates, per-sample time stamps) eagerly and in `tf.function`,
    beside the floor `x * 2.0`; each in a fresh process, whose peak resident
    memory is reset just before the call (Linux only). The output itself is
-   one input size. A `tf.function`'s first call includes its tracing.
+   one input size. A `tf.function`'s first call includes its tracing;
+   "any length" is a `tf.function` traced for `None` sizes, as `predict`
+   and a served model trace one; "any batch" for a `None` batch only, as
+   `predict` traces a model of a fixed length.
    Each cell gives the call, then the call and the result's `.numpy()`,
    which copies some results (any `tf.function`'s, `x * 2.0`'s too).
 2. The widest windows the layers accept, on `(1, 200, 1)`: the first call
@@ -47,6 +50,12 @@ fn = {"x * 2.0": lambda x: x * 2.0,
       "time stamps": lambda x: fdlayers.derivative(x, spacing=t, **kw)}[path]
 if mode == "tf.function":
     fn = tf.function(fn)
+elif mode == "any length":  # as `predict` and a served model trace it
+    fn = tf.function(fn, input_signature=[
+        tf.TensorSpec((None, None, 1), tf.float64)])
+elif mode == "any batch":  # as `predict` traces a model of a fixed length
+    fn = tf.function(fn, input_signature=[
+        tf.TensorSpec((None, n, 1), tf.float64)])
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets the peak (VmHWM) to the current size
@@ -129,16 +138,18 @@ def section_memory(n):
     if not os.path.exists("/proc/self/clear_refs"):
         print("(needs Linux's /proc: skipped)")
         return
-    print(f"{'path':<20} {'eager':>14} {'tf.function':>14}")
+    modes = ("eager", "tf.function", "any length", "any batch")
+    print(f"{'path':<20}" + "".join(f" {mode:>14}" for mode in modes))
     for path in ("x * 2.0", "uniform", "masked", "static coordinates",
                  "time stamps"):
         cells = []
-        for mode in ("eager", "tf.function"):
+        for mode in modes:
             data = _child(_MEMORY_CHILD, str(n), path, mode)
             cells.append("failed" if data is None else
                          f"{data['call'] / data['input']:.1f}x, "
                          f"{data['extra'] / data['input']:.1f}x")
-        print(f"{path:<20} {cells[0]:>14} {cells[1]:>14}", flush=True)
+        print(f"{path:<20}" + "".join(f" {cell:>14}" for cell in cells),
+              flush=True)
 
 
 def section_widest(modes):

@@ -83,17 +83,24 @@ _FUSION_MIN_SIZE = 1 << 20
 _EAGER_NUMPY = True
 
 
-# Set while the chunks of a long eager input run (`eager_chunks`).
-_CHUNKS = contextvars.ContextVar("fdlayers_eager_chunks", default=False)
+# Where the chunks of a long input run (`chunks_placed`); None elsewhere.
+_CHUNKS = contextvars.ContextVar("fdlayers_chunks", default=None)
 
 
 @contextlib.contextmanager
-def eager_chunks():
-    """Within it, eager TensorFlow stencils are placed as on a large input,
-    through XLA: the chunks of a long input (`fdlayers.ops._in_chunks`)
-    share one shape, compiled once, where op by op each would take dozens
-    of passes over its points (4.5× the time in chunks of 2**18 points)."""
-    token = _CHUNKS.set(True)
+def chunks_placed(where):
+    """Within it, TensorFlow stencils are placed `where`, whatever their
+    size, for the chunks of a long input (`fdlayers.ops._in_chunks`):
+
+    - "xla" where the chunks share one static shape (eagerly, and in a
+      graph's loop): compiled once for all of them, where op by op each
+      would take dozens of passes over its points (eagerly 4.5× the time in
+      chunks of 2**18 points; in a graph's loop 2-3.5×);
+    - "ops" in a graph's loop over chunks whose size is known at run time
+      only (`fdlayers.ops._looped_any_size`): compiled per size there, a
+      small input would compile at each new length.
+    """
+    token = _CHUNKS.set(where)
     try:
         yield
     finally:
@@ -126,11 +133,13 @@ def placement(x, weights_width=0):
 
     size = _static_size(x)
     if tf.executing_eagerly():
-        if size >= _FUSION_MIN_SIZE or _CHUNKS.get():
+        if size >= _FUSION_MIN_SIZE or _CHUNKS.get() == "xla":
             return "xla"
         return "numpy" if _EAGER_NUMPY and "CPU" in x.device else "ops"
     if _in_xla_program():
         return "xla"  # in an XLA program, the kernel is simply inlined
+    if _CHUNKS.get():
+        return _CHUNKS.get()
     if size == math.inf:
         return "any"
     return "xla" if size >= _FUSION_MIN_SIZE else "ops"

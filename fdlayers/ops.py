@@ -295,6 +295,12 @@ def _times_in_order(t):
     batch = math.prod(dispatch.static_length(n) or 0 for n in t.shape[:-1])
     looped = _graph_not_compiled()
     size = SMALL_CHUNK_POINTS if looped else CHUNK_POINTS
+    if looped and (points is None or None in t.shape[:-1]):
+        # (A few operations: the loop only where it has chunks to run.)
+        import tensorflow as tf
+
+        return tf.cond(tf.size(t, "int64") < 4 * size, lambda: _in_order(t),
+                       lambda: _looped_in_order(t, None, None))
     if not points or not batch or batch * points < 4 * size:
         chunks = [(0, points or None)]
     elif looped:
@@ -319,10 +325,19 @@ def _in_order(t):
 
 def _looped_in_order(t, points, step):
     """`_times_in_order` in a TensorFlow graph: a loop over chunks of `step`
-    intervals, one at a time."""
+    intervals, one at a time; `points` and `step` None where the stamps'
+    sizes are known at run time only (chunks of about `SMALL_CHUNK_POINTS`
+    then, and one where there are fewer)."""
     import tensorflow as tf
 
-    count = -(-(points - 1) // step)
+    if points is None:
+        shape = tf.shape(t)
+        points = shape[-1]
+        step = tf.maximum(2, SMALL_CHUNK_POINTS // tf.maximum(
+            tf.reduce_prod(shape[:-1]), 1))
+        count = tf.maximum(-(-(points - 1) // step), 1)  # 1 stamp: finite?
+    else:
+        count = -(-(points - 1) // step)
 
     def body(i, ok):
         begin = [0] * (len(t.shape) - 1)
@@ -446,9 +461,11 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
 def _long_grid(x, coordinates, padding, axis):
     """Whether a static grid is long enough that its weights, a window per
     point, would be several times the input (`_static_in_chunks`), on the
-    steps axis of an input of a static batch, where chunks apply."""
+    steps axis of an input of a static batch (or, in a TensorFlow graph,
+    one known at run time: `_looped_any_size`), where chunks apply."""
     batch = dispatch.static_length(x.shape[0])
-    return (axis == 1 and padding in ("same", "causal") and bool(batch)
+    return (axis == 1 and padding in ("same", "causal")
+            and (bool(batch) or (batch is None and _graph_not_compiled()))
             and len(coordinates) >= 4 * CHUNK_POINTS)
 
 
@@ -508,7 +525,7 @@ CHUNK_POINTS = 1 << 20
 # does not grow with their number (a call on 2**24 float64 time stamps
 # takes 2.6× the input's size, about 4.9× in chunks of CHUNK_POINTS);
 # eagerly, each chunk runs through XLA, one kernel for all of them
-# (`dispatch.eager_chunks`).
+# (`dispatch.chunks_placed`).
 SMALL_CHUNK_POINTS = 1 << 16
 
 
@@ -538,11 +555,24 @@ def _in_chunks(fn, x, plan, padding, parts):
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
     points = SMALL_CHUNK_POINTS if looped or eager else CHUNK_POINTS
-    if (padding not in ("same", "causal") or batch is None or steps is None
-            or batch * steps < 4 * points):
+    # (Wider windows, whose weights are computed in the graph, never
+    # compile: `dispatch.FUSED_WEIGHTS_MAX_WIDTH`.)
+    compiled = plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH
+    if looped and padding in ("same", "causal") and batch is None:
+        # In a graph of a static length and any batch (`predict` on a
+        # model of fixed length, a static grid's), a long series runs in
+        # chunks of `points` steps, each compiled for the batch it gets;
+        # otherwise the chunks are found when the graph runs.
+        if steps is None or steps < 4 * points or not compiled:
+            return _looped_any_size(fn, x, plan, parts)
+    elif looped and padding in ("same", "causal") and steps is None:
+        return _looped_any_size(fn, x, plan, parts)
+    if (padding not in ("same", "causal") or steps is None
+            or (batch is None and not looped)
+            or (batch or 1) * steps < 4 * points):
         return fn(x, *(value for value, _ in parts))
     width = plan.width + plan.min_length
-    step = max(4 * width, points // batch)
+    step = max(4 * width, points // (batch or 1))
     bounds = []
     start = 0
     while start < steps:
@@ -558,9 +588,11 @@ def _in_chunks(fn, x, plan, padding, parts):
     lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
     parts = [(x, 1)] + list(parts)
     if looped:
-        return _looped(fn, parts, bounds, lows, size)
+        return _looped(fn, parts, list(zip(*bounds)) + [lows], size,
+                       len(bounds), compiled)
     pieces = []
-    with dispatch.eager_chunks() if eager else contextlib.nullcontext():
+    with (dispatch.chunks_placed("xla") if eager
+          else contextlib.nullcontext()):
         for (start, stop), low in zip(bounds, lows):
             with _after(pieces[-1] if pieces else None):
                 y = fn(*(kernels.take(value, axis, low, low + size)
@@ -577,18 +609,29 @@ def _graph_not_compiled():
             and not dispatch._in_xla_program())
 
 
-def _looped(fn, parts, bounds, lows, size):
+def _looped(fn, parts, bounds, size, count, compiled):
     """`_in_chunks`'s pieces in a TensorFlow graph, in a loop, one at a time
     (`parallel_iterations=1`). Unrolled, a graph's chunks cost more memory
     the more there are (6.0× the input's size in 16 chunks, 7.0× in 64, on
     2**24 float64 time stamps), and its size and its first run's
-    optimisation grow with them (in 64: 10.6 s, looped 1.2 s)."""
+    optimisation grow with them (in 64: 10.6 s, looped 1.2 s).
+
+    `bounds` are the chunks' first and last-but-one outputs and their
+    inputs' first steps, `(starts, stops, lows)`, `count` of each; every
+    chunk's input is `size` steps long. Python ints, or (for lengths known
+    at run time only) int64 tensors. Where `compiled` and `size` is an
+    int, each chunk runs through XLA (`dispatch.chunks_placed`): one kernel
+    for every chunk, 2-3.5× faster than op by op (masks and time stamps on
+    `(64, 65536, 4)` and `(1, 2**21, 1)`); a size known at run time only
+    runs op by op.
+    """
     import tensorflow as tf
 
     parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
               axis) for value, axis in parts]
-    starts, stops = (tf.constant(column, "int32") for column in zip(*bounds))
-    lows = tf.constant(lows, "int32")
+    starts, stops, lows = (tf.cast(column, "int32") for column in bounds)
+    static_size = size if isinstance(size, int) else None
+    size = tf.cast(size, "int32")
 
     def cut(value, axis, low):
         begin = [0] * len(value.shape)
@@ -596,37 +639,97 @@ def _looped(fn, parts, bounds, lows, size):
         sizes = [-1] * len(value.shape)
         sizes[axis] = size
         shape = list(value.shape)
-        shape[axis] = size
-        return tf.ensure_shape(tf.slice(value, tf.stack(begin), sizes), shape)
+        shape[axis] = static_size
+        return tf.ensure_shape(
+            tf.slice(value, tf.stack(begin), tf.stack(sizes)), shape)
 
     def body(i, pieces):
         low = lows[i]
-        y = fn(*(cut(value, axis, low) for value, axis in parts))
+        where = ("ops" if static_size is None else "xla" if compiled
+                 else None)
+        with (dispatch.chunks_placed(where) if where
+              else contextlib.nullcontext()):
+            y = fn(*(cut(value, axis, low) for value, axis in parts))
         begin = [0] * len(y.shape)
         begin[1] = starts[i] - low
         sizes = [-1] * len(y.shape)
         sizes[1] = stops[i] - starts[i]
         # Along the steps first, for `concat`: a transpose of a batch of
-        # one is a reshape.
-        return i + 1, pieces.write(i, _steps_first(
-            tf.slice(y, tf.stack(begin), tf.stack(sizes))))
+        # one is a reshape. (Where the count is known at run time only, a
+        # whole input's one piece is kept as it is: two transposes took
+        # 10-25 % of a small call.)
+        piece = tf.slice(y, tf.stack(begin), tf.stack(sizes))
+        if static_count:
+            return i + 1, pieces.write(i, _steps_first(piece))
+        return i + 1, pieces.write(i, tf.cond(
+            count > 1, lambda: _steps_first(piece), lambda: piece))
 
     # (Every stencil here gives x's dtype and shape: "same" or "causal".)
     x = parts[0][0]
     trailing = tuple(x.shape[2:])
-    pieces = tf.TensorArray(x.dtype, size=len(bounds), infer_shape=False,
-                            element_shape=(None, x.shape[0]) + trailing)
-    _, pieces = tf.while_loop(lambda i, _: i < len(bounds), body,
+    static_count = isinstance(count, int)
+    count = tf.cast(count, "int32")
+    pieces = tf.TensorArray(
+        x.dtype, size=count, infer_shape=False,
+        element_shape=((None, x.shape[0]) if static_count else (None, None))
+        + trailing)
+    _, pieces = tf.while_loop(lambda i, _: i < count, body,
                               (tf.constant(0), pieces),
                               parallel_iterations=1)
-    return _steps_first(tf.ensure_shape(
-        pieces.concat(), (x.shape[1], x.shape[0]) + trailing))
+
+    def joined():
+        return _steps_first(tf.ensure_shape(
+            pieces.concat(), (x.shape[1], x.shape[0]) + trailing))
+
+    if static_count:
+        return joined()
+    return tf.cond(count > 1, joined, lambda: pieces.read(0))
+
+
+def _looped_any_size(fn, x, plan, parts):
+    """`_in_chunks` in a TensorFlow graph where the batch or the length is
+    known at run time only (`predict`, a model of `None` lengths, a served
+    SavedModel): the chunks' bounds are computed when the graph runs, by
+    `_in_chunks`'s rules, and an input too short for several chunks is one
+    chunk. Before, such an input ran whole at any length: a masked call on
+    `(1, 10**6, 1)` float64 took 49× the input's size (a copy per offset
+    of the stencil, gathered), 5.2× in chunks.
+
+    One loop either way, not a conditional between the loop and the whole
+    input: that put the stencil, and its gradient, twice in every graph,
+    and a first `fit` epoch on masked batches took 1.3× as long.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x, out_type="int64")
+    batch, steps = shape[0], shape[1]
+    width = tf.constant(plan.width + plan.min_length, "int64")
+    step = tf.maximum(4 * width, SMALL_CHUNK_POINTS // tf.maximum(batch, 1))
+    size = step + 2 * width
+    chunked = tf.logical_and(batch * steps >= 4 * SMALL_CHUNK_POINTS,
+                             size < steps)
+    # Chunks of `step` outputs from every `step`-th; a last one shorter than
+    # a window joins the one before it.
+    count = -(-steps // step)
+    count -= tf.cast(
+        tf.logical_and(count > 1, steps - (count - 1) * step < width),
+        "int64")
+    count = tf.where(chunked, count, 1)
+    starts = tf.range(count) * step
+    stops = tf.concat([starts[1:], [steps]], 0)
+    lows = tf.where(chunked, tf.minimum(tf.maximum(starts - width, 0),
+                                        steps - size), 0)
+    y = _looped(fn, [(x, 1)] + list(parts), (starts, stops, lows),
+                tf.where(chunked, size, steps), count, compiled=False)
+    y.set_shape(x.shape)
+    return y
 
 
 def _steps_first(y):
     """`y` with its first two axes swapped (its own inverse)."""
-    if y.shape[0] == 1 or y.shape[1] == 1:
-        return ops.reshape(y, (y.shape[1], y.shape[0]) + tuple(y.shape[2:]))
+    shape = (y.shape[1], y.shape[0]) + tuple(y.shape[2:])
+    if 1 in shape[:2] and list(shape).count(None) <= 1:
+        return ops.reshape(y, tuple(-1 if n is None else n for n in shape))
     return ops.swapaxes(y, 0, 1)
 
 

@@ -267,13 +267,40 @@ CHUNKED = [
 ]
 
 
+# Where the lengths are known at run time only (`predict`, a served model),
+# the loop's bounds are computed then (ops._looped_any_size); where only
+# the batch is, the chunks are as for a batch of one, compiled per batch.
+ANY_LENGTH = (["any length", "any batch"] if per_backend.BACKEND == "tensorflow"
+              else [])
+
+
+def _wrap(mode, monkeypatch):
+    """`per_backend.on_path`, and "any batch": a tf.function traced for
+    inputs of any size along their first axis."""
+    if mode != "any batch":
+        return per_backend.on_path(mode, monkeypatch)
+    import tensorflow as tf
+
+    def wrap(fn):
+        function = tf.function(fn)
+
+        def call(*args):
+            args = [tf.convert_to_tensor(a) for a in args]
+            return function.get_concrete_function(*[
+                tf.TensorSpec([None] + a.shape[1:], a.dtype) for a in args
+            ])(*args)
+        return call
+    return wrap
+
+
 @pytest.mark.parametrize("name, kwargs, padding, how, mode", [
     pytest.param(*case, mode, id=f"{case[0]}-{mode}") for case in CHUNKED
     for mode in ["eager"] + [
-        mode for mode in per_backend.MODES[1:]
+        mode for mode in per_backend.MODES[1:] + ANY_LENGTH
         # (In a TensorFlow graph, chunks run in a loop: every case.)
         if mode == "tf.function"
-        or case[0] in ("time stamps", "mask", "coordinates")]])
+        or case[0] in ("time stamps", "mask", "coordinates")
+        or (mode in ANY_LENGTH and "Savitzky" in case[0])]])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
     from fdlayers import ops
@@ -296,19 +323,23 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
         return op(a, spacing=tensor(spacing) if "stamps" in how else spacing,
                   padding=padding, mask=m if masked else None, **kwargs)
 
-    call = per_backend.compiled(run, mode)
+    wrap = _wrap(mode, monkeypatch)
     monkeypatch.setattr(ops, "CHUNK_POINTS", 1 << 30)
-    whole = numpy(call(tensor(x), tensor(mask)))
+    monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 1 << 30)
+    whole = numpy(wrap(run)(tensor(x), tensor(mask)))
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)  # chunks of 4 windows
     monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
     per_backend.clear_caches()
-    chunked = numpy(per_backend.compiled(run, mode)(tensor(x), tensor(mask)))
+    chunked = numpy(wrap(run)(tensor(x), tensor(mask)))
     np.testing.assert_allclose(chunked, whole, rtol=1e-12,
                                atol=1e-12 * np.abs(whole).max())
 
 
-@pytest.mark.parametrize("how", ["coordinates", "stamps", "masked"])
-@pytest.mark.parametrize("mode", per_backend.MODES[:2])
+@pytest.mark.parametrize("how, mode", [
+    (how, mode) for mode in per_backend.MODES[:2] + ANY_LENGTH
+    for how in ["coordinates", "stamps", "masked"]
+    # (Any batch differs from tf.function only in the chunks' bounds.)
+    if mode != "any batch" or how == "masked"])
 def test_long_inputs_in_chunks_have_the_gradients_of_short_ones(
         how, mode, monkeypatch):
     """The chunked paths (weights in the graph; in a TensorFlow graph, a
@@ -326,19 +357,20 @@ def test_long_inputs_in_chunks_have_the_gradients_of_short_ones(
     spacing = {"coordinates": grid,
                "stamps": tensor(np.stack([grid, 2 * grid]).astype("float32")),
                "masked": 0.5}[how]
-    run = per_backend.compiled(per_backend.value_and_gradients(
+    wrap = _wrap(mode, monkeypatch)
+    run = wrap(per_backend.value_and_gradients(
         lambda v: fdlayers.derivative(
             v, 2, spacing, accuracy=4,
-            mask=mask if how == "masked" else None)), mode)
+            mask=mask if how == "masked" else None)))
     args = [tensor(a) for a in (x, upstream, second)]
     whole = [numpy(v) for v in run(*args)]
     monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
     monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
     per_backend.clear_caches()
-    run = per_backend.compiled(per_backend.value_and_gradients(
+    run = wrap(per_backend.value_and_gradients(
         lambda v: fdlayers.derivative(
             v, 2, spacing, accuracy=4,
-            mask=mask if how == "masked" else None)), mode)
+            mask=mask if how == "masked" else None)))
     chunked = [numpy(v) for v in run(*args)]
     for got, want in zip(chunked, whole):
         assert got.dtype == np.float32
@@ -359,9 +391,10 @@ def test_long_time_stamps_are_checked_in_chunks(where, monkeypatch):
     t[1, where + 1] = t[1, where]
     x = tensor(np.zeros((2, 300, 1)))
     # (Under jax.jit nothing is checked: see fdlayers.ops._check_times.)
-    for mode in [m for m in per_backend.MODES[:2] if m != "jax.jit"]:
-        call = per_backend.compiled(
-            lambda a, s: fdlayers.derivative(a, spacing=s), mode)
+    for mode in [m for m in per_backend.MODES[:2] + ANY_LENGTH
+                 if m != "jax.jit"]:
+        call = _wrap(mode, monkeypatch)(
+            lambda a, s: fdlayers.derivative(a, spacing=s))
         with pytest.raises(Exception, match="strictly increasing"):
             numpy(call(x, tensor(t)))
     t[1, where + 1] += 0.5
@@ -399,8 +432,8 @@ def test_inputs_about_one_chunk_long_equal_the_whole(how, monkeypatch):
         whole = numpy(run(*args))
         monkeypatch.setattr(ops, "CHUNK_POINTS", 16)
         monkeypatch.setattr(ops, "SMALL_CHUNK_POINTS", 16)
-        for mode in per_backend.MODES[:2]:
-            got = numpy(per_backend.compiled(run, mode)(*args))
+        for mode in per_backend.MODES[:2] + ANY_LENGTH:
+            got = numpy(_wrap(mode, monkeypatch)(run)(*args))
             np.testing.assert_allclose(got, whole, rtol=1e-12,
                                        atol=1e-12 * np.abs(whole).max(),
                                        err_msg=f"{mode}, {n} steps")
