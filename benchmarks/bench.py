@@ -37,8 +37,9 @@ Sections:
      eager, in tf.function and XLA against FFT differentiation in NumPy
      (numpy.fft) and SciPy (scipy.fft) on the same data;
  15. bounded cost (benchmarks/bounded.py): peak memory of one call on a
-     long series, as a multiple of the input, for every path, and the first
-     call of the widest accepted windows.
+     long series, as a multiple of the input, for every path, the first
+     call of the widest accepted windows, and the time of a call on long
+     inputs in graphs of static and of None sizes.
 
     python benchmarks/bench.py --only 8   # one section (8 to 15)
 """

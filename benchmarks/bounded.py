@@ -17,6 +17,9 @@ widest accepted windows cost on a first call.
 2. The widest windows the layers accept, on `(1, 200, 1)`: the first call
    and a call at a new length (260 steps), each configuration in a fresh
    process, with the process's peak resident memory.
+3. The time of a later call on long inputs in graphs (15c), traced for
+   the shape, for `None` sizes and for a `None` batch, against `x * 2.0`
+   in the same mode: long inputs with per-call weights run in chunks.
 """
 
 import argparse
@@ -100,6 +103,66 @@ print(json.dumps({"seconds": times, "max_rss": resource.getrusage(
     resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
+_SPEED_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, tensorflow as tf, fdlayers
+
+shape, dtype = tuple(json.loads(sys.argv[1])), sys.argv[2]
+rng = np.random.default_rng(0)
+x = tf.constant(rng.standard_normal(shape).astype(dtype))
+mask = tf.constant(np.arange(shape[1]) % 1000 < 990) & tf.ones(shape[:2], bool)
+t = tf.constant(np.cumsum(rng.uniform(0.5, 1.5, shape[:2]), 1).astype(dtype))
+grid = np.cumsum(rng.uniform(0.5, 1.5, shape[1]))
+kw = dict(order=2, accuracy=4)
+paths = {"x * 2.0": lambda x, m, s: x * 2.0,
+         "masked": lambda x, m, s: fdlayers.derivative(x, mask=m, **kw),
+         "time stamps": lambda x, m, s: fdlayers.derivative(x, spacing=s, **kw)}
+if shape[0] == 1:
+    paths["static coordinates"] = (
+        lambda x, m, s: fdlayers.derivative(x, spacing=grid, **kw))
+specs = {"tf.function": None,
+         "any length": [(None, None) + shape[2:], (None, None), (None, None)],
+         "any batch": [(None,) + shape[1:], (None, shape[1]),
+                       (None, shape[1])]}
+result = {}
+for path, fn in paths.items():
+    for mode, spec in specs.items():
+        function = tf.function(fn)
+        if spec is not None:
+            function = function.get_concrete_function(*[
+                tf.TensorSpec(s, d) for s, d in zip(spec, (dtype, tf.bool,
+                                                           dtype))])
+        np.asarray(function(x, mask, t))
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            np.asarray(function(x, mask, t))
+            times.append(time.perf_counter() - start)
+        result[f"{path}|{mode}"] = float(np.median(times))
+print(json.dumps(result))
+"""
+
+
+def section_speed(shape, dtype):
+    print(f"\n15c. Time of a later call on {shape} {dtype} in graphs "
+          "(order 2, accuracy 4; median of 5, with the result's .numpy()): "
+          "traced for the shape, for None sizes (any length) and for a None "
+          "batch (any batch); each as a multiple of x * 2.0's in the same "
+          "mode, the milliseconds in brackets (one fresh process)")
+    data = _child(_SPEED_CHILD, json.dumps(shape), dtype)
+    if data is None:
+        print("failed")
+        return
+    modes = ("tf.function", "any length", "any batch")
+    print(f"{'path':<20}" + "".join(f" {mode:>18}" for mode in modes))
+    for path in dict.fromkeys(key.split("|")[0] for key in data):
+        cells = [f"{data[f'{path}|{m}'] / data[f'x * 2.0|{m}']:.1f}x "
+                 f"({data[f'{path}|{m}'] * 1e3:.0f} ms)" for m in modes]
+        print(f"{path:<20}" + "".join(f" {c:>18}" for c in cells),
+              flush=True)
+
+
 WIDEST = [
     ("time stamps, causal, order 1, accuracy 62",
      {"class": "FiniteDifference1D", "order": 1, "accuracy": 62,
@@ -179,6 +242,9 @@ def main(quick=False):
         section_memory(n)
     section_widest(["eager", "XLA"] if quick
                    else ["eager", "tf.function", "XLA"])
+    section_speed((1, 2 ** 20 if quick else 2 ** 24, 1), "float64")
+    if not quick:
+        section_speed((64, 65536, 4), "float32")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def chunks_placed(where):
     - "xla" where the chunks share one static shape (eagerly, and in a
       graph's loop): compiled once for all of them, where op by op each
       would take dozens of passes over its points (eagerly 4.5× the time in
-      chunks of 2**18 points; in a graph's loop 2-3.5×);
+      chunks of 2**18 points; in a graph's loop 1.7-3.4×);
     - "ops" in a graph's loop over chunks whose size is known at run time
       only (`fdlayers.ops._looped_any_size`): compiled per size there, a
       small input would compile at each new length.

@@ -621,7 +621,7 @@ def _looped(fn, parts, bounds, size, count, compiled):
     chunk's input is `size` steps long. Python ints, or (for lengths known
     at run time only) int64 tensors. Where `compiled` and `size` is an
     int, each chunk runs through XLA (`dispatch.chunks_placed`): one kernel
-    for every chunk, 2-3.5× faster than op by op (masks and time stamps on
+    for every chunk, 1.7-3.4× faster than op by op (masks and time stamps on
     `(64, 65536, 4)` and `(1, 2**21, 1)`); a size known at run time only
     runs op by op.
     """
