@@ -532,9 +532,11 @@ SMALL_CHUNK_POINTS = 1 << 16
 def _in_chunks(fn, x, plan, padding, parts):
     """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
     chunks along that axis where `x` has a static number of points of
-    several chunks and `padding` is "same" or "causal" (where each output
-    depends on the samples within a window of it, and on the edges within
-    that window only). Each chunk of outputs is computed from its samples
+    several chunks, or, in a TensorFlow graph, sizes known at run time
+    only (`_looped_any_size`), and `padding` is "same" or "causal" (where
+    each output depends on the samples within a window of it, and on the
+    edges within that window only). Each chunk of outputs is computed from
+    its samples
     and at least `width` more on each side (a window's width and a minimum
     length: a window's reach, the edges' one-sided windows and what makes a
     masked run too short are within it, so every output kept is the one
@@ -555,8 +557,9 @@ def _in_chunks(fn, x, plan, padding, parts):
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
     points = SMALL_CHUNK_POINTS if looped or eager else CHUNK_POINTS
-    # (Wider windows, whose weights are computed in the graph, never
-    # compile: `dispatch.FUSED_WEIGHTS_MAX_WIDTH`.)
+    # Chunks of windows up to `dispatch.FUSED_WEIGHTS_MAX_WIDTH` compile,
+    # as eagerly; wider ones are placed by their size (time stamps' wider
+    # weights never compile).
     compiled = plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH
     if looped and padding in ("same", "causal") and batch is None:
         # In a graph of a static length and any batch (`predict` on a
