@@ -217,6 +217,30 @@ def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
                      1e-12 if FLOAT64 else 1e-5)
 
 
+@pytest.mark.tensorflow_only
+def test_compiled_path_keeps_static_lengths_at_each_new_shape(monkeypatch,
+                                                               rng):
+    """Each shape gets its own compiled function, traced with its static
+    length: one shared between shapes is traced again with `None` sizes at
+    its second shape, where the half-length FFTs (`_packed`) cannot run."""
+    monkeypatch.setattr(spectral, "_XLA_MIN_SIZE", 0)
+    lengths = []
+    real_packed = spectral._packed
+
+    def packed(x, n, *args):
+        lengths.append(n)
+        return real_packed(x, n, *args)
+
+    monkeypatch.setattr(spectral, "_packed", packed)
+    fn = lambda v: fdlayers.spectral_derivative(v, 2, 0.5)  # noqa: E731
+    for shape in [(2, 30, 2), (1, 40, 1), (3, 30, 1)]:
+        x = rng.standard_normal(shape)
+        y = per_backend.numpy(per_backend.compiled(fn, "tf.function")(
+            per_backend.tensor(x)))
+        _assert_relative(y, _reference(x, 2, 0.5), 1e-12 if FLOAT64 else 1e-5)
+    assert lengths == [30, 40, 30]
+
+
 # ---------------------------------------------------------------------------
 # Dtypes.
 
