@@ -10,6 +10,12 @@ in interleaved rounds of one run (medians), on float32 inputs
 `(64, 65536, 4)` and `(1, 2**22, 1)`; "first ms" is its first call, with
 tracing and compiling, and the conversion of its result to NumPy.
 
+14b times the formulations a TensorFlow graph could run on a static shape,
+side by side: op by op, one XLA program, and the pieces the layer runs
+(TensorFlow's FFT ops with XLA before, between and after them), each with
+real FFTs or with complex FFTs of half the length (the samples packed in
+pairs), forward and with the gradient.
+
     python benchmarks/bench.py --only 14
     python benchmarks/spectral.py [--quick]
 """
@@ -85,6 +91,82 @@ def _table(x, rounds, interleaved):
     return results
 
 
+def _packing(packed, fn):
+    """`fn` traced (on its first call) with the half-length FFTs of even
+    lengths forced on or off."""
+    from fdlayers import spectral
+
+    def call():
+        saved = spectral._PACKED_MIN_LENGTH
+        spectral._PACKED_MIN_LENGTH = 0 if packed else float("inf")
+        try:
+            return fn()
+        finally:
+            spectral._PACKED_MIN_LENGTH = saved
+    return call
+
+
+def _formulations(shapes, rounds, interleaved):
+    from fdlayers import spectral
+
+    print("\n14b. The formulations of a TensorFlow graph on a static shape, "
+          "order 1, float32: ms of the derivative, and of it with its "
+          "gradient (tape)")
+    names = ["op by op", "XLA, rfft", "XLA, packed", "pieces, rfft",
+             "pieces, packed"]
+    print(f"{'input':<18} {'numpy':>7} " + " ".join(
+        f"{name:>14}" for name in names) + "  (the layer's)")
+    for shape in shapes:
+        x = tf.random.normal(shape, seed=14)
+        data = x.numpy()
+        multiplier = _multiplier(shape[1], 1, SPACING, data.dtype)
+
+        def op_by_op(v):
+            return spectral._differentiate(v, 1, SPACING, None, 1)
+
+        def whole(v):
+            return spectral._differentiate(v, 1, SPACING, None, 1,
+                                           packed=True)
+
+        def pieces(v):
+            return spectral._in_pieces(v, 1, SPACING, None, 1)
+
+        def with_gradient(fn):
+            def run():
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = fn(x)
+                return y, tape.gradient(y, x, output_gradients=x)
+            return run
+
+        forward = {"numpy": lambda: numpy_derivative(data, 1, SPACING,
+                                                     multiplier)}
+        backward = {}
+        for name, fn, packed, jit in [
+                ("op by op", op_by_op, False, False),
+                ("XLA, rfft", whole, False, True),
+                ("XLA, packed", whole, True, True),
+                ("pieces, rfft", pieces, False, False),
+                ("pieces, packed", pieces, True, False)]:
+            forward[name] = _packing(packed, tf.function(
+                lambda fn=fn: fn(x), jit_compile=jit))
+            backward[name] = _packing(packed, tf.function(
+                with_gradient(fn), jit_compile=jit))
+        want = numpy_derivative(data.astype(np.float64), 1, SPACING)
+        for name, fn in forward.items():
+            error = np.abs(np.asarray(fn()) - want).max() / np.abs(want).max()
+            assert error < 1e-4, (name, error)
+        ms = {name: t * 1e3 for name, t in
+              interleaved({**forward, **{(n, "grad"): f for n, f in
+                                         backward.items()}}, rounds).items()}
+        layer = ("pieces, packed" if shape[1] % 2 == 0
+                 and shape[1] >= spectral._PACKED_MIN_LENGTH
+                 else "pieces, rfft")
+        print(f"{str(shape):<18} {ms['numpy']:7.1f} " + " ".join(
+            f"{ms[name]:6.1f} /{ms[(name, 'grad')]:6.1f}" for name in names)
+            + f"  {layer}")
+
+
 def main(quick=False, interleaved=None):
     if interleaved is None:
         from bench import interleaved
@@ -99,6 +181,9 @@ def main(quick=False, interleaved=None):
         print(f"input {shape}")
         x = tf.random.normal(shape, seed=14)
         results[shape] = _table(x, rounds, interleaved)
+    _formulations([(4, 8192, 4), (1, 2 ** 16, 1)] if quick else
+                  [(64, 65536, 4), (1, 2 ** 22, 1), (16, 2 ** 18, 1),
+                   (4, 2 ** 20, 1), (256, 4096, 4)], rounds, interleaved)
     return results
 
 

@@ -48,15 +48,20 @@ MIN_LENGTH = 3
 MAX_ORDER = 16
 
 # In a TensorFlow graph, inputs of a static size of at least this many
-# elements run through XLA, with half-length FFTs for even lengths
-# (`_packed`): 1.77× faster than op by op on (1, 2**22, 1) float32, 1.28×
-# on (64, 65536, 4), where the transposes fuse with the product (and the
-# packing itself gains nothing: 3-4 % slower than XLA's rfft in two runs)
-# (benchmarks/README.md, section 14). The compile, paid with
-# the graph's tracing, made first calls of 0.2-0.45 s per shape there (up
-# to 2 s in a run apart); eager calls, which would pay it at every new
-# shape, run op by op.
-_XLA_MIN_SIZE = 1 << 20
+# elements run in pieces (`_in_pieces`): TensorFlow's FFTs, and XLA for
+# the rest. Below it, op by op runs as fast or faster ((1024, 1024, 1): 1.9
+# against 2.3 ms), without the compiles, which add 0.02-0.19 s to a first
+# call at each shape. Eager calls, which would pay them at every new shape,
+# run op by op.
+_PIECES_MIN_SIZE = 1 << 20
+
+# Even lengths of at least this many samples are transformed by complex
+# FFTs of half their length (`_packed`): faster from 2**19 samples on, up
+# to 1.8× at 2**22 (both FFTs of a long series); slower at 2**18 (7.5
+# against 5.5 ms on 2**21 float32 samples in all), the same at 2**17, and
+# below it faster by less than the packing's passes cost (benchmarks/
+# README.md, section 14).
+_PACKED_MIN_LENGTH = 1 << 19
 
 
 def check_arguments(order, spacing, cutoff):
@@ -220,42 +225,129 @@ def spectral_derivative(x, order=1, spacing=1.0, cutoff=None, axis=1):
 
 
 def _run(x, order, spacing, cutoff, axis):
-    """`_differentiate`, through XLA in TensorFlow graphs where that is
-    faster (a static size of at least `_XLA_MIN_SIZE`), op by op otherwise;
-    in a program that XLA compiles whole, inline, as XLA runs it best."""
+    """`_differentiate` op by op, or in pieces (`_in_pieces`) in
+    TensorFlow graphs where that is faster (a static size of at least
+    `_PIECES_MIN_SIZE`); in a program that XLA compiles whole, inline, as
+    XLA runs it best."""
     if keras.backend.backend() != "tensorflow" or dispatch.executing_eagerly():
         return _differentiate(x, order, spacing, cutoff, axis)
     if dispatch._in_xla_program():
         return _differentiate(x, order, spacing, cutoff, axis, packed=True)
-    if None not in x.shape and math.prod(x.shape) >= _XLA_MIN_SIZE:
-        key = (tuple(x.shape), keras.backend.standardize_dtype(x.dtype))
-        return _compiled(order, spacing, cutoff, axis, *key)(x)
+    if None not in x.shape and math.prod(x.shape) >= _PIECES_MIN_SIZE:
+        return _in_pieces(x, order, spacing, cutoff, axis)
     return _differentiate(x, order, spacing, cutoff, axis)
+
+
+def _in_pieces(x, order, spacing, cutoff, axis):
+    """`_differentiate` with TensorFlow's FFT ops, and what comes before,
+    between and after them compiled by XLA (`_pieces`), for a static shape.
+
+    Each part is faster that way than in one XLA program or op by op:
+    TensorFlow's transposes take twice XLA's, and the packing's untangling
+    (`_packed`) is a dozen passes op by op, fused into one by XLA; while
+    the whole derivative compiled took 1.2-1.4× the time of these pieces
+    with channels and on batches of long series (the same on one long
+    series), although its FFTs alone run as fast as TensorFlow's
+    (benchmarks/README.md, section 14b). The gradient is one more
+    derivative (see `gradient`)."""
+    import tensorflow as tf
+
+    n = x.shape[axis]
+    packed = n % 2 == 0 and n >= _PACKED_MIN_LENGTH
+    before, between, after = _pieces(
+        order, spacing, cutoff, axis, tuple(x.shape),
+        keras.backend.standardize_dtype(x.dtype), packed)
+
+    @tf.custom_gradient
+    def derivative(x):
+        if packed:
+            y = after(tf.signal.ifft(between(tf.signal.fft(before(x)))))
+        else:
+            y = after(tf.signal.irfft(between(tf.signal.rfft(before(x))),
+                                      [n]))
+
+        def gradient(upstream):
+            # The derivative is a real circulant matrix, odd orders'
+            # antisymmetric and even orders' symmetric (the multipliers of
+            # modes j and -j are opposite or equal; the dropped modes come
+            # in such pairs too): its transpose is (-1)**order times itself.
+            # One more derivative, where differentiating the pieces took
+            # 1.4-2.8× the time of op by op's gradient.
+            transposed = derivative(upstream)
+            return -transposed if order % 2 else transposed
+
+        return y, gradient
+
+    return derivative(x)
 
 
 @dispatch.plain_python
 @functools.lru_cache(maxsize=16)
-def _compiled(order, spacing, cutoff, axis, shape, dtype):
-    """One compiled function per shape and dtype. XLA compiles per shape
-    anyway, and a function shared between shapes would be traced again
-    with `None` sizes at its second shape (`reduce_retracing`), losing the
-    static length that `_packed` needs: 1.6× slower on (1, 2**22, 1) once
-    a (64, 65536, 4) input had been through. Each holds one executable of
-    a large input: few are kept."""
-    del shape, dtype  # the cache's key only
-    return dispatch.through_xla(
-        functools.partial(_differentiate, order=order, spacing=spacing,
-                          cutoff=cutoff, axis=axis, packed=True), True)
+def _pieces(order, spacing, cutoff, axis, shape, dtype, packed):
+    """Three functions, compiled for `shape`, around the FFTs of
+    `_in_pieces`: the steps axis moved last (and the samples packed in
+    pairs where `packed`); the product by `(i·k)**order` (between the
+    untangling and the tangling again of `_packed`); the axis moved back.
+
+    One set per shape: XLA compiles per shape anyway, and a function
+    shared between shapes would be traced again with `None` sizes at its
+    second shape (`reduce_retracing`), losing the static length that the
+    packing needs. Each set holds the executables of a large input: few
+    are kept."""
+    import tensorflow as tf
+
+    n = shape[axis]
+    last = len(shape) - 1
+    moved = shape[:axis] + shape[axis + 1:] + (n,)
+
+    def before(x):
+        if axis != last:
+            x = tf.transpose(x, _moving(len(shape), axis, last))
+        return _pack(x, n) if packed else x
+
+    def between(spectrum):
+        if packed:
+            return _packed_product(spectrum, n, dtype, order, spacing,
+                                   cutoff)
+        return spectrum * _complex_multiplier(n, dtype, order, spacing,
+                                              cutoff)
+
+    def after(y):
+        if packed:
+            y = _unpack(y, moved)
+        if axis != last:
+            y = tf.transpose(y, _moving(len(shape), last, axis))
+        return y
+
+    before, between, after = (dispatch.through_xla(fn, True)
+                              for fn in (before, between, after))
+    if not packed and all(size == 1 for size in shape[axis + 1:]):
+        # Moving the axis past axes of size 1 is a reshape, free op by op
+        # and a copy when compiled (an XLA program's output is a buffer of
+        # its own).
+        return (functools.partial(tf.reshape, shape=moved), between,
+                functools.partial(tf.reshape, shape=shape))
+    return before, between, after
+
+
+def _moving(rank, source, destination):
+    """The permutation of `rank` axes that moves `source` to
+    `destination`, as `moveaxis` does."""
+    order = [a for a in range(rank) if a != source]
+    order.insert(destination, source)
+    return order
 
 
 def _differentiate(x, order, spacing, cutoff, axis, packed=False):
     """The derivative of a float32 or float64 tensor `x` along `axis`;
-    `packed`: through `_packed` where the length is static and even."""
+    `packed`: through `_packed` where the length is static, even and at
+    least `_PACKED_MIN_LENGTH`."""
     last = len(x.shape) - 1
     if axis != last:
         x = ops.moveaxis(x, axis, last)
     n = ops.shape(x)[last]
     if (packed and isinstance(n, int) and n % 2 == 0
+            and n >= _PACKED_MIN_LENGTH
             and keras.backend.backend() == "tensorflow"):
         y = _packed(x, n, order, spacing, cutoff)
     elif keras.backend.backend() == "tensorflow":
@@ -283,44 +375,82 @@ def _tensorflow(x, n, order, spacing, cutoff):
     import tensorflow as tf
 
     spectrum = tf.signal.rfft(x)
-    multiplier = _multiplier(n, tf.shape(spectrum)[-1], x.dtype, order,
-                             spacing, cutoff)
-    zeros = tf.zeros_like(multiplier)
-    multiplier = (tf.complex(zeros, multiplier) if order % 2
-                  else tf.complex(multiplier, zeros))
+    multiplier = _complex_multiplier(n, x.dtype, order, spacing, cutoff)
     return tf.signal.irfft(spectrum * multiplier, [n])
+
+
+def _complex_multiplier(n, dtype, order, spacing, cutoff):
+    """`(i·k_j)**order` for the `n // 2 + 1` modes of a real FFT of length
+    `n` (static or a scalar tensor), as a complex tensor of `dtype`'s
+    precision (`_multiplier`)."""
+    import tensorflow as tf
+
+    multiplier = _multiplier(n, n // 2 + 1, dtype, order, spacing, cutoff)
+    zeros = tf.zeros_like(multiplier)
+    return (tf.complex(zeros, multiplier) if order % 2
+            else tf.complex(multiplier, zeros))
 
 
 def _packed(x, n, order, spacing, cutoff):
     """As `_tensorflow`, for a static even length `n = 2m`, with complex
     FFTs of length `m` in place of the real ones of length `n`.
 
-    Under XLA (where this runs) TensorFlow's `rfft` and `irfft` take about
-    twice the time of a complex FFT of half the length (46 and 42 against
-    21 and 25 ms on 2**22 float32 samples), so the samples are packed in
-    pairs, `z[p] = x[2p] + i·x[2p+1]`, and the spectrum of `x` is untangled
-    from `Z = fft(z)` (Press et al., *Numerical Recipes*, 3rd ed., §12.3):
-    with `Z[m] = Z[0]` and `w = exp(-2πi/n)`, the even and odd samples'
-    spectra are `E[k] = (Z[k] + conj Z[m-k]) / 2` and
-    `O[k] = (Z[k] - conj Z[m-k]) / 2i`, and `X[k] = E[k] + w**k·O[k]` for
-    `0 ≤ k ≤ m`. After the product `Y = X·(i·k)**order`, the inverse runs
-    the same steps backwards: `Ye[k] = (Y[k] + conj Y[m-k]) / 2`,
-    `Yo[k] = (Y[k] - conj Y[m-k]) / 2 · conj(w**k)`, and
-    `ifft(Ye + i·Yo)` holds the even samples of the result in its real
-    part and the odd ones in its imaginary part. Everything between the
-    two FFTs is elementwise, fused by XLA; the twiddles `w**k` are rounded
-    once from float64 (`_twiddles`).
+    TensorFlow's `rfft` and `irfft` take about twice the time of a complex
+    FFT of half the length on the longest series (66 against 36 ms for
+    both ways on 2**22 float32 samples, op by op or under XLA alike;
+    1.1-1.25× from 2**19 samples on, and less or nothing below), so the
+    samples are packed in pairs, `z[p] = x[2p] + i·x[2p+1]` (`_pack`), and
+    the spectrum of `x` is untangled from `Z = fft(z)` (Press et al.,
+    *Numerical Recipes*, 3rd ed., §12.3): with `Z[m] = Z[0]` and
+    `w = exp(-2πi/n)`, the even and odd samples' spectra are
+    `E[k] = (Z[k] + conj Z[m-k]) / 2` and `O[k] = (Z[k] - conj Z[m-k]) / 2i`,
+    and `X[k] = E[k] + w**k·O[k]` for `0 ≤ k ≤ m`. After the product
+    `Y = X·(i·k)**order`, the inverse runs the same steps backwards
+    (`_packed_product`), and `ifft` of the result holds the even samples of
+    the derivative in its real part and the odd ones in its imaginary part
+    (`_unpack`).
     """
     import tensorflow as tf
 
-    m = n // 2
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    spectrum = tf.signal.fft(_pack(x, n))
+    packed = tf.signal.ifft(
+        _packed_product(spectrum, n, dtype, order, spacing, cutoff))
+    return _unpack(packed, x.shape)
+
+
+def _pack(x, n):
+    """`x[..., 2p] + i·x[..., 2p + 1]`: a complex series of half the
+    static even length `n` of `x`'s last axis."""
+    import tensorflow as tf
+
     shape = tf.shape(x)
-    pairs = tf.reshape(x, tf.concat([shape[:-1], [m, 2]], 0))
-    spectrum = tf.signal.fft(tf.complex(pairs[..., 0], pairs[..., 1]))
+    pairs = tf.reshape(x, tf.concat([shape[:-1], [n // 2, 2]], 0))
+    return tf.complex(pairs[..., 0], pairs[..., 1])
+
+
+def _unpack(packed, shape):
+    """The real series of `shape` whose samples `2p` and `2p + 1` are
+    the real and imaginary parts of `packed[..., p]`."""
+    import tensorflow as tf
+
+    y = tf.stack([tf.math.real(packed), tf.math.imag(packed)], -1)
+    return tf.reshape(y, shape)
+
+
+def _packed_product(spectrum, n, dtype, order, spacing, cutoff):
+    """`Z = fft(z)` of a packed series (`_pack`) of static even length
+    `n`, untangled into the real spectrum `X`, multiplied by
+    `(i·k)**order`, and tangled again into `Ye + i·Yo` for `ifft`
+    (`_packed`'s steps). Everything here is elementwise, fused by XLA;
+    the twiddles `w**k` are rounded once from float64 (`_twiddles`)."""
+    import tensorflow as tf
+
+    m = n // 2
     real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
     real = tf.concat([real, real[..., :1]], -1)  # Z[m] = Z[0]
     imag = tf.concat([imag, imag[..., :1]], -1)
-    cos, sin = _twiddles(n, keras.backend.standardize_dtype(x.dtype))
+    cos, sin = _twiddles(n, dtype)
 
     def halves(real, imag, sign):
         """`(A + conj A[m - k]) / 2` and `(A - conj A[m - k]) / 2`,
@@ -336,7 +466,7 @@ def _packed(x, n, order, spacing, cutoff):
     # X = E + w**k·O, with w**k = cos - i·sin.
     real = even_r + cos * odd_r + sin * odd_i
     imag = even_i + cos * odd_i - sin * odd_r
-    multiplier = _multiplier(n, m + 1, x.dtype, order, spacing, cutoff)
+    multiplier = _multiplier(n, m + 1, dtype, order, spacing, cutoff)
     if order % 2:
         real, imag = -multiplier * imag, multiplier * real
     else:
@@ -344,10 +474,7 @@ def _packed(x, n, order, spacing, cutoff):
     (even_r, even_i), (odd_r, odd_i) = halves(real, imag, 1)
     # Yo = D·conj(w**k), with conj(w**k) = cos + i·sin; then Ye + i·Yo.
     odd_r, odd_i = cos * odd_r - sin * odd_i, cos * odd_i + sin * odd_r
-    packed = tf.signal.ifft(tf.complex((even_r - odd_i)[..., :m],
-                                       (even_i + odd_r)[..., :m]))
-    y = tf.stack([tf.math.real(packed), tf.math.imag(packed)], -1)
-    return tf.reshape(y, shape)
+    return tf.complex((even_r - odd_i)[..., :m], (even_i + odd_r)[..., :m])
 
 
 @functools.lru_cache(maxsize=4)  # each as large as half an input series

@@ -185,53 +185,59 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
 
 
 @pytest.mark.tensorflow_only  # the other backends have one path
+@pytest.mark.parametrize("mode", ["tf.function", "XLA"])
 @pytest.mark.parametrize("n", [30, 31])
-def test_compiled_path_for_large_inputs_equals_op_by_op(n, monkeypatch, rng):
-    """In TensorFlow graphs large static inputs run through XLA (one
-    compiled function, with half-length complex FFTs for even lengths);
-    forced here on a small one: the same result, and gradient."""
+def test_large_input_paths_equal_op_by_op(n, mode, monkeypatch, rng):
+    """In TensorFlow graphs large static inputs run in pieces (FFT ops and
+    compiled functions around them), and even lengths with half-length
+    complex FFTs there and in XLA programs; forced here on small inputs:
+    the same result, and gradient, as op by op."""
     x = rng.standard_normal((2, n, 2))
     fn = lambda v: fdlayers.spectral_derivative(v, 3, 0.5, 0.9)  # noqa: E731
-    mode = "tf.function"
     args = [per_backend.tensor(a) for a in (x, x[::-1].copy(), x * 2)]
-    calls = []
-    real_compiled = spectral._compiled
+    pieces, packed = [], []
 
-    def counted(*key):
-        calls.append(key)
-        return real_compiled(*key)
+    def counted(calls, real):
+        def wrapper(*args, **kwargs):
+            calls.append(args)
+            return real(*args, **kwargs)
+        return wrapper
 
-    def run():  # a new function, traced anew
+    def run(mode):  # a new function, traced anew
         return per_backend.numpy(per_backend.compiled(
             per_backend.value_and_gradients(fn), mode)(*args))
 
-    plain = run()
-    assert not calls
-    monkeypatch.setattr(spectral, "_XLA_MIN_SIZE", 0)
-    monkeypatch.setattr(spectral, "_compiled", counted)
-    compiled = run()
-    assert calls
-    for a, b in zip(plain, compiled):
+    plain = run("tf.function")
+    monkeypatch.setattr(spectral, "_PIECES_MIN_SIZE", 0)
+    monkeypatch.setattr(spectral, "_PACKED_MIN_LENGTH", 0)
+    monkeypatch.setattr(spectral, "_pieces",
+                        counted(pieces, spectral._pieces))
+    monkeypatch.setattr(spectral, "_packed_product",
+                        counted(packed, spectral._packed_product))
+    forced = run(mode)
+    assert bool(pieces) == (mode == "tf.function")
+    assert bool(packed) == (n % 2 == 0)
+    for a, b in zip(plain, forced):
         _assert_relative(a, b, 1e-12 if FLOAT64 else 1e-5)
-    _assert_relative(compiled[0], _reference(x, 3, 0.5, 0.9),
+    _assert_relative(forced[0], _reference(x, 3, 0.5, 0.9),
                      1e-12 if FLOAT64 else 1e-5)
 
 
 @pytest.mark.tensorflow_only
-def test_compiled_path_keeps_static_lengths_at_each_new_shape(monkeypatch,
-                                                               rng):
-    """Each shape gets its own compiled function, traced with its static
-    length: one shared between shapes is traced again with `None` sizes at
-    its second shape, where the half-length FFTs (`_packed`) cannot run."""
-    monkeypatch.setattr(spectral, "_XLA_MIN_SIZE", 0)
+def test_pieces_keep_static_lengths_at_each_new_shape(monkeypatch, rng):
+    """Each shape gets its own compiled pieces, traced with its static
+    length: pieces shared between shapes are traced again with `None`
+    sizes at their second shape, where the half-length FFTs cannot run."""
+    monkeypatch.setattr(spectral, "_PIECES_MIN_SIZE", 0)
+    monkeypatch.setattr(spectral, "_PACKED_MIN_LENGTH", 0)
     lengths = []
-    real_packed = spectral._packed
+    real_product = spectral._packed_product
 
-    def packed(x, n, *args):
+    def product(spectrum, n, *args):
         lengths.append(n)
-        return real_packed(x, n, *args)
+        return real_product(spectrum, n, *args)
 
-    monkeypatch.setattr(spectral, "_packed", packed)
+    monkeypatch.setattr(spectral, "_packed_product", product)
     fn = lambda v: fdlayers.spectral_derivative(v, 2, 0.5)  # noqa: E731
     for shape in [(2, 30, 2), (1, 40, 1), (3, 30, 1)]:
         x = rng.standard_normal(shape)
@@ -239,6 +245,24 @@ def test_compiled_path_keeps_static_lengths_at_each_new_shape(monkeypatch,
             per_backend.tensor(x)))
         _assert_relative(y, _reference(x, 2, 0.5), 1e-12 if FLOAT64 else 1e-5)
     assert lengths == [30, 40, 30]
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_pieces_along_any_axis(axis, monkeypatch, rng):
+    """The pieces move the steps axis last and back, as op by op does."""
+    x = rng.standard_normal((6, 8, 10))
+    fn = lambda v: fdlayers.spectral_derivative(  # noqa: E731
+        v, 1, 0.5, axis=axis)
+    plain = per_backend.numpy(per_backend.compiled(fn, "tf.function")(
+        per_backend.tensor(x)))
+    monkeypatch.setattr(spectral, "_PIECES_MIN_SIZE", 0)
+    monkeypatch.setattr(spectral, "_PACKED_MIN_LENGTH", 0)
+    forced = per_backend.numpy(per_backend.compiled(fn, "tf.function")(
+        per_backend.tensor(x)))
+    _assert_relative(forced, plain, 1e-12 if FLOAT64 else 1e-5)
+    _assert_relative(forced, _reference(x, 1, 0.5, axis=axis),
+                     1e-12 if FLOAT64 else 1e-5)
 
 
 # ---------------------------------------------------------------------------
