@@ -258,13 +258,18 @@ def _in_pieces(x, order, spacing, cutoff, axis):
         order, spacing, cutoff, axis, tuple(x.shape),
         keras.backend.standardize_dtype(x.dtype), packed)
 
+    # One series: its FFTs of rank 1 (see `_tensorflow`).
+    one = math.prod(x.shape) == n
+    forward, inverse = ((tf.signal.fft, tf.signal.ifft) if packed else
+                        (tf.signal.rfft,
+                         functools.partial(tf.signal.irfft, fft_length=[n])))
+
     @tf.custom_gradient
     def derivative(x):
-        if packed:
-            y = after(tf.signal.ifft(between(tf.signal.fft(before(x)))))
-        else:
-            y = after(tf.signal.irfft(between(tf.signal.rfft(before(x))),
-                                      [n]))
+        z = before(x)
+        shape = z.shape
+        z = between(forward(tf.reshape(z, [-1]) if one else z))
+        y = after(tf.reshape(inverse(z), shape) if one else inverse(z))
 
         def gradient(upstream):
             # The derivative is a real circulant matrix, odd orders'
@@ -371,12 +376,18 @@ def _tensorflow(x, n, order, spacing, cutoff):
     """As the other backends, with TensorFlow's complex tensors: one
     complex product instead of splitting the spectrum and joining it
     again (Keras' `irfft` also checks and converts its input: 2-3× the
-    time of TensorFlow's on a long series, eagerly)."""
+    time of TensorFlow's on a long series, eagerly). One series is
+    transformed as a tensor of rank 1: TensorFlow's FFTs of a batch of one
+    took 1.4-2× the time (`rfft` of 2**22 float32 samples 33.6 against
+    24.8 ms, `fft` of 2**21 complex ones 18.6 against 8.9; the same under
+    XLA either way)."""
     import tensorflow as tf
 
-    spectrum = tf.signal.rfft(x)
+    one = None not in x.shape and math.prod(x.shape) == n
+    spectrum = tf.signal.rfft(tf.reshape(x, [-1]) if one else x)
     multiplier = _complex_multiplier(n, x.dtype, order, spacing, cutoff)
-    return tf.signal.irfft(spectrum * multiplier, [n])
+    y = tf.signal.irfft(spectrum * multiplier, [n])
+    return tf.reshape(y, x.shape) if one else y
 
 
 def _complex_multiplier(n, dtype, order, spacing, cutoff):
