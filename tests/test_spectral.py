@@ -248,6 +248,32 @@ def test_pieces_keep_static_lengths_at_each_new_shape(monkeypatch, rng):
 
 
 @pytest.mark.tensorflow_only
+@pytest.mark.parametrize("forced", [False, True])
+@pytest.mark.parametrize("shape,axis", [((1, 30, 1), 1), ((1, 1, 31), 2),
+                                        ((32,), 0), ((30, 1), 0)])
+def test_one_series_is_transformed_at_rank_one(shape, axis, forced,
+                                               monkeypatch, rng):
+    """One series goes through TensorFlow's FFTs as a tensor of rank 1,
+    eagerly and, forced, in the pieces (with half-length FFTs for even
+    lengths): the closed-form values, gradients and second derivatives."""
+    x = rng.standard_normal(shape)
+    if forced:
+        monkeypatch.setattr(spectral, "_PIECES_MIN_SIZE", 0)
+        monkeypatch.setattr(spectral, "_PACKED_MIN_LENGTH", 0)
+    fn = lambda v: fdlayers.spectral_derivative(  # noqa: E731
+        v, 3, 0.5, 0.9, axis=axis)
+    args = [per_backend.tensor(a) for a in (x, x * 2, x[..., ::-1].copy())]
+    mode = "tf.function" if forced else "eager"
+    y, dx, d2 = per_backend.numpy(per_backend.compiled(
+        per_backend.value_and_gradients(fn), mode)(*args))
+    tol = 1e-12 if FLOAT64 else 1e-5
+    _assert_relative(y, _reference(x, 3, 0.5, 0.9, axis), tol)
+    # Odd order: the transpose is minus the derivative.
+    _assert_relative(dx, -_reference(x * 2, 3, 0.5, 0.9, axis), tol)
+    _assert_relative(d2, _reference(x[..., ::-1], 3, 0.5, 0.9, axis), tol)
+
+
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 def test_pieces_along_any_axis(axis, monkeypatch, rng):
     """The pieces move the steps axis last and back, as op by op does."""
