@@ -47,12 +47,12 @@ MIN_LENGTH = 3
 #: digit but for modes within a factor 2 of the Nyquist wavenumber.
 MAX_ORDER = 16
 
-# In a TensorFlow graph, inputs of a static size of at least this many
-# elements run in pieces (`_in_pieces`): TensorFlow's FFTs, and XLA for
-# the rest. Below it, op by op runs as fast or faster ((1024, 1024, 1): 1.9
-# against 2.3 ms), without the compiles, which add 0.02-0.19 s to a first
-# call at each shape. Eager calls, which would pay them at every new shape,
-# run op by op.
+# On TensorFlow, inputs of a static size of at least this many elements
+# run in pieces (`_in_pieces`): TensorFlow's FFTs, and XLA for the rest,
+# eagerly and in graphs. Below it, op by op runs as fast or faster
+# ((1024, 1024, 1): 1.9 against 2.3 ms in a graph), without the compiles,
+# which add 0.02-0.19 s to a first call at each shape (as the eager
+# kernels of `FiniteDifference1D` from this size on).
 _PIECES_MIN_SIZE = 1 << 20
 
 # Even lengths of at least this many samples are transformed by complex
@@ -225,11 +225,11 @@ def spectral_derivative(x, order=1, spacing=1.0, cutoff=None, axis=1):
 
 
 def _run(x, order, spacing, cutoff, axis):
-    """`_differentiate` op by op, or in pieces (`_in_pieces`) in
-    TensorFlow graphs where that is faster (a static size of at least
-    `_PIECES_MIN_SIZE`); in a program that XLA compiles whole, inline, as
-    XLA runs it best."""
-    if keras.backend.backend() != "tensorflow" or dispatch.executing_eagerly():
+    """`_differentiate` op by op, or in pieces (`_in_pieces`) on TensorFlow
+    where that is faster (a static size of at least `_PIECES_MIN_SIZE`,
+    eagerly or in a graph); in a program that XLA compiles whole, inline,
+    as XLA runs it best."""
+    if keras.backend.backend() != "tensorflow":
         return _differentiate(x, order, spacing, cutoff, axis)
     if dispatch._in_xla_program():
         return _differentiate(x, order, spacing, cutoff, axis, packed=True)

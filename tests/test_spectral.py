@@ -184,14 +184,25 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
     _assert_relative(d2, np.einsum("ij,bjc->bic", matrix, second), tol)
 
 
+@pytest.fixture
+def fresh_pieces():
+    """No compiled pieces from earlier tests: each test here traces its
+    own, through the functions it counts."""
+    cached = spectral._pieces  # (a test may replace it)
+    cached.cache_clear()
+    yield
+    cached.cache_clear()
+
+
 @pytest.mark.tensorflow_only  # the other backends have one path
-@pytest.mark.parametrize("mode", ["tf.function", "XLA"])
+@pytest.mark.parametrize("mode", ["eager", "tf.function", "XLA"])
 @pytest.mark.parametrize("n", [30, 31])
-def test_large_input_paths_equal_op_by_op(n, mode, monkeypatch, rng):
-    """In TensorFlow graphs large static inputs run in pieces (FFT ops and
-    compiled functions around them), and even lengths with half-length
-    complex FFTs there and in XLA programs; forced here on small inputs:
-    the same result, and gradient, as op by op."""
+def test_large_input_paths_equal_op_by_op(n, mode, monkeypatch, rng,
+                                          fresh_pieces):
+    """On TensorFlow large static inputs run in pieces (FFT ops and
+    compiled functions around them), eagerly and in graphs, and even
+    lengths with half-length complex FFTs there and in XLA programs; forced
+    here on small inputs: the same result, and gradient, as op by op."""
     x = rng.standard_normal((2, n, 2))
     fn = lambda v: fdlayers.spectral_derivative(v, 3, 0.5, 0.9)  # noqa: E731
     args = [per_backend.tensor(a) for a in (x, x[::-1].copy(), x * 2)]
@@ -215,7 +226,7 @@ def test_large_input_paths_equal_op_by_op(n, mode, monkeypatch, rng):
     monkeypatch.setattr(spectral, "_packed_product",
                         counted(packed, spectral._packed_product))
     forced = run(mode)
-    assert bool(pieces) == (mode == "tf.function")
+    assert bool(pieces) == (mode != "XLA")
     assert bool(packed) == (n % 2 == 0)
     for a, b in zip(plain, forced):
         _assert_relative(a, b, 1e-12 if FLOAT64 else 1e-5)
@@ -224,7 +235,8 @@ def test_large_input_paths_equal_op_by_op(n, mode, monkeypatch, rng):
 
 
 @pytest.mark.tensorflow_only
-def test_pieces_keep_static_lengths_at_each_new_shape(monkeypatch, rng):
+def test_pieces_keep_static_lengths_at_each_new_shape(monkeypatch, rng,
+                                                      fresh_pieces):
     """Each shape gets its own compiled pieces, traced with its static
     length: pieces shared between shapes are traced again with `None`
     sizes at their second shape, where the half-length FFTs cannot run."""
@@ -248,13 +260,13 @@ def test_pieces_keep_static_lengths_at_each_new_shape(monkeypatch, rng):
 
 
 @pytest.mark.tensorflow_only
-@pytest.mark.parametrize("forced", [False, True])
+@pytest.mark.parametrize("forced", [None, "eager", "tf.function"])
 @pytest.mark.parametrize("shape,axis", [((1, 30, 1), 1), ((1, 1, 31), 2),
                                         ((32,), 0), ((30, 1), 0)])
 def test_one_series_is_transformed_at_rank_one(shape, axis, forced,
                                                monkeypatch, rng):
     """One series goes through TensorFlow's FFTs as a tensor of rank 1,
-    eagerly and, forced, in the pieces (with half-length FFTs for even
+    op by op and, forced, in the pieces (with half-length FFTs for even
     lengths): the closed-form values, gradients and second derivatives."""
     x = rng.standard_normal(shape)
     if forced:
@@ -263,7 +275,7 @@ def test_one_series_is_transformed_at_rank_one(shape, axis, forced,
     fn = lambda v: fdlayers.spectral_derivative(  # noqa: E731
         v, 3, 0.5, 0.9, axis=axis)
     args = [per_backend.tensor(a) for a in (x, x * 2, x[..., ::-1].copy())]
-    mode = "tf.function" if forced else "eager"
+    mode = forced or "eager"
     y, dx, d2 = per_backend.numpy(per_backend.compiled(
         per_backend.value_and_gradients(fn), mode)(*args))
     tol = 1e-12 if FLOAT64 else 1e-5
