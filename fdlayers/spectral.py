@@ -245,11 +245,10 @@ def _in_pieces(x, order, spacing, cutoff, axis):
     Each part is faster that way than in one XLA program or op by op:
     TensorFlow's transposes take twice XLA's, and the packing's untangling
     (`_packed`) is a dozen passes op by op, fused into one by XLA; while
-    the whole derivative compiled took 1.2-1.4× the time of these pieces
-    with channels and on batches of long series (the same on one long
-    series), although its FFTs alone run as fast as TensorFlow's
-    (benchmarks/README.md, section 14b). The gradient is one more
-    derivative (see `gradient`)."""
+    the whole derivative compiled took 1.2-1.9× the time of these pieces,
+    although its FFTs alone run as fast as TensorFlow's (benchmarks/
+    README.md, section 14b). The gradient is one more derivative (see
+    `gradient`)."""
     import tensorflow as tf
 
     n = x.shape[axis]
