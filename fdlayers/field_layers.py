@@ -13,13 +13,14 @@ import numpy as np
 from fdlayers import fields
 from fdlayers import ops as fd_ops
 from fdlayers import stencils
+from fdlayers.layers import DirectCallLayer, direct_call
 
 _DTYPE_MESSAGE = ("`dtype` must be a float dtype or a mixed-precision policy "
                   "('float32', 'float64', 'mixed_float16', ...). Received: "
                   "dtype={!r}")
 
 
-class _FieldLayer(keras.layers.Layer):
+class _FieldLayer(DirectCallLayer):
     """What the field layers share. A subclass sets `operator` (a name of
     `fdlayers.fields.operator_terms`) and, for partial derivatives, `orders`."""
 
@@ -112,11 +113,15 @@ class _FieldLayer(keras.layers.Layer):
                 "grid has no padded steps to skip. Remove the mask (e.g. the "
                 "`Masking` layer or `mask_zero=True`) before this layer.")
 
+    @direct_call
     def call(self, inputs, mask=None):
         self._refuse_mask(mask)
         x = fd_ops.real_tensor(inputs, "inputs")
         if keras.backend.standardize_dtype(x.dtype) != self.input_dtype:
             x = keras.ops.cast(x, self.input_dtype)
+        return self._direct_op(x)
+
+    def _direct_op(self, x):
         return fields.apply_operator(x, self.operator, self.spacing,
                                      self.accuracy, self.padding,
                                      self.data_format, self.orders)

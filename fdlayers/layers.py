@@ -13,7 +13,74 @@ from fdlayers import ops as fd_ops
 from fdlayers import savgol
 
 
-class _SequenceLayer(keras.layers.Layer):
+# The `call`s the direct eager path may take (`DirectCallLayer._direct`):
+# a subclass's own `call` might take `training` or a mask from Keras.
+_DIRECT_CALLS = set()
+
+
+def direct_call(call):
+    """Mark a layer class's `call` as one that `DirectCallLayer` may skip
+    Keras' `__call__` for: it reads no `training` and no call context."""
+    _DIRECT_CALLS.add(call)
+    return call
+
+
+class DirectCallLayer(keras.layers.Layer):
+    """A Keras layer whose eager TensorFlow calls go straight to its op
+    where Keras' `__call__` could change nothing (`_direct`): what
+    fdlayers' layers share. A subclass implements `_direct_op(x)`, the
+    result of `call(x)` for an input already of its input dtype."""
+
+    def __call__(self, *args, **kwargs):
+        # An eager call on one small series spends more time in Keras'
+        # generic `__call__` (argument conversion, call context, name
+        # scopes, mask metadata: ≈ 70 µs) than in the derivative itself
+        # (≈ 40 µs for 4096 steps); a field's Laplacian on (1, 64, 64, 1),
+        # 130 µs, took 210 through it. Where none of that can change the
+        # result, the call goes straight to the op: see `_direct`.
+        if not kwargs and len(args) == 1 and self._direct(args[0]):
+            return self._direct_op(args[0])
+        outputs = super().__call__(*args, **kwargs)
+        if self._direct_dtypes is None and _eager_tensorflow():
+            # After one whole call: built, and Keras' own first-call
+            # bookkeeping done.
+            self._direct_dtypes = (_tensorflow().as_dtype(self.input_dtype),
+                                   np.dtype(self.input_dtype))
+        return outputs
+
+    # Set on the instance after its first whole call (eagerly, on
+    # TensorFlow): the dtypes of the inputs `_direct` may take.
+    _direct_dtypes = None
+
+    def _direct(self, x):
+        """Whether `_direct_op(x)` gives exactly what Keras' `__call__` would: an
+        eager TensorFlow tensor or NumPy array already of the input dtype
+        (nothing to convert or cast), without a Keras mask, on a layer
+        already called once, whose `call` is fdlayers' own (no `training`
+        to propagate), with no activity regulariser or distribution."""
+        dtypes = self._direct_dtypes
+        if dtypes is None:
+            return False
+        # (TensorFlow's dtypes are interned: `is` compares them.)
+        tensor_dtype, array_dtype = dtypes
+        if isinstance(x, np.ndarray):
+            if x.dtype != array_dtype:
+                return False
+        elif getattr(x, "dtype", None) is not tensor_dtype or (
+                not isinstance(x, _tensorflow().Tensor)):
+            return False
+        if (not _tensorflow().executing_eagerly()
+                or getattr(x, "_keras_mask", None) is not None):
+            return False
+        return (type(self).call in _DIRECT_CALLS
+                and self.activity_regularizer is None
+                and keras.distribution.distribution() is None)
+
+    def _direct_op(self, x):
+        raise NotImplementedError
+
+
+class _SequenceLayer(DirectCallLayer):
     """What fdlayers' layers share: the axis, dtypes, shapes and masks.
 
     A subclass sets its arguments, then implements `_check_input_shape`
@@ -43,49 +110,8 @@ class _SequenceLayer(keras.layers.Layer):
         self.axis = int(axis)
         self.supports_masking = True
 
-    def __call__(self, *args, **kwargs):
-        # An eager call on one small series spends more time in Keras'
-        # generic `__call__` (argument conversion, call context, name
-        # scopes, mask metadata: ≈ 70 µs) than in the derivative itself
-        # (≈ 40 µs for 4096 steps). Where none of that can change the
-        # result, the call goes straight to the op: see `_direct`.
-        if not kwargs and len(args) == 1 and self._direct(args[0]):
-            return self._op(args[0], None, None)
-        outputs = super().__call__(*args, **kwargs)
-        if self._direct_dtypes is None and _eager_tensorflow():
-            # After one whole call: built, and Keras' own first-call
-            # bookkeeping done.
-            self._direct_dtypes = (_tensorflow().as_dtype(self.input_dtype),
-                                   np.dtype(self.input_dtype))
-        return outputs
-
-    # Set on the instance after its first whole call (eagerly, on
-    # TensorFlow): the dtypes of the inputs `_direct` may take.
-    _direct_dtypes = None
-
-    def _direct(self, x):
-        """Whether `_op(x)` gives exactly what Keras' `__call__` would: an
-        eager TensorFlow tensor or NumPy array already of the input dtype
-        (nothing to convert or cast), without a Keras mask, on a layer
-        already called once, whose `call` is fdlayers' own (no `training`
-        to propagate), with no activity regulariser or distribution."""
-        dtypes = self._direct_dtypes
-        if dtypes is None:
-            return False
-        # (TensorFlow's dtypes are interned: `is` compares them.)
-        tensor_dtype, array_dtype = dtypes
-        if isinstance(x, np.ndarray):
-            if x.dtype != array_dtype:
-                return False
-        elif getattr(x, "dtype", None) is not tensor_dtype or (
-                not isinstance(x, _tensorflow().Tensor)):
-            return False
-        if (not _tensorflow().executing_eagerly()
-                or getattr(x, "_keras_mask", None) is not None):
-            return False
-        return (type(self).call in _OWN_CALLS
-                and self.activity_regularizer is None
-                and keras.distribution.distribution() is None)
+    def _direct_op(self, x):
+        return self._op(x, None, None)
 
     def _split(self, inputs):
         """`(x, t)` from `x` or `[x, t]` (shapes or tensors); `t` None if absent."""
@@ -284,6 +310,7 @@ class FiniteDifference1D(_SequenceLayer):
             self.padding, self.axis,
             irregular=t is not None or isinstance(self.spacing, np.ndarray))
 
+    @direct_call
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
         return self._op(self._as_input_dtype(x), t, self._input_mask(mask))
@@ -434,6 +461,7 @@ class SavitzkyGolay1D(_SequenceLayer):
             self.polyorder, self.padding, self.axis,
             irregular=t is not None or isinstance(self.spacing, np.ndarray))
 
+    @direct_call
     def call(self, inputs, mask=None):
         x, t = self._split(inputs)
         return self._op(self._as_input_dtype(x), t, self._input_mask(mask))
@@ -472,7 +500,3 @@ def _eager_tensorflow():
     return (keras.backend.backend() == "tensorflow"
             and _tensorflow().executing_eagerly())
 
-
-# The `call`s the direct eager path may take (`_SequenceLayer._direct`):
-# a subclass's own `call` might take `training` or a mask from Keras.
-_OWN_CALLS = (FiniteDifference1D.call, SavitzkyGolay1D.call)

@@ -7,7 +7,7 @@ Argument checks, configuration and shapes; `call` is one line into
 import keras
 
 from fdlayers import spectral
-from fdlayers.layers import _SequenceLayer
+from fdlayers.layers import _SequenceLayer, direct_call
 
 _MASKS = (
     "SpectralDerivative1D does not support masks: the derivative of a "
@@ -114,12 +114,15 @@ class SpectralDerivative1D(_SequenceLayer):
             raise ValueError(_MASKS)
         return None
 
+    @direct_call
     def call(self, inputs, mask=None):
         if mask is not None:
             raise ValueError(_MASKS)
-        return spectral.spectral_derivative(
-            self._as_input_dtype(inputs), self.order, self.spacing,
-            self.cutoff, self.axis)
+        return self._op(self._as_input_dtype(inputs), None, None)
+
+    def _op(self, x, t, mask):
+        return spectral.spectral_derivative(x, self.order, self.spacing,
+                                            self.cutoff, self.axis)
 
     def get_config(self):
         config = super().get_config()

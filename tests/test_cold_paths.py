@@ -156,7 +156,7 @@ class _WithTraining(fdlayers.FiniteDifference1D):
 
 def test_eager_layer_calls_keras_only_where_it_could_matter(monkeypatch):
     """After its first call, an eager layer call on a tensor of its input
-    dtype without a mask skips Keras' `__call__` (`_SequenceLayer._direct`)
+    dtype without a mask skips Keras' `__call__` (`DirectCallLayer._direct`)
     with the same result; anything Keras' `__call__` would act on — a mask,
     a dtype to cast, a subclass's `call`, a regulariser, a graph — keeps
     it."""
@@ -177,7 +177,10 @@ def test_eager_layer_calls_keras_only_where_it_could_matter(monkeypatch):
     array = rng.normal(size=(2, 40, 3)).astype("float32")
     for layer in (fdlayers.FiniteDifference1D(2, 0.1, accuracy=4),
                   fdlayers.SavitzkyGolay1D(1, 11, 3, spacing=0.1),
-                  fdlayers.FiniteDifference1D(1, np.linspace(0, 1, 40) ** 2)):
+                  fdlayers.FiniteDifference1D(1, np.linspace(0, 1, 40) ** 2),
+                  fdlayers.SpectralDerivative1D(2, 0.1),
+                  fdlayers.Laplacian(0.1, accuracy=4),
+                  fdlayers.Gradient((np.linspace(0, 1, 40) ** 2,))):
         first = layer(array)
         entered.clear()
         for x in (tf.constant(array), array):
@@ -203,6 +206,12 @@ def test_eager_layer_calls_keras_only_where_it_could_matter(monkeypatch):
     assert entered == ["FiniteDifference1D"]
     assert y._keras_mask is not None
     np.testing.assert_array_equal(y[:, 30:], 0.0)
+    entered.clear()
+    # A field layer refuses a mask, after its first call too.
+    laplacian = fdlayers.Laplacian(0.1)
+    laplacian(array)
+    with pytest.raises(ValueError, match="does not support masks"):
+        laplacian(masked)
     entered.clear()
     # A dtype to cast.
     np.testing.assert_allclose(layer(array.astype("float64")), layer(array),
