@@ -38,13 +38,22 @@ def plain_python(fn):
 
 
 class _NumPyOps:
-    """The `keras.ops` functions the op-by-op stencil uses, in NumPy."""
+    """The `keras.ops` functions the op-by-op stencil (and the spectral
+    multipliers) use, in NumPy."""
 
     convert_to_tensor = staticmethod(np.asarray)
     where = staticmethod(np.where)
     zeros_like = staticmethod(np.zeros_like)
     concatenate = staticmethod(np.concatenate)
     pad = staticmethod(np.pad)
+    arange = staticmethod(np.arange)
+    not_equal = staticmethod(np.not_equal)
+    less_equal = staticmethod(np.less_equal)
+    logical_and = staticmethod(np.logical_and)
+
+    @staticmethod
+    def cast(x, dtype):
+        return np.asarray(x).astype(dtype)
 
 
 #: The namespace `LinearStencil(..., xp=NUMPY)` computes with.

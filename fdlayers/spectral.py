@@ -29,9 +29,10 @@ import numbers
 import reprlib
 
 import keras
+import numpy as np
 from keras import ops
 
-from fdlayers import dispatch, stencils
+from fdlayers import dispatch, kernels, stencils
 from fdlayers import ops as fd_ops
 
 #: The shortest series: 3 samples are the fewest with a mode strictly below
@@ -235,7 +236,47 @@ def _run(x, order, spacing, cutoff, axis):
         return _differentiate(x, order, spacing, cutoff, axis, packed=True)
     if None not in x.shape and math.prod(x.shape) >= _PIECES_MIN_SIZE:
         return _in_pieces(x, order, spacing, cutoff, axis)
+    if dispatch.placement(x) == "numpy":
+        return _in_numpy(x, order, spacing, cutoff, axis)
     return _differentiate(x, order, spacing, cutoff, axis)
+
+
+def _in_numpy(x, order, spacing, cutoff, axis):
+    """`_differentiate` of a small eager tensor on the CPU, by NumPy's FFT
+    (in the input's precision): op by op, the multipliers alone are a
+    dozen TensorFlow operations of ≈ 10 µs each, and the whole derivative
+    of one series of 4096 samples took ≈ 0.55 ms, against ≈ 0.03 ms for
+    NumPy's. Differentiable as the pieces are (`_in_pieces`), its gradient
+    attached only where a tape or an accumulator is watching."""
+    import tensorflow as tf
+
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    n = x.shape[axis]
+    real = _multiplier(n, n // 2 + 1, dtype, order, spacing, cutoff,
+                       kernels.NUMPY)
+    multiplier = np.zeros(real.shape, np.result_type(dtype, np.complex64))
+    if order % 2:
+        multiplier.imag = real
+    else:
+        multiplier.real = real
+    # Along `axis` (a non-negative index, `check_axis`'s), against x.
+    multiplier = multiplier.reshape((-1,) + (1,) * (len(x.shape) - 1 - axis))
+
+    def forward(v):
+        # As TensorFlow's FFTs do, NaN and Inf samples spread without a word.
+        with np.errstate(all="ignore"):
+            spectrum = np.fft.rfft(v.numpy(), axis=axis) * multiplier
+            return tf.constant(np.fft.irfft(spectrum, n, axis=axis)
+                               .astype(dtype, copy=False))
+
+    def transpose(g):
+        # As in `_in_pieces`: the transpose is (-1)**order times the map.
+        y = forward(g)
+        return -y if order % 2 else y
+
+    if not dispatch._recording():
+        return forward(x)
+    return dispatch._with_transpose_gradient(x, forward, transpose)
 
 
 def _in_pieces(x, order, spacing, cutoff, axis):
@@ -502,14 +543,15 @@ def _twiddles(n, dtype):
                 tf.constant(np.sin(angle).astype(dtype)))
 
 
-def _multiplier(n, bins, dtype, order, spacing, cutoff):
+def _multiplier(n, bins, dtype, order, spacing, cutoff, xp=ops):
     """`i**-(order % 2) · (i·k_j)**order` for the `bins` modes of a real
     FFT of length `n`, a real vector: `k_j**order` times the sign of
     `i**(order - order % 2)`, zero where a mode is dropped (the Nyquist
-    mode of an even length for odd orders, modes above `cutoff`)."""
+    mode of an even length for odd orders, modes above `cutoff`). In
+    NumPy with `xp=kernels.NUMPY`, by the same operations in `dtype`."""
     dtype = keras.backend.standardize_dtype(dtype)
-    j = ops.cast(ops.arange(bins), dtype)
-    length = ops.cast(n, dtype)
+    j = xp.cast(xp.arange(bins), dtype)
+    length = xp.cast(n, dtype)
     k = j / length * (2 * math.pi / spacing)
     # Repeated products, not Keras' `power`, which with the `arange` took
     # ≈ 2 ms eagerly on TensorFlow for 2**17 + 1 modes; the whole
@@ -521,10 +563,10 @@ def _multiplier(n, bins, dtype, order, spacing, cutoff):
         multiplier = -multiplier
     keep = None
     if order % 2:  # the Nyquist mode of an even length (see the docstring)
-        keep = ops.not_equal(2 * j, length)
+        keep = xp.not_equal(2 * j, length)
     if cutoff is not None:
-        below = ops.less_equal(2 * j, cutoff * length)
-        keep = below if keep is None else ops.logical_and(keep, below)
+        below = xp.less_equal(2 * j, cutoff * length)
+        keep = below if keep is None else xp.logical_and(keep, below)
     if keep is not None:
-        multiplier = ops.where(keep, multiplier, ops.zeros_like(multiplier))
+        multiplier = xp.where(keep, multiplier, xp.zeros_like(multiplier))
     return multiplier

@@ -184,6 +184,43 @@ def test_gradient_is_the_transpose(mode, n, order, cutoff, rng):
     _assert_relative(d2, np.einsum("ij,bjc->bic", matrix, second), tol)
 
 
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("shape,order,spacing,cutoff,axis", CASES)
+def test_eager_numpy_path_equals_op_by_op(shape, order, spacing, cutoff, axis,
+                                          monkeypatch, rng):
+    """Small eager calls on the CPU run in NumPy's FFT: the values, the
+    gradient and the second derivative of op by op (TensorFlow's FFTs, as
+    on other devices), to rounding; and no gradient machinery where no
+    tape watches."""
+    from fdlayers import dispatch
+
+    x, upstream, second = (rng.standard_normal(shape) for _ in range(3))
+    fn = lambda v: fdlayers.spectral_derivative(  # noqa: E731
+        v, order, spacing, cutoff, axis)
+    args = [per_backend.tensor(a) for a in (x, upstream, second)]
+    taken = []
+    real = spectral._in_numpy
+    monkeypatch.setattr(spectral, "_in_numpy",
+                        lambda *a: taken.append(a) or real(*a))
+    attached = []
+    real_attach = dispatch._with_transpose_gradient
+    monkeypatch.setattr(dispatch, "_with_transpose_gradient",
+                        lambda *a: attached.append(a) or real_attach(*a))
+    fn(args[0])
+    assert taken and not attached
+    numpy_path = per_backend.numpy(per_backend.value_and_gradients(fn)(*args))
+    assert attached
+    monkeypatch.setattr(dispatch, "_EAGER_NUMPY", False)
+    taken.clear()
+    by_ops = per_backend.numpy(per_backend.value_and_gradients(fn)(*args))
+    assert not taken
+    tol = 1e-12 if FLOAT64 else 1e-5
+    for a, b in zip(numpy_path, by_ops):
+        _assert_relative(a, b, tol)
+    _assert_relative(numpy_path[0], _reference(x, order, spacing, cutoff,
+                                               axis), tol)
+
+
 @pytest.fixture
 def fresh_pieces():
     """No compiled pieces from earlier tests: each test here traces its
