@@ -14,7 +14,8 @@ tracing and compiling, and the conversion of its result to NumPy.
 side by side: op by op, one XLA program, and the pieces the layer runs
 (TensorFlow's FFT ops with XLA before, between and after them), each with
 real FFTs or with complex FFTs of half the length (the samples packed in
-pairs), forward and with the gradient.
+pairs), forward and with the gradient. 14c times eager calls on one
+short series, where the layer's fixed costs show, against NumPy.
 
     python benchmarks/bench.py --only 14
     python benchmarks/spectral.py [--quick]
@@ -167,6 +168,37 @@ def _formulations(shapes, rounds, interleaved):
             + f"  {layer}")
 
 
+def _single_series(rounds):
+    print("\n14c. Eager calls on one series (1, n, 1) float32, order 1, "
+          "against FFT differentiation in NumPy (median µs; ratio = "
+          "fdlayers / NumPy)")
+    print(f"{'n':>6} {'numpy':>8} {'op':>8} {'ratio':>6} {'layer':>8} "
+          f"{'ratio':>6}")
+    layer = fdlayers.SpectralDerivative1D(1, SPACING)
+    for n in (256, 1024, 4096, 16384, 65536):
+        data = np.sin(2 * np.pi * np.arange(n) / n).astype("float32")[
+            None, :, None]
+        x = tf.constant(data)
+        multiplier = _multiplier(n, 1, SPACING, data.dtype)
+        candidates = {
+            "numpy": lambda: numpy_derivative(data, 1, SPACING, multiplier),
+            "op": lambda: fdlayers.spectral_derivative(x, 1, SPACING),
+            "layer": lambda: layer(x),
+        }
+        for fn in candidates.values():
+            fn()
+        times = {key: [] for key in candidates}
+        for _ in range(rounds):
+            for key, fn in candidates.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        us = {key: np.median(t) * 1e6 for key, t in times.items()}
+        print(f"{n:>6} {us['numpy']:8.1f} {us['op']:8.1f} "
+              f"{us['op'] / us['numpy']:6.2f} {us['layer']:8.1f} "
+              f"{us['layer'] / us['numpy']:6.2f}")
+
+
 def main(quick=False, interleaved=None):
     if interleaved is None:
         from bench import interleaved
@@ -184,6 +216,7 @@ def main(quick=False, interleaved=None):
     _formulations([(4, 8192, 4), (1, 2 ** 16, 1)] if quick else
                   [(64, 65536, 4), (1, 2 ** 22, 1), (16, 2 ** 18, 1),
                    (4, 2 ** 20, 1), (256, 4096, 4)], rounds, interleaved)
+    _single_series(200 if quick else 1000)
     return results
 
 
