@@ -53,11 +53,12 @@ class DirectCallLayer(keras.layers.Layer):
     _direct_dtypes = None
 
     def _direct(self, x):
-        """Whether `_direct_op(x)` gives exactly what Keras' `__call__` would: an
-        eager TensorFlow tensor or NumPy array already of the input dtype
-        (nothing to convert or cast), without a Keras mask, on a layer
-        already called once, whose `call` is fdlayers' own (no `training`
-        to propagate), with no activity regulariser or distribution."""
+        """Whether `_direct_op(x)` gives exactly what Keras' `__call__`
+        would: an eager TensorFlow tensor or NumPy array already of the
+        input dtype (nothing to convert or cast), without a Keras mask, on a
+        layer already called once, whose `call` is marked `direct_call` (no
+        `training` to propagate), with no activity regulariser or
+        distribution."""
         dtypes = self._direct_dtypes
         if dtypes is None:
             return False
