@@ -48,7 +48,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -66,22 +65,10 @@ import fields  # noqa: E402
 import fdlayers  # noqa: E402
 import spectral  # noqa: E402
 from timing import finish as _finish  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 CASES = [(1, 2), (2, 2), (2, 4), (1, 6), (4, 8)]  # (order, accuracy)
 SPACING = 0.01
-
-
-def interleaved(candidates, rounds):
-    """Median seconds of each candidate, called in turn `rounds` times."""
-    for fn in candidates.values():
-        _finish(fn())  # warm up: trace, compile, allocate
-    times = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            _finish(fn())
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _modes():

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 LENGTHS = [int(round(100 * 100 ** (i / 9))) for i in range(10)]  # 100..10000
 CHANNELS = 3
@@ -263,6 +262,7 @@ def eager_single(rounds):
 
     import fdlayers
     import tensorflow as tf
+    import timing
 
     print("\n10d. Eager calls on one series (1, n, 1) float32 against the NumPy "
           "and SciPy peers (median µs; ratio = fdlayers / peer)")
@@ -283,15 +283,8 @@ def eager_single(rounds):
             "savitzky_golay": lambda: fdlayers.ops.savitzky_golay(x, 1, 11, 3),
             "sg layer": lambda: sg(x),
         }
-        for fn in candidates.values():
-            fn()
-        times = {key: [] for key in candidates}
-        for _ in range(rounds):
-            for key, fn in candidates.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-        us = {key: statistics.median(t) * 1e6 for key, t in times.items()}
+        us = {key: seconds * 1e6 for key, seconds in timing.interleaved(
+            candidates, rounds, wait=lambda y: y).items()}
         print(f"{n:>6} {us['np.gradient']:11.1f} {us['derivative']:10.1f} "
               f"{us['derivative'] / us['np.gradient']:6.2f} {us['layer']:8.1f} "
               f"{us['layer'] / us['np.gradient']:6.2f} {us['savgol']:13.1f} "

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import fdlayers  # noqa: E402
+import timing  # noqa: E402
 
 SPACING = 0.01
 
@@ -185,15 +186,8 @@ def _single_series(rounds):
             "op": lambda: fdlayers.spectral_derivative(x, 1, SPACING),
             "layer": lambda: layer(x),
         }
-        for fn in candidates.values():
-            fn()
-        times = {key: [] for key in candidates}
-        for _ in range(rounds):
-            for key, fn in candidates.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-        us = {key: np.median(t) * 1e6 for key, t in times.items()}
+        us = {key: seconds * 1e6 for key, seconds in timing.interleaved(
+            candidates, rounds, wait=lambda y: y).items()}
         print(f"{n:>6} {us['numpy']:8.1f} {us['op']:8.1f} "
               f"{us['op'] / us['numpy']:6.2f} {us['layer']:8.1f} "
               f"{us['layer'] / us['numpy']:6.2f}")
@@ -201,7 +195,7 @@ def _single_series(rounds):
 
 def main(quick=False, interleaved=None):
     if interleaved is None:
-        from bench import interleaved
+        interleaved = timing.interleaved
     rounds = 3 if quick else 9
     print("\n14. SpectralDerivative1D against FFT differentiation in NumPy "
           "(numpy.fft) and SciPy (scipy.fft, workers=-1), float32, along "
