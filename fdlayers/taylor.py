@@ -161,6 +161,95 @@ def series(layers, names, x, feature, order):
     return _propagate(names, feature, order, x, weights, _fma)
 
 
+def first_and_second(layers, names, x, orders):
+    """`{(j,): ∂y/∂xⱼ, (j, j): ∂²y/∂xⱼ²}` of the chain for every feature `j`
+    of `orders` (`{feature: 1 or 2}`, the second derivative only where it is
+    2), each shaped like its output, in one forward pass whose values every
+    feature shares.
+
+    To second order an activation needs only `σ(x₀)`, `σ'(x₀)` and
+    `σ''(x₀)/2`, the same for every feature: `y₁ = σ'·x₁` and
+    `y₂ = σ'·x₂ + σ''/2·x₁²`, per feature. So the chain's values and those
+    factors are computed once, where `series` would compute them again for
+    each feature.
+    """
+    weights = [None if w is None else w.value for layer in layers for w in
+               (layer.kernel, layer.bias if layer.use_bias else None)]
+    fma, matmul = _fma, keras.ops.matmul
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # As in `series`: keras.ops.matmul rounds float64 on PyTorch.
+        fma, matmul = _torch_fma, torch.matmul
+    kernel, bias = weights[0], weights[1]
+    value = matmul(x, kernel)
+    # Each feature's first coefficient after the first layer is a row of
+    # its kernel; its second coefficient starts at zero (None).
+    first = {j: kernel[j] for j in orders}
+    second = {j: None for j, order in orders.items() if order == 2}
+    for position, group in enumerate(names):
+        if position:
+            kernel, bias = weights[2 * position], weights[2 * position + 1]
+            value = matmul(value, kernel)
+            first = {j: matmul(c, kernel) for j, c in first.items()}
+            second = {j: None if c is None else matmul(c, kernel)
+                      for j, c in second.items()}
+        if bias is not None:
+            value = value + bias
+        for name in group:
+            value, slope, curvature = _FACTORS[name](value)
+            second = {j: fma(None if c is None else slope * c, curvature,
+                             first[j] * first[j])
+                      for j, c in second.items()}
+            first = {j: slope * c for j, c in first.items()}
+    values = {(j,): _full(c, value) for j, c in first.items()}
+    values.update({(j, j): keras.ops.zeros_like(value) if c is None
+                   else _full(c * 2.0, value) for j, c in second.items()})
+    return values
+
+
+def _tanh_factors(x):
+    y = keras.ops.tanh(x)
+    slope = 1.0 - y * y
+    return y, slope, -(y * slope)
+
+
+def _sigmoid_factors(x):
+    s = keras.ops.sigmoid(x)
+    slope = s * (1.0 - s)
+    return s, slope, slope * (0.5 - s)
+
+
+def _exponential_factors(x):
+    y = keras.ops.exp(x)
+    return y, y, y * 0.5
+
+
+def _softplus_factors(x):
+    s = keras.ops.sigmoid(x)
+    return keras.ops.softplus(x), s, s * (1.0 - s) * 0.5
+
+
+def _silu_factors(x):
+    # silu = x·σ: silu' = σ + x·σ', silu'' = 2σ' + x·σ'', σ' = σ(1 − σ),
+    # σ'' = σ'(1 − 2σ).
+    s = keras.ops.sigmoid(x)
+    ds = s * (1.0 - s)
+    return x * s, s + x * ds, ds + x * ds * (0.5 - s)
+
+
+def _relu_factors(x):
+    # Slope at x₀ = 0 is 0, as Keras' relu's autodiff gives; no curvature.
+    slope = keras.ops.cast(keras.ops.greater(x, 0), x.dtype)
+    return keras.ops.relu(x), slope, None
+
+
+_FACTORS = {"tanh": _tanh_factors, "sigmoid": _sigmoid_factors,
+            "exponential": _exponential_factors,
+            "softplus": _softplus_factors, "silu": _silu_factors,
+            "relu": _relu_factors}
+
+
 @functools.cache
 def _compiled():
     """`_propagate` as one XLA-compiled TensorFlow function (traced once

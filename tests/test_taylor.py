@@ -109,6 +109,70 @@ def test_pure_derivatives_equal_nested_autodiff(activation, form):
             err_msg=f"{activation}, {index}")
 
 
+@pytest.mark.parametrize("activation, form", [
+    (activation, (_functional, _sequential)[k % 2])
+    for k, activation in enumerate(ACTIVATIONS)])
+def test_first_and_second_orders_in_one_pass(activation, form):
+    """`first_and_second`: first and second derivatives along several
+    features from one shared pass, every supported activation, on every
+    backend (it is dispatched on PyTorch, `partials._SECOND_ORDER`)."""
+    model = form(activation)
+    x = _points()
+    found = taylor.chain(model, x)
+    indices = [(0,), (0, 0), (2,), (1,), (1, 1)]
+    got = _run(lambda v: taylor.first_and_second(
+        *found, v, {0: 2, 2: 1, 1: 2}), x)
+    assert sorted(got) == sorted(indices)
+    want = _run(lambda v: _nested(model, v, indices), x)
+    for index, w in zip(indices, want):
+        g, w = per_backend.numpy(got[index]), per_backend.numpy(w)
+        assert g.shape == w.shape == (6, 2) and g.dtype == np.float64
+        np.testing.assert_allclose(
+            g, w, rtol=RTOL, atol=RTOL * np.abs(w).max() + 1e-300,
+            err_msg=f"{activation}, {index}")
+    if activation in ("relu", "linear"):  # second derivatives: exact zeros
+        assert not per_backend.numpy(got[(1, 1)]).any()
+
+
+@pytest.mark.parametrize("indices, shared, series", [
+    ([(1,), (0, 0)], {0: 2, 1: 1}, []),
+    ([(0, 0), (1, 1)], {0: 2, 1: 2}, []),
+    ([(0, 0, 0), (1, 1), (1,)], {1: 2}, [(0, 3)]),
+    ([(0,), (1,)], None, []),                   # no second order: reverse
+    ([(0, 0), (0, 1)], None, []),               # a mixed partial: reverse
+    ([(0, 0), (0, 0, 0, 0)], None, [(0, 4)]),   # all from the series
+])
+def test_which_derivatives_take_the_shared_pass(indices, shared, series,
+                                                monkeypatch):
+    """Where `partials._SECOND_ORDER` names the backend, the pure first and
+    second derivatives that Taylor mode's series leave take one shared
+    pass, if one is a second and no index is mixed; the results equal
+    nested autodiff either way."""
+    monkeypatch.setattr(partials, "_SECOND_ORDER", {BACKEND})
+    # Taylor mode from order 3 here on every backend (JAX: from order 1).
+    monkeypatch.setitem(partials._TAYLOR_MIN_ORDER, BACKEND, 3)
+    calls = {"shared": [], "series": []}
+    first_and_second, by_series = taylor.first_and_second, taylor.series
+    monkeypatch.setattr(taylor, "first_and_second", lambda *a: calls[
+        "shared"].append(dict(a[-1])) or first_and_second(*a))
+    monkeypatch.setattr(taylor, "series", lambda *a: calls["series"].append(
+        a[-2:]) or by_series(*a))
+    model = _sequential("tanh", features=2)
+    x = _points(features=2)
+    got = fdlayers.input_partials(model, x, indices)
+    assert calls["shared"] == ([shared] if shared else [])
+    assert calls["series"] == series
+    want = _run(lambda v: _nested(model, v, indices), x)
+    # Reverse mode differentiates Keras' Dense, whose float64 products are
+    # float32 on PyTorch (README); Taylor mode multiplies in float64.
+    rtol = 1e-6 if BACKEND == "torch" and not shared else RTOL
+    for index, g, w in zip(indices, got, want):
+        g, w = per_backend.numpy(g), per_backend.numpy(w)
+        np.testing.assert_allclose(g, w, rtol=rtol,
+                                   atol=rtol * np.abs(w).max() + 1e-300,
+                                   err_msg=str(index))
+
+
 def test_zeros_where_the_truth_is_zero():
     """A linear chain's and a relu chain's third derivatives are zeros of
     the output's shape, never None."""
@@ -163,6 +227,39 @@ def test_weight_gradients_equal_nested_autodiff():
         assert np.abs(w).max() > 0
         # Relative to each array's largest element: on PyTorch the mixed
         # partial goes through Keras' Dense, float32 products (README).
+        np.testing.assert_allclose(g, w, rtol=1e-8,
+                                   atol=1e-8 * np.abs(w).max())
+
+
+def test_weight_gradients_of_the_shared_pass(monkeypatch):
+    """u_t − u_xx and a Laplacian from the shared first-and-second-order
+    pass: the weight gradients of nested autodiff to 1e-8 relative in
+    float64, on every backend (sigmoid: Keras' tanh is float32 on JAX)."""
+    monkeypatch.setattr(partials, "_SECOND_ORDER", {BACKEND})
+    monkeypatch.setitem(partials._TAYLOR_MIN_ORDER, BACKEND, 3)
+    calls = []
+    first_and_second = taylor.first_and_second
+    monkeypatch.setattr(taylor, "first_and_second",
+                        lambda *a: calls.append(1) or first_and_second(*a))
+    model = _sequential("sigmoid", features=2)
+    x = np.random.default_rng(5).uniform(-1, 1, (8, 2)).astype(DTYPE)
+
+    def ours(model, v):
+        u_t, u_xx = fdlayers.input_partials(model, v, [(1,), (0, 0)])
+        return [_by_hand(model)(v), u_t - u_xx,
+                fdlayers.input_laplacian(model, v)]
+
+    def nested(model, v):
+        u_t, u_xx, u_yy = _nested(model, v, [(1,), (0, 0), (1, 1)])
+        return [_by_hand(model)(v), u_t - u_xx, u_xx + u_yy]
+
+    got_loss, got = _weight_gradients(model, x, ours)
+    assert calls  # (traced once on JAX)
+    want_loss, want = _weight_gradients(model, x, nested)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-8)
+    assert len(got) == len(want) == 6
+    for g, w in zip(got, want):
+        assert np.abs(w).max() > 0
         np.testing.assert_allclose(g, w, rtol=1e-8,
                                    atol=1e-8 * np.abs(w).max())
 
