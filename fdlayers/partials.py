@@ -55,9 +55,11 @@ _TAYLOR_MIN_ORDER = {"tensorflow": 3, "jax": 1, "torch": 3}
 # Where the rest are pure derivatives of orders 1 and 2, at least one of
 # them a second, a chain of dense layers takes them from one forward pass
 # shared by every feature (`taylor.first_and_second`) on these backends.
-# Measured on PyTorch, on the MLP above (benchmarks/derivatives.py): a
-# Laplacian in 2 features took 25 against 33 ms for reverse mode, and u_t −
-# u_xx with weight gradients 56 against 59 ms.
+# Measured on PyTorch, on the MLP above (section 12 of
+# benchmarks/README.md): a Laplacian in 2 features took 27 against 36 ms
+# for reverse mode, u_t − u_xx with weight gradients 60 against 61 ms. On
+# TensorFlow, in a tf.function, 7.7 against 8.6 ms and the same time: not
+# worth a second path there.
 _SECOND_ORDER = {"torch"}
 
 
