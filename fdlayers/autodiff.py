@@ -220,12 +220,7 @@ def input_laplacian(model, x, features=None):
             raise ValueError(
                 "`features` must not name a feature twice (x has "
                 f"{count} features per sample). Received: features={features!r}")
-    values = _partials.partials(_caller(model), x, [(j, j) for j in chosen],
-                                backend, model)
-    total = values[(chosen[0], chosen[0])]
-    for j in chosen[1:]:
-        total = total + values[(j, j)]
-    return total
+    return _partials.laplacian(_caller(model), x, chosen, backend, model)
 
 
 def _backend(name):

@@ -23,7 +23,8 @@ gradient with respect to them on every backend.
   forward pass, at a cost that grows with the square of the order. On
   PyTorch, pure first and second derivatives, where one is a second and
   none is mixed, come from one forward pass that every feature shares
-  (`taylor.first_and_second`).
+  (`taylor.first_and_second`), and on PyTorch and TensorFlow a Laplacian
+  from one pass that carries the sum (`taylor.laplacian`).
 - Otherwise, TensorFlow and PyTorch: reverse mode, one gradient per output
   element of each prefix (one in all for a scalar output), which gives that
   prefix's derivatives along every feature at once: a Laplacian in `d`
@@ -58,9 +59,15 @@ _TAYLOR_MIN_ORDER = {"tensorflow": 3, "jax": 1, "torch": 3}
 # Measured on PyTorch, on the MLP above (section 12 of
 # benchmarks/README.md): a Laplacian in 2 features took 27 against 36 ms
 # for reverse mode, u_t − u_xx with weight gradients 60 against 61 ms. On
-# TensorFlow, in a tf.function, 7.7 against 8.6 ms and the same time: not
-# worth a second path there.
+# TensorFlow, in a tf.function, 7.7 against 8.6 ms and 21.6 against 20.4
+# ms: not worth a second path there.
 _SECOND_ORDER = {"torch"}
+# A Laplacian of such a chain is one pass that carries the sum of the
+# second coefficients (`taylor.laplacian`) on these backends. Measured as
+# above: 23-24 against 34-35 ms on PyTorch; 6.7 against 8.5 ms in a
+# tf.function on TensorFlow; under jax.jit 5.4 ms either way, where JAX
+# keeps its series (XLA shares their values itself).
+_SUMMED_LAPLACIAN = {"torch", "tensorflow"}
 
 
 def prefixes(indices):
@@ -89,6 +96,22 @@ def partials(call, x, indices, backend, model=None):
     values.update({"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}[
         backend](call, x, indices, features))
     return values
+
+
+def laplacian(call, x, features, backend, model=None):
+    """`Σⱼ ∂²y/∂xⱼ²` over `features` (flat feature indices), shaped like
+    `call(x)`: on the backends of `_SUMMED_LAPLACIAN`, for a chain of dense
+    layers, from one pass that carries the sum (`taylor.laplacian`);
+    otherwise the sum of `partials`' pure second derivatives."""
+    found = (taylor.chain(model, x)
+             if model is not None and backend in _SUMMED_LAPLACIAN else None)
+    if found is not None:
+        return taylor.laplacian(*found, x, features)
+    values = partials(call, x, [(j, j) for j in features], backend, model)
+    total = values[(features[0], features[0])]
+    for j in features[1:]:
+        total = total + values[(j, j)]
+    return total
 
 
 def _pure_orders(indices, min_order):

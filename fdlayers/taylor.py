@@ -173,6 +173,33 @@ def first_and_second(layers, names, x, orders):
     factors are computed once, where `series` would compute them again for
     each feature.
     """
+    value, first, second = _second_order(layers, names, x, orders)
+    values = {(j,): _full(c, value) for j, c in first.items()}
+    values.update({(j, j): keras.ops.zeros_like(value) if c is None
+                   else _full(c * 2.0, value) for j, c in second.items()})
+    return values
+
+
+def laplacian(layers, names, x, features):
+    """`Σⱼ ∂²y/∂xⱼ²` over `features`, shaped like the chain's output, in
+    one forward pass (`first_and_second`) that carries the sum of the
+    features' second coefficients, not each: they obey one linear
+    recurrence (`y₂ = σ'·x₂ + σ''/2·x₁²`, `x₂ ↦ x₂ W` through a dense
+    layer), so their sum does too, with `Σⱼ x₁ⱼ²` as its source. A
+    Laplacian in d features then takes d + 2 matrix products a layer, not
+    2d + 1."""
+    value, _, second = _second_order(layers, names, x,
+                                     dict.fromkeys(features, 2), summed=True)
+    total = second["sum"]
+    return (keras.ops.zeros_like(value) if total is None
+            else _full(total * 2.0, value))
+
+
+def _second_order(layers, names, x, orders, summed=False):
+    """The chain's value and each feature's first and second Taylor
+    coefficients (`{feature: tensor}`; None for a second coefficient still
+    zero), or with `summed` the sum of the second coefficients as
+    `{"sum": tensor}`."""
     weights = [None if w is None else w.value for layer in layers for w in
                (layer.kernel, layer.bias if layer.use_bias else None)]
     fma, matmul, affine = _fma, keras.ops.matmul, _affine
@@ -186,7 +213,8 @@ def first_and_second(layers, names, x, orders):
     # Each feature's first coefficient after the first layer is a row of
     # its kernel; its second coefficient starts at zero (None).
     first = {j: kernel[j] for j in orders}
-    second = {j: None for j, order in orders.items() if order == 2}
+    second = ({"sum": None} if summed else
+              {j: None for j, order in orders.items() if order == 2})
     for position, group in enumerate(names):
         if position:
             kernel, bias = weights[2 * position], weights[2 * position + 1]
@@ -196,14 +224,18 @@ def first_and_second(layers, names, x, orders):
                       for j, c in second.items()}
         for name in group:
             value, slope, curvature, sign = _FACTORS[name](value, fma)
+            if summed:
+                squares = None
+                for c in first.values():
+                    squares = fma(squares, c, c)
+                sources = {"sum": squares}
+            else:
+                sources = {j: first[j] * first[j] for j in second}
             second = {j: fma(None if c is None else slope * c, curvature,
-                             first[j] * first[j], sign)
+                             sources[j], sign)
                       for j, c in second.items()}
             first = {j: slope * c for j, c in first.items()}
-    values = {(j,): _full(c, value) for j, c in first.items()}
-    values.update({(j, j): keras.ops.zeros_like(value) if c is None
-                   else _full(c * 2.0, value) for j, c in second.items()})
-    return values
+    return value, first, second
 
 
 def _affine(v, kernel, bias, matmul=keras.ops.matmul):

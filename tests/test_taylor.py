@@ -134,6 +134,61 @@ def test_first_and_second_orders_in_one_pass(activation, form):
         assert not per_backend.numpy(got[(1, 1)]).any()
 
 
+@pytest.mark.parametrize("activation, form", [
+    (activation, (_sequential, _functional)[k % 2])
+    for k, activation in enumerate(ACTIVATIONS)])
+def test_the_laplacian_in_one_pass(activation, form):
+    """`laplacian`: the sum of the pure second derivatives over a set of
+    features, carried through the chain as one sum, equals the sum of
+    nested autodiff's, every supported activation, on every backend."""
+    model = form(activation)
+    x = _points()
+    found = taylor.chain(model, x)
+    for features in ([0, 1, 2], [2, 0], [1]):
+        got = per_backend.numpy(_run(
+            lambda v: taylor.laplacian(*found, v, features), x))
+        want = sum(per_backend.numpy(w) for w in _run(
+            lambda v: _nested(model, v, [(j, j) for j in features]), x))
+        assert got.shape == (6, 2) and got.dtype == np.float64
+        np.testing.assert_allclose(
+            got, want, rtol=RTOL, atol=RTOL * np.abs(want).max() + 1e-300,
+            err_msg=f"{activation}, {features}")
+        if activation in ("relu", "linear"):
+            assert not got.any()
+
+
+@pytest.mark.parametrize("features", [None, [2, 0]])
+def test_input_laplacian_takes_the_summed_pass(features, monkeypatch):
+    """Where `partials._SUMMED_LAPLACIAN` names the backend,
+    `input_laplacian` of a dense chain is one summed pass
+    (`taylor.laplacian`); of any other model, the sum of the partials.
+    Both equal nested autodiff."""
+    monkeypatch.setattr(partials, "_SUMMED_LAPLACIAN", {BACKEND})
+    calls = []
+    summed = taylor.laplacian
+    monkeypatch.setattr(taylor, "laplacian",
+                        lambda *a: calls.append(a[-1]) or summed(*a))
+    chained = _sequential("tanh")
+    x = _points()
+    chosen = [0, 1, 2] if features is None else features
+    got = _run(lambda v: fdlayers.input_laplacian(chained, v, features), x)
+    assert calls == [chosen]
+    want = sum(per_backend.numpy(w) for w in _run(
+        lambda v: _nested(chained, v, [(j, j) for j in chosen]), x))
+    np.testing.assert_allclose(per_backend.numpy(got), want, rtol=RTOL,
+                               atol=RTOL * np.abs(want).max())
+    calls.clear()
+    other = _skip_connection()  # not a chain: the partials' sum
+    got = _run(lambda v: fdlayers.input_laplacian(other, v, features), x)
+    assert not calls
+    want = sum(per_backend.numpy(w) for w in _run(
+        lambda v: [partials.partials(
+            lambda w: other(w, training=False), v, [(j, j)], BACKEND)[(j, j)]
+            for j in chosen], x))
+    np.testing.assert_allclose(per_backend.numpy(got), want, rtol=1e-12,
+                               atol=1e-12 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("indices, shared, series", [
     ([(1,), (0, 0)], {0: 2, 1: 1}, []),
     ([(0, 0), (1, 1)], {0: 2, 1: 2}, []),
@@ -232,15 +287,19 @@ def test_weight_gradients_equal_nested_autodiff():
 
 
 def test_weight_gradients_of_the_shared_pass(monkeypatch):
-    """u_t − u_xx and a Laplacian from the shared first-and-second-order
-    pass: the weight gradients of nested autodiff to 1e-8 relative in
-    float64, on every backend (sigmoid: Keras' tanh is float32 on JAX)."""
+    """u_t − u_xx from the shared first-and-second-order pass and a
+    Laplacian from the summed one: the weight gradients of nested autodiff
+    to 1e-8 relative in float64, on every backend (sigmoid: Keras' tanh is
+    float32 on JAX)."""
     monkeypatch.setattr(partials, "_SECOND_ORDER", {BACKEND})
+    monkeypatch.setattr(partials, "_SUMMED_LAPLACIAN", {BACKEND})
     monkeypatch.setitem(partials._TAYLOR_MIN_ORDER, BACKEND, 3)
     calls = []
-    first_and_second = taylor.first_and_second
+    first_and_second, summed = taylor.first_and_second, taylor.laplacian
     monkeypatch.setattr(taylor, "first_and_second",
                         lambda *a: calls.append(1) or first_and_second(*a))
+    monkeypatch.setattr(taylor, "laplacian",
+                        lambda *a: calls.append(2) or summed(*a))
     model = _sequential("sigmoid", features=2)
     x = np.random.default_rng(5).uniform(-1, 1, (8, 2)).astype(DTYPE)
 
@@ -254,7 +313,7 @@ def test_weight_gradients_of_the_shared_pass(monkeypatch):
         return [_by_hand(model)(v), u_t - u_xx, u_xx + u_yy]
 
     got_loss, got = _weight_gradients(model, x, ours)
-    assert calls  # (traced once on JAX)
+    assert set(calls) == {1, 2}  # (traced once on JAX)
     want_loss, want = _weight_gradients(model, x, nested)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-8)
     assert len(got) == len(want) == 6
