@@ -14,7 +14,10 @@ through the layers coefficient by coefficient:
 
 Then `∂ᵏy/∂xⱼᵏ = k! yₖ`. The cost grows with the square of the order
 (the Cauchy products), where nested reverse mode multiplies it by a
-constant factor per order. Coefficients known to be zero are carried as
+constant factor per order. To second order the activations' factors are
+the same for every feature, so `first_and_second` takes first and second
+derivatives along several features from one pass, and `laplacian` carries
+only the sum of the second coefficients. Coefficients known to be zero are carried as
 `None` and skipped: the input line has `xₖ = 0` for k ≥ 2, and its first
 coefficient is a unit vector, whose image under the first layer is a row
 of that layer's kernel.
