@@ -17,10 +17,10 @@ Then `∂ᵏy/∂xⱼᵏ = k! yₖ`. The cost grows with the square of the order
 constant factor per order. To second order the activations' factors are
 the same for every feature, so `first_and_second` takes first and second
 derivatives along several features from one pass, and `laplacian` carries
-only the sum of the second coefficients. Coefficients known to be zero are carried as
-`None` and skipped: the input line has `xₖ = 0` for k ≥ 2, and its first
-coefficient is a unit vector, whose image under the first layer is a row
-of that layer's kernel.
+only the sum of the second coefficients. Coefficients known to be zero
+are carried as `None` and skipped: the input line has `xₖ = 0` for
+k ≥ 2, and its first coefficient is a unit vector, whose image under the
+first layer is a row of that layer's kernel.
 
 Every operation is an ordinary tensor operation, so the results are
 differentiable with respect to the weights on every backend. On
