@@ -57,10 +57,11 @@ _TAYLOR_MIN_ORDER = {"tensorflow": 3, "jax": 1, "torch": 3}
 # them a second, a chain of dense layers takes them from one forward pass
 # shared by every feature (`taylor.first_and_second`) on these backends.
 # Measured on PyTorch, on the MLP above (section 12 of
-# benchmarks/README.md): a Laplacian in 2 features took 27 against 36 ms
-# for reverse mode, u_t − u_xx with weight gradients 60 against 61 ms. On
-# TensorFlow, in a tf.function, 7.7 against 8.6 ms and 21.6 against 20.4
-# ms: not worth a second path there.
+# benchmarks/README.md): the pure second derivatives along 2 features (a
+# Laplacian's terms) took 27 against 36 ms for reverse mode, u_t − u_xx
+# with weight gradients 60 against 61 ms. On TensorFlow, in a
+# tf.function, 7.7 against 8.6 ms and 21.6 against 20.4 ms: not worth a
+# second path there.
 _SECOND_ORDER = {"torch"}
 # A Laplacian of such a chain is one pass that carries the sum of the
 # second coefficients (`taylor.laplacian`) on these backends. Measured as

@@ -185,7 +185,7 @@ def first_and_second(layers, names, x, orders):
 
 def laplacian(layers, names, x, features):
     """`Σⱼ ∂²y/∂xⱼ²` over `features`, shaped like the chain's output, in
-    one forward pass (`first_and_second`) that carries the sum of the
+    one forward pass like `first_and_second`'s that carries the sum of the
     features' second coefficients, not each: they obey one linear
     recurrence (`y₂ = σ'·x₂ + σ''/2·x₁²`, `x₂ ↦ x₂ W` through a dense
     layer), so their sum does too, with `Σⱼ x₁ⱼ²` as its source. A
