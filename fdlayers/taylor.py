@@ -39,7 +39,7 @@ import math
 
 import keras
 
-from fdlayers.dispatch import padded_to_bucket
+from fdlayers.dispatch import padded_to_bucket, static_python
 
 # Activation functions with a Taylor rule, by the name of the rule.
 _ACTIVATIONS = {
@@ -56,6 +56,11 @@ _IDENTITIES = ("InputLayer", "Dropout", "GaussianNoise", "GaussianDropout",
                "AlphaDropout", "Identity")
 
 
+# The entry points below read the model's structure and weights, never
+# call it, and branch on static facts only: AutoGraph need not convert
+# them (`static_python`), which took 1.0 against 0.56 s on a first trace
+# of a Laplacian in a tf.function.
+@static_python
 def chain(model, x):
     """The model as `(dense layers, activation names)` in call order, or
     None where Taylor mode does not apply to it and `x`: anything but a
@@ -139,6 +144,7 @@ def _is_chain(model):
         return isinstance(model, keras.Sequential)
 
 
+@static_python
 def series(layers, names, x, feature, order):
     """`[∂y/∂xⱼ, ..., ∂ᵒʳᵈᵉʳy/∂xⱼᵒʳᵈᵉʳ]`, `j = feature`, of the chain, each
     shaped like its output, by Taylor mode."""
@@ -164,6 +170,7 @@ def series(layers, names, x, feature, order):
     return _propagate(names, feature, order, x, weights, _fma)
 
 
+@static_python
 def first_and_second(layers, names, x, orders):
     """`{(j,): ∂y/∂xⱼ, (j, j): ∂²y/∂xⱼ²}` of the chain for every feature `j`
     of `orders` (`{feature: 1 or 2}`, the second derivative only where it is
@@ -183,6 +190,7 @@ def first_and_second(layers, names, x, orders):
     return values
 
 
+@static_python
 def laplacian(layers, names, x, features):
     """`Σⱼ ∂²y/∂xⱼ²` over `features`, shaped like the chain's output, in
     one forward pass like `first_and_second`'s that carries the sum of the
