@@ -20,8 +20,12 @@ training runs it: in a tf.function on TensorFlow, under jax.jit on JAX,
 eagerly on PyTorch (torch.compile cannot differentiate twice; one thread,
 see below).
 
+12b: each candidate's first call, tracing and compiling included, in a
+fresh process of its own: what a first training step pays.
+
     python benchmarks/bench.py --only 12
     python benchmarks/derivatives.py [--quick] [--backends jax torch]
+    python benchmarks/derivatives.py --first-calls [--backends tensorflow]
 """
 
 import argparse
@@ -29,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 BACKENDS = ["tensorflow", "jax", "torch"]
 TASKS = {"a": "u_xx + u_tt", "b": "u_t - u_xx, weight gradients",
@@ -40,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
 import fdlayers
 
-points, rounds = json.loads(sys.argv[1])
+points, rounds, *only = json.loads(sys.argv[1])
 backend = keras.backend.backend()
 keras.utils.set_random_seed(0)
 model = keras.Sequential([keras.Input((2,))]
@@ -247,6 +252,12 @@ else:
         candidates[("b", "DeepXDE")] = with_weights(dde_residual)
         candidates[("c", "DeepXDE")] = dde_fourth
 
+if only:  # 12b: the first call of one candidate, in this fresh process
+    task, who = only[0]
+    start = time.perf_counter()
+    finish(candidates[(task, who)]())
+    print(json.dumps([[task, who, time.perf_counter() - start]]))
+    sys.exit(0)
 for fn in candidates.values():
     finish(fn())  # trace, compile, allocate
 times = {key: [] for key in candidates}
@@ -264,15 +275,23 @@ print(json.dumps([[task, who, min(t)]
 '''
 
 
-def run_backend(backend, points, rounds):
-    """`{(task, who): fastest seconds}` measured in a fresh process."""
+def run_backend(backend, points, rounds, only=None):
+    """`{(task, who): fastest seconds}` measured in a fresh process; with
+    `only`, a `(task, who)` pair, that candidate's first call alone."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, env.get("PYTHONPATH")) if p)
-    result = subprocess.run(
-        [sys.executable, "-c", _WORKER, json.dumps([points, rounds])],
-        env=env, capture_output=True, text=True, check=False)
+    # From a file, not `python -c`: TensorFlow's AutoGraph converts only
+    # functions whose source it can read, as a user's are.
+    with tempfile.TemporaryDirectory() as directory:
+        worker = os.path.join(directory, "derivatives_worker.py")
+        with open(worker, "w") as f:
+            f.write(_WORKER)
+        result = subprocess.run(
+            [sys.executable, worker,
+             json.dumps([points, rounds] + ([list(only)] if only else []))],
+            env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         print(f"{backend}: failed\n{result.stderr[-2000:]}")
         return {}
@@ -302,7 +321,37 @@ def main(quick=False, backends=None):
                 theirs = measured[(task, "DeepXDE")]
                 line += f" {theirs * 1e3:10.1f} {theirs / ours:14.2f}"
             print(line)
+    first_calls(backends, points, 1 if quick else 2)
     return results
+
+
+def first_calls(backends=None, points=10000, repeats=2):
+    """12b: each candidate's first call (tracing and compiling included)
+    in a fresh process of its own, the median of `repeats` processes."""
+    print(f"\n12b. First call of each task, {points} points: a fresh process "
+          f"per candidate (the model built, not yet called), median "
+          f"of {repeats}")
+    print(f"{'backend':<11} {'task':<30} {'fdlayers s':>10} {'by hand s':>9} "
+          f"{'hand / ours':>11} {'DeepXDE s':>9}")
+    for backend in backends or BACKENDS:
+        for task, name in TASKS.items():
+            row = {}
+            for who in ("fdlayers", "by hand", "DeepXDE"):
+                if who == "DeepXDE" and backend != "torch":
+                    continue
+                runs = [run_backend(backend, points, 0, (task, who))
+                        for _ in range(repeats)]
+                seconds = [r[(task, who)] for r in runs if (task, who) in r]
+                if seconds:
+                    row[who] = sorted(seconds)[len(seconds) // 2]
+            if "fdlayers" not in row:
+                continue
+            line = (f"{backend:<11} {task}. {name:<27} {row['fdlayers']:10.2f} "
+                    f"{row['by hand']:9.2f} "
+                    f"{row['by hand'] / row['fdlayers']:11.2f}")
+            if "DeepXDE" in row:
+                line += f" {row['DeepXDE']:9.2f}"
+            print(line)
 
 
 if __name__ == "__main__":
@@ -310,5 +359,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true",
                         help="2000 points, fewer rounds")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS)
+    parser.add_argument("--first-calls", action="store_true",
+                        help="only 12b: each candidate's first call")
     args = parser.parse_args()
-    main(args.quick, args.backends)
+    if args.first_calls:
+        first_calls(args.backends, 2000 if args.quick else 10000)
+    else:
+        main(args.quick, args.backends)
