@@ -19,6 +19,7 @@ import numbers
 import keras
 
 from fdlayers import partials as _partials
+from fdlayers.dispatch import static_python
 
 _BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -223,6 +224,12 @@ def input_laplacian(model, x, features=None):
     return _partials.laplacian(_caller(model), x, chosen, backend, model)
 
 
+# The helpers below never call the model: AutoGraph need not convert them
+# (`static_python`), which a user's own tf.function would otherwise do on
+# its first trace (Keras' `fit` runs its train step unconverted). The
+# functions that do call it stay convertible, so that a model whose `call`
+# relies on AutoGraph still traces.
+@static_python
 def _backend(name):
     backend = keras.backend.backend()
     if backend not in _BACKENDS:
@@ -232,6 +239,7 @@ def _backend(name):
     return backend
 
 
+@static_python
 def _points(x):
     """`x` as a float tensor of rank ≥ 2, and its features per sample."""
     x = keras.ops.convert_to_tensor(x)
@@ -244,6 +252,7 @@ def _points(x):
     return x, math.prod(x.shape[1:])
 
 
+@static_python
 def _feature(name, value, features):
     """A feature index in [-features, features) as one in [0, features)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
@@ -264,6 +273,7 @@ def _caller(model):
     return call
 
 
+@static_python
 def _check_elementwise(y, x):
     if tuple(y.shape) != tuple(x.shape):
         raise ValueError(
@@ -288,6 +298,7 @@ def _tensorflow(call, x, order, features):
     return results
 
 
+@static_python
 def _tape_diagonal(tape, y, x, features):
     """∂y[:, j]/∂x[:, j] for every j, shaped like `y`, with `tape`."""
     import tensorflow as tf

@@ -172,3 +172,29 @@ def test_integer_inputs_are_cast():
 
 def test_fdlayers_exports_it():
     assert fdlayers.input_derivatives is input_derivatives
+
+
+@pytest.mark.tensorflow_only
+def test_a_callable_that_needs_autograph_traces_in_a_tf_function():
+    """fdlayers' own helpers run unconverted by AutoGraph, but the calls
+    that lead to the model stay convertible: a plain function branching on
+    a tensor's value (a Python `if`, which AutoGraph turns into a `cond`)
+    still traces in a user's `tf.function`."""
+    import tensorflow as tf
+
+    def model(v):
+        if tf.reduce_sum(v) > 0:
+            return v ** 2
+        return v ** 3
+
+    x = tf.constant([[1.0], [2.0]])
+    first, second = tf.function(lambda v: fdlayers.input_partials(
+        model, v, [(0,), (0, 0)]))(x)
+    np.testing.assert_allclose(first.numpy().ravel(), [2.0, 4.0])
+    np.testing.assert_allclose(second.numpy().ravel(), [2.0, 2.0])
+    laplacian = tf.function(lambda v: fdlayers.input_laplacian(model, v))(-x)
+    np.testing.assert_allclose(laplacian.numpy().ravel(), [-6.0, -12.0])
+    slope, curvature = tf.function(lambda v: fdlayers.input_derivatives(
+        model, v, order=2))(-x)
+    np.testing.assert_allclose(slope.numpy().ravel(), [3.0, 12.0])
+    np.testing.assert_allclose(curvature.numpy().ravel(), [-6.0, -12.0])
