@@ -28,7 +28,7 @@ Sections:
  12. derivatives of a network for training (benchmarks/derivatives.py): a
      Laplacian, a residual with its weight gradients and a fourth derivative
      of a 5 x 50 tanh MLP on every backend, against nested autodiff by hand
-     and DeepXDE;
+     and DeepXDE, then each one's first call in a fresh process;
  13. fields (benchmarks/fields.py): Laplacian and Gradient on (16, 512, 512,
      1) and (4, 128, 128, 128, 1) in the three modes against their floors,
      findiff, numpy.gradient and tf.image.sobel_edges; calls at 30 new
