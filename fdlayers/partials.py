@@ -140,8 +140,7 @@ def _taylor(model, x, indices, min_order, second_order=False):
             if index[0] not in pure or len(index) > pure[index[0]]
             or len(set(index)) > 1]
     shared = _pure_orders(rest, 1) if second_order else {}
-    if (len(shared) != len({index[0] for index in rest})
-            or any(len(set(index)) > 1 for index in rest)
+    if (any(len(set(index)) > 1 for index in rest)
             or max(shared.values(), default=0) != 2):
         shared = {}
     found = taylor.chain(model, x) if pure or shared else None
