@@ -12,8 +12,9 @@ Public API:
   on 1-D to 3-D grids;
 - `spectral_derivative(x, order, spacing, cutoff, axis)` and
   `SpectralDerivative1D`: the derivative of a periodic series by FFT;
-- `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`
-  and `input_laplacian(model, x, features)`: a model's derivatives with
+- `input_derivatives(model, x, order)`, `input_partials(model, x, indices)`,
+  `input_laplacian(model, x, features)` and `input_operator(model, x,
+  terms)`: a model's derivatives with
   respect to its input by autodiff, zeros where the truth is zero (never
   None), differentiable with respect to its weights on every backend.
 
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = ["FiniteDifference1D", "SavitzkyGolay1D", "coefficients",
            "derivative", "input_derivatives", "input_laplacian",
-           "input_partials", "stencil", "__version__"]
+           "input_operator", "input_partials", "stencil", "__version__"]
 __all__ += ["SpectralDerivative1D", "spectral_derivative"]
 __all__ += ["partial", "PartialDerivative", "Gradient", "Divergence", "Curl",
             "Laplacian"]
@@ -39,7 +40,8 @@ __all__ += ["partial", "PartialDerivative", "Gradient", "Divergence", "Curl",
 _HOMES = {"coefficients": "stencils", "stencil": "stencils",
           "derivative": "ops", "FiniteDifference1D": "layers",
           "SavitzkyGolay1D": "layers", "input_derivatives": "autodiff",
-          "input_partials": "autodiff", "input_laplacian": "autodiff"}
+          "input_partials": "autodiff", "input_laplacian": "autodiff",
+          "input_operator": "autodiff"}
 _HOMES.update({"spectral_derivative": "spectral",
                "SpectralDerivative1D": "spectral_layers"})
 _HOMES.update({"partial": "fields", "PartialDerivative": "field_layers",
@@ -74,7 +76,7 @@ if not _is_the_command():
     from fdlayers.ops import derivative  # noqa: E402,F401
     from fdlayers.layers import FiniteDifference1D, SavitzkyGolay1D  # noqa: E402,F401
     from fdlayers.autodiff import (  # noqa: E402,F401
-        input_derivatives, input_laplacian, input_partials)
+        input_derivatives, input_laplacian, input_operator, input_partials)
     from fdlayers.spectral import spectral_derivative  # noqa: E402,F401
     from fdlayers.spectral_layers import SpectralDerivative1D  # noqa: E402,F401
     from fdlayers.fields import partial  # noqa: E402,F401

@@ -6,9 +6,10 @@ first derivative does not depend on the input (a linear network) is zero,
 and fdlayers returns zeros. `input_partials(model, x, indices)` gives mixed
 and high-order partials of a model of several input features, and
 `input_laplacian(model, x)` the sum of its pure second partials: the terms
-of a differential equation's residual.
+of a differential equation's residual. `input_operator(model, x, terms)`
+gives a whole linear residual, such as `u_t − ν·u_xx`, at once.
 
-All three are differentiable with respect to the model's weights on every
+All four are differentiable with respect to the model's weights on every
 backend, so that a loss built from them trains the model (see
 fdlayers/partials.py for how each backend computes them).
 """
@@ -221,7 +222,80 @@ def input_laplacian(model, x, features=None):
             raise ValueError(
                 "`features` must not name a feature twice (x has "
                 f"{count} features per sample). Received: features={features!r}")
-    return _partials.laplacian(_caller(model), x, chosen, backend, model)
+    return _partials.operator(_caller(model), x,
+                              {(j, j): 1.0 for j in chosen}, backend, model)
+
+
+def input_operator(model, x, terms):
+    """`Σ c_α ∂^α y` of `y = model(x)` over `terms`, per sample.
+
+    A linear differential operator applied to the model: `terms` maps
+    multi-indices, as `input_partials` takes them, to their coefficients,
+    and the empty multi-index `()` stands for `y` itself. The heat
+    equation's residual `u_t − ν·u_xx`, with `x = (x, t)`, is
+    `{(1,): 1.0, (0, 0): -nu}`; the Helmholtz operator `Δu + k²u` in two
+    features `{(0, 0): 1.0, (1, 1): 1.0, (): k ** 2}`. A multi-index's
+    features may come in any order, and terms naming the same partial add
+    up.
+
+    The result equals `Σ c · input_partials(model, x, list(terms))`, with
+    the same contract: per sample, zeros where the truth is zero,
+    differentiable with respect to the model's weights and to tensor
+    coefficients (a trainable ν of an inverse problem). But where every
+    term is of order ≤ 2 and the model is a chain of `Dense` layers, the
+    combination is computed in one forward pass that carries it whole
+    rather than each term: `u_t − u_xx` takes 3 matrix products a layer,
+    against 4 for its terms one by one.
+
+    Args:
+        model: a Keras model or layer, or any callable on tensors of the
+            current backend.
+        x: the input points, an array or tensor of rank ≥ 2 with the batch
+            first. Integers are cast to `keras.config.floatx()`.
+        terms: a non-empty dict from multi-indices (tuples of integer
+            feature indices in `[-d, d)`, `()` for `y`) to coefficients:
+            finite real numbers, or tensors or Keras variables of shape
+            `()` (one for all samples) or `(batch, 1)` (one per sample).
+
+    Returns:
+        A tensor shaped like `model(x)`, in its dtype.
+
+    Raises:
+        ValueError: for an invalid `x` or `terms`.
+
+    Example:
+
+    ```python
+    import numpy as np, keras, fdlayers
+
+    model = keras.Sequential([keras.Input((2,)),
+                              keras.layers.Dense(16, activation="tanh"),
+                              keras.layers.Dense(1)])
+    xt = np.random.uniform(-1, 1, (8, 2)).astype("float32")
+    residual = fdlayers.input_operator(model, xt, {(1,): 1.0, (0, 0): -0.1})
+    print(residual.shape)  # (8, 1)
+    ```
+    """
+    backend = _backend("input_operator")
+    x, features = _points(x)
+    if not isinstance(terms, dict) or not terms:
+        raise ValueError(
+            "`terms` must be a non-empty dict from multi-indices to "
+            "coefficients, e.g. {(1,): 1.0, (0, 0): -0.1} for u_t − 0.1·u_xx. "
+            f"Received: terms={terms!r}")
+    combined = {}
+    for key, c in terms.items():
+        if isinstance(key, (str, bytes)) or not isinstance(key, (list, tuple)):
+            raise ValueError(
+                "`terms` must map multi-indices, tuples of feature indices "
+                "such as (0,) for ∂/∂x0, (0, 1) for ∂²/∂x0∂x1 or () for the "
+                f"output itself, to coefficients. Received: the key {key!r}")
+        name = f"terms[{tuple(key)!r}]"
+        index = tuple(sorted(_feature(name, j, features) for j in key))
+        c = _coefficient(name, c, x)
+        combined[index] = (c if index not in combined
+                           else _partials._plus(combined[index], c, 1.0))
+    return _partials.operator(_caller(model), x, combined, backend, model)
 
 
 # The helpers below never call the model: AutoGraph need not convert them
@@ -263,6 +337,39 @@ def _feature(name, value, features):
             f"`{argument}` must {what} in [{-features}, {features}): x has "
             f"{features} features per sample. Received: {name}={value!r}")
     return int(value) % features
+
+
+@static_python
+def _coefficient(name, c, x):
+    """A coefficient of `input_operator` as a float, or as a tensor of
+    `x`'s dtype and shape `()` or `(batch, 1)` (a Keras variable's value,
+    which its gradient reaches)."""
+    if isinstance(c, numbers.Real) and not isinstance(c, bool):
+        if not math.isfinite(c):
+            raise ValueError(
+                f"`{name}`, a coefficient, must be finite. Received: {c!r}")
+        return float(c)
+    if isinstance(c, (bool, str, bytes)) or not hasattr(c, "shape") \
+            or not hasattr(c, "dtype"):
+        raise ValueError(
+            f"`{name}`, a coefficient, must be a real number or a tensor of "
+            f"shape () or (batch, 1). Received: {c!r}")
+    shape = tuple(c.shape)
+    batch = x.shape[0]
+    if shape != () and not (len(shape) == 2 and shape[1] == 1 and (
+            shape[0] is None or batch is None or shape[0] == batch)):
+        raise ValueError(
+            f"`{name}`, a coefficient, must have shape () (one for every "
+            f"sample) or (batch, 1) (one per sample), here batch = {batch}. "
+            f"Received: a coefficient of shape {shape}")
+    kind = keras.backend.standardize_dtype(c.dtype)
+    if not kind.startswith(("float", "bfloat", "int", "uint")):
+        raise ValueError(
+            f"`{name}`, a coefficient, must be real. Received: a coefficient "
+            f"of dtype {kind}")
+    if isinstance(c, keras.Variable):
+        c = c.value
+    return keras.ops.cast(c, keras.backend.standardize_dtype(x.dtype))
 
 
 def _caller(model):

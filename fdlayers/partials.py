@@ -23,8 +23,9 @@ gradient with respect to them on every backend.
   forward pass, at a cost that grows with the square of the order. On
   PyTorch, pure first and second derivatives, where one is a second and
   none is mixed, come from one forward pass that every feature shares
-  (`taylor.first_and_second`), and on PyTorch and TensorFlow a Laplacian
-  from one pass that carries the sum (`taylor.laplacian`).
+  (`taylor.first_and_second`), and on every backend a linear
+  combination of first and second derivatives (a Laplacian, `u_t − u_xx`)
+  from one pass that carries the sum (`taylor.operator`).
 - Otherwise, TensorFlow and PyTorch: reverse mode, one gradient per output
   element of each prefix (one in all for a scalar output), which gives that
   prefix's derivatives along every feature at once: a Laplacian in `d`
@@ -36,6 +37,8 @@ gradient with respect to them on every backend.
 
 import contextlib
 import math
+
+import keras
 
 from fdlayers import taylor
 from fdlayers.dispatch import static_python
@@ -64,12 +67,14 @@ _TAYLOR_MIN_ORDER = {"tensorflow": 3, "jax": 1, "torch": 3}
 # tf.function, 7.7 against 8.6 ms and 21.6 against 20.4 ms: not worth a
 # second path there.
 _SECOND_ORDER = {"torch"}
-# A Laplacian of such a chain is one pass that carries the sum of the
-# second coefficients (`taylor.laplacian`) on these backends. Measured as
-# above: 23-24 against 34-35 ms on PyTorch; 6.7 against 8.5 ms in a
-# tf.function on TensorFlow; under jax.jit 5.4 ms either way, where JAX
-# keeps its series (XLA shares their values itself).
-_SUMMED_LAPLACIAN = {"torch", "tensorflow"}
+# A linear combination of first and second derivatives of such a chain (a
+# Laplacian, a residual such as u_t − u_xx) is one pass that carries the
+# combination (`taylor.operator`) on these backends. Measured on the MLP
+# above (section 12 of benchmarks/README.md), u_t − u_xx with weight
+# gradients: 60 against 72-74 ms for its terms by `input_partials` on
+# PyTorch, 30 against 36 ms in a tf.function on TensorFlow, 34-35 against
+# 48-49 ms under jax.jit; a Laplacian 6.6-6.8 against 8.3 ms under jax.jit.
+_OPERATOR = {"torch", "tensorflow", "jax"}
 
 
 @static_python
@@ -101,20 +106,39 @@ def partials(call, x, indices, backend, model=None):
     return values
 
 
-def laplacian(call, x, features, backend, model=None):
-    """`Σⱼ ∂²y/∂xⱼ²` over `features` (flat feature indices), shaped like
-    `call(x)`: on the backends of `_SUMMED_LAPLACIAN`, for a chain of dense
-    layers, from one pass that carries the sum (`taylor.laplacian`);
-    otherwise the sum of `partials`' pure second derivatives."""
-    found = (taylor.chain(model, x)
-             if model is not None and backend in _SUMMED_LAPLACIAN else None)
+def operator(call, x, terms, backend, model=None):
+    """`Σ c_α ∂^α y` over `terms`, `{multi-index: coefficient}` (the empty
+    multi-index for `y` itself), shaped like `y = call(x)`: on the backends
+    of `_OPERATOR`, where every term is of order ≤ 2, for a chain of dense
+    layers, from one pass that carries the sum (`taylor.operator`);
+    otherwise the sum of `partials`' terms, each times its coefficient (a
+    coefficient of 1 leaves its term as it is)."""
+    found = None
+    if (model is not None and backend in _OPERATOR
+            and max(len(index) for index in terms) <= 2):
+        found = taylor.chain(model, x)
     if found is not None:
-        return taylor.laplacian(*found, x, features)
-    values = partials(call, x, [(j, j) for j in features], backend, model)
-    total = values[(features[0], features[0])]
-    for j in features[1:]:
-        total = total + values[(j, j)]
+        value, total = taylor.operator(
+            *found, x,
+            {index[0]: c for index, c in terms.items() if len(index) == 1},
+            {index: c for index, c in terms.items() if len(index) == 2})
+        if () in terms:
+            total = _plus(total, value, terms[()])
+        return keras.ops.zeros_like(value) if total is None else total
+    indices = [index for index in terms if index]
+    values = partials(call, x, indices, backend, model) if indices else {}
+    total = None
+    for index, c in terms.items():
+        total = _plus(total, values[index] if index else call(x), c)
     return total
+
+
+def _plus(total, term, c):
+    """`total + c·term`, `total` None for 0; a coefficient of 1 leaves the
+    term as it is."""
+    if not (isinstance(c, float) and c == 1.0):
+        term = term * c
+    return term if total is None else total + term
 
 
 @static_python

@@ -16,8 +16,9 @@ Then `∂ᵏy/∂xⱼᵏ = k! yₖ`. The cost grows with the square of the order
 (the Cauchy products), where nested reverse mode multiplies it by a
 constant factor per order. To second order the activations' factors are
 the same for every feature, so `first_and_second` takes first and second
-derivatives along several features from one pass, and `laplacian` carries
-only the sum of the second coefficients. Coefficients known to be zero
+derivatives along several features from one pass, and `operator` carries
+only a linear combination of first and second derivatives (a Laplacian, a
+residual such as `u_t − u_xx`). Coefficients known to be zero
 are carried as `None` and skipped: the input line has `xₖ = 0` for
 k ≥ 2, and its first coefficient is a unit vector, whose image under the
 first layer is a row of that layer's kernel.
@@ -149,8 +150,7 @@ def series(layers, names, x, feature, order):
     """`[∂y/∂xⱼ, ..., ∂ᵒʳᵈᵉʳy/∂xⱼᵒʳᵈᵉʳ]`, `j = feature`, of the chain, each
     shaped like its output, by Taylor mode."""
     backend = keras.backend.backend()
-    weights = [None if w is None else w.value for layer in layers for w in
-               (layer.kernel, layer.bias if layer.use_bias else None)]
+    weights = _weights(layers)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -191,41 +191,82 @@ def first_and_second(layers, names, x, orders):
 
 
 @static_python
-def laplacian(layers, names, x, features):
-    """`Σⱼ ∂²y/∂xⱼ²` over `features`, shaped like the chain's output, in
-    one forward pass like `first_and_second`'s that carries the sum of the
-    features' second coefficients, not each: they obey one linear
-    recurrence (`y₂ = σ'·x₂ + σ''/2·x₁²`, `x₂ ↦ x₂ W` through a dense
-    layer), so their sum does too, with `Σⱼ x₁ⱼ²` as its source. A
-    Laplacian in d features then takes d + 2 matrix products a layer, not
-    2d + 1."""
-    value, _, second = _second_order(layers, names, x,
-                                     dict.fromkeys(features, 2), summed=True)
-    total = second["sum"]
-    return (keras.ops.zeros_like(value) if total is None
-            else _full(total * 2.0, value))
+def operator(layers, names, x, firsts, seconds):
+    """`(y, Σⱼ αⱼ ∂y/∂xⱼ + Σ βᵢⱼ ∂²y/∂xᵢ∂xⱼ)` of the chain, in one forward
+    pass that carries the combination, not each of its terms; the second
+    is None where it is zero throughout.
+
+    `firsts` is `{j: αⱼ}` and `seconds` `{(i, j): βᵢⱼ}` (i ≤ j), each
+    coefficient a number or a tensor that broadcasts against `(points,
+    units)`: one per sample at most, a constant along the chain. A dense
+    layer maps every derivative of its input linearly (`L(xW + b) =
+    (Lx)W` for an operator L without a term in y itself), and an
+    activation obeys `L σ(z) = σ'·Lz + σ''·Σ βᵢⱼ ∂ᵢz ∂ⱼz`: so `Lz` obeys one
+    linear recurrence through the chain, whose only other inputs are the
+    first derivatives along the features of the second-order terms. The
+    pass carries those and `Lz`: for `u_t − u_xx`, 3 matrix products a
+    layer where the terms one by one take 4, and for a Laplacian in d
+    features d + 2 where they take 2d + 1. At the input, `Lx = Σ αⱼ eⱼ`,
+    whose image under the first layer is `Σ αⱼ` row j of its kernel.
+    """
+    weights = _weights(layers)
+    fma, matmul, affine = _primitives()
+    kernel, bias = weights[0], weights[1]
+    value = affine(x, kernel, bias)
+    first = {j: kernel[j] for j in sorted({j for pair in seconds
+                                           for j in pair})}
+    total = None
+    for j, alpha in firsts.items():
+        term = kernel[j] * alpha
+        total = term if total is None else total + term
+    for position, group in enumerate(names):
+        if position:
+            kernel, bias = weights[2 * position], weights[2 * position + 1]
+            value = affine(value, kernel, bias)
+            first = {j: matmul(c, kernel) for j, c in first.items()}
+            total = None if total is None else matmul(total, kernel)
+        for name in group:
+            value, slope, curvature, sign = _FACTORS[name](value, fma)
+            source = None
+            for (i, j), beta in seconds.items():
+                left = first[i]
+                if not isinstance(beta, float):  # a tensor: its own product
+                    left, beta = left * beta, 1.0
+                source = fma(source, left, first[j], beta)
+            # σ'' = 2·sign·c (`_FACTORS`).
+            total = fma(None if total is None else slope * total, curvature,
+                        source, 2.0 * sign)
+            first = {j: slope * c for j, c in first.items()}
+    return value, None if total is None else _full(total, value)
 
 
-def _second_order(layers, names, x, orders, summed=False):
-    """The chain's value and each feature's first and second Taylor
-    coefficients (`{feature: tensor}`; None for a second coefficient still
-    zero), or with `summed` the sum of the second coefficients as
-    `{"sum": tensor}`."""
-    weights = [None if w is None else w.value for layer in layers for w in
-               (layer.kernel, layer.bias if layer.use_bias else None)]
-    fma, matmul, affine = _fma, keras.ops.matmul, _affine
+def _weights(layers):
+    return [None if w is None else w.value for layer in layers for w in
+            (layer.kernel, layer.bias if layer.use_bias else None)]
+
+
+def _primitives():
+    """`(fma, matmul, affine)` for the backend."""
     if keras.backend.backend() == "torch":
         import torch
 
         # As in `series`: keras.ops.matmul rounds float64 on PyTorch.
-        fma, matmul, affine = _torch_fma, torch.matmul, _torch_affine
+        return _torch_fma, torch.matmul, _torch_affine
+    return _fma, keras.ops.matmul, _affine
+
+
+def _second_order(layers, names, x, orders):
+    """The chain's value and each feature's first and second Taylor
+    coefficients (`{feature: tensor}`; None for a second coefficient still
+    zero)."""
+    weights = _weights(layers)
+    fma, matmul, affine = _primitives()
     kernel, bias = weights[0], weights[1]
     value = affine(x, kernel, bias)
     # Each feature's first coefficient after the first layer is a row of
     # its kernel; its second coefficient starts at zero (None).
     first = {j: kernel[j] for j in orders}
-    second = ({"sum": None} if summed else
-              {j: None for j, order in orders.items() if order == 2})
+    second = {j: None for j, order in orders.items() if order == 2}
     for position, group in enumerate(names):
         if position:
             kernel, bias = weights[2 * position], weights[2 * position + 1]
@@ -235,15 +276,8 @@ def _second_order(layers, names, x, orders, summed=False):
                       for j, c in second.items()}
         for name in group:
             value, slope, curvature, sign = _FACTORS[name](value, fma)
-            if summed:
-                squares = None
-                for c in first.values():
-                    squares = fma(squares, c, c)
-                sources = {"sum": squares}
-            else:
-                sources = {j: first[j] * first[j] for j in second}
             second = {j: fma(None if c is None else slope * c, curvature,
-                             sources[j], sign)
+                             first[j] * first[j], sign)
                       for j, c in second.items()}
             first = {j: slope * c for j, c in first.items()}
     return value, first, second

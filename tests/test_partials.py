@@ -96,6 +96,25 @@ def test_the_laplacian_sums_the_pure_second_partials():
                                2 * y + np.exp(x) - y**3 * np.sin(z), rtol=RTOL)
 
 
+def test_a_linear_operator_of_analytic_functions():
+    """`input_operator` sums its terms times their coefficients, the output
+    itself included (`()`), per sample and per output column: here
+    `u_t − 0.5·u_xx + 2·u_xt − 3·u` of both of `_wave`'s columns."""
+    points = _points()
+    x, t = points[:, 0:1], points[:, 1:2]
+    got = _run(lambda p: fdlayers.input_operator(
+        _model(_wave), p, {(1,): 1.0, (0, 0): -0.5, (1, 0): 2.0, (): -3.0}),
+        points)
+    columns = [sum(c * np.asarray(part[k]) for c, part in (
+        (1.0, _WAVE_PARTIALS[(1,)](x, t)), (-0.5, _WAVE_PARTIALS[(0, 0)](x, t)),
+        (2.0, _WAVE_PARTIALS[(0, 1)](x, t)),
+        (-3.0, (np.sin(x) * np.exp(t), x**3 * t**2 + 2 * x))))
+        for k in range(2)]
+    np.testing.assert_allclose(per_backend.numpy(got),
+                               np.concatenate(columns, axis=1),
+                               rtol=RTOL, atol=RTOL)
+
+
 def test_zeros_never_none():
     """A linear map's second partials and a constant's first are zeros."""
     points = _points(features=3)
@@ -106,7 +125,9 @@ def test_zeros_never_none():
         linear, p, [(2,), (0, 1), (1,) * 4]) + [input_laplacian(linear, p)],
         points)
     np.testing.assert_array_equal(per_backend.numpy(first), 3.0)
-    for zero in (mixed, high, laplacian):
+    operator = _run(lambda p: fdlayers.input_operator(
+        linear, p, {(0, 1): 1.0, (2, 2): -1.0}), points)
+    for zero in (mixed, high, laplacian, operator):
         assert zero is not None and tuple(zero.shape) == (7, 1)
         np.testing.assert_array_equal(per_backend.numpy(zero), 0.0)
     constant = _model(
@@ -156,6 +177,29 @@ def test_a_network_agrees_with_input_derivatives_and_keeps_the_order():
      r"`features` must be None or a non-empty list.*Received: features=1"),
     (lambda m, x: input_laplacian(m, x[:, 0]),
      r"`x` must have a batch axis.*Received: x of shape \(7,\)"),
+    (lambda m, x: fdlayers.input_operator(m, x, {}),
+     r"`terms` must be a non-empty dict.*Received: terms=\{\}"),
+    (lambda m, x: fdlayers.input_operator(m, x, [(0,), (1,)]),
+     r"`terms` must be a non-empty dict.*Received: terms=\[\(0,\), \(1,\)\]"),
+    (lambda m, x: fdlayers.input_operator(m, x, {0: 1.0}),
+     r"`terms` must map multi-indices.*Received: the key 0"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(0, 2): 1.0}),
+     r"`terms` must hold integers in \[-2, 2\).*Received: terms\[\(0, 2\)\]=2"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(0,): "1"}),
+     r"`terms\[\(0,\)\]`, a coefficient, must be a real number.*Received: '1'"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(0,): True}),
+     r"`terms\[\(0,\)\]`, a coefficient, must be a real number.*Received: True"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(1, 1): float("nan")}),
+     r"`terms\[\(1, 1\)\]`, a coefficient, must be finite.*Received: nan"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(1,): np.ones((7, 2))}),
+     r"`terms\[\(1,\)\]`.*shape \(\) .*or \(batch, 1\).*batch = 7.*"
+     r"Received: a coefficient of shape \(7, 2\)"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(1,): np.ones(7)}),
+     r"Received: a coefficient of shape \(7,\)"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(1,): np.ones((6, 1))}),
+     r"batch = 7.*Received: a coefficient of shape \(6, 1\)"),
+    (lambda m, x: fdlayers.input_operator(m, x, {(1,): np.array(1j)}),
+     r"`terms\[\(1,\)\]`, a coefficient, must be real.*dtype complex128"),
 ])
 def test_bad_arguments_are_refused(call, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -165,6 +209,7 @@ def test_bad_arguments_are_refused(call, fragment):
 def test_fdlayers_exports_them():
     assert fdlayers.input_partials is input_partials
     assert fdlayers.input_laplacian is input_laplacian
+    assert "input_operator" in fdlayers.__all__
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="DeepXDE's PyTorch backend")

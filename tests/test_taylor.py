@@ -134,45 +134,68 @@ def test_first_and_second_orders_in_one_pass(activation, form):
         assert not per_backend.numpy(got[(1, 1)]).any()
 
 
+# Linear combinations of first and second derivatives, as
+# `{multi-index: coefficient}`: a Laplacian, a residual, a mixed partial
+# with first-order terms, first-order terms alone.
+OPERATORS = [{(0, 0): 1.0, (1, 1): 1.0, (2, 2): 1.0},
+             {(1,): 1.0, (0, 0): -0.25},
+             {(0, 2): 2.0, (1,): -0.5, (2, 2): 3.0},
+             {(0,): 1.5, (2,): -1.0}]
+
+
+def _combined(model, x, terms):
+    """`Σ c · nested partial` over `terms`."""
+    indices = list(terms)
+    return sum(c * per_backend.numpy(w) for c, w in zip(
+        terms.values(), _run(lambda v: _nested(model, v, indices), x)))
+
+
 @pytest.mark.parametrize("activation, form", [
     (activation, (_sequential, _functional)[k % 2])
     for k, activation in enumerate(ACTIVATIONS)])
-def test_the_laplacian_in_one_pass(activation, form):
-    """`laplacian`: the sum of the pure second derivatives over a set of
-    features, carried through the chain as one sum, equals the sum of
-    nested autodiff's, every supported activation, on every backend."""
+def test_linear_combinations_in_one_pass(activation, form):
+    """`operator`: a combination of first and second derivatives carried
+    through the chain as one tensor equals the same combination of nested
+    autodiff's partials, every supported activation, on every backend;
+    and the value it returns is the model's."""
     model = form(activation)
     x = _points()
     found = taylor.chain(model, x)
-    for features in ([0, 1, 2], [2, 0], [1]):
-        got = per_backend.numpy(_run(
-            lambda v: taylor.laplacian(*found, v, features), x))
-        want = sum(per_backend.numpy(w) for w in _run(
-            lambda v: _nested(model, v, [(j, j) for j in features]), x))
+    for terms in OPERATORS:
+        firsts = {i[0]: c for i, c in terms.items() if len(i) == 1}
+        seconds = {i: c for i, c in terms.items() if len(i) == 2}
+        value, got = _run(lambda v: taylor.operator(*found, v, firsts,
+                                                    seconds), x)
+        want = _combined(model, x, terms)
+        np.testing.assert_allclose(per_backend.numpy(value),
+                                   per_backend.numpy(_by_hand(model)(x)),
+                                   rtol=RTOL)
+        if got is None:  # zero throughout: no first-order term, no curvature
+            assert activation in ("relu", "linear") and not firsts
+            assert not want.any()
+            continue
+        got = per_backend.numpy(got)
         assert got.shape == (6, 2) and got.dtype == np.float64
         np.testing.assert_allclose(
             got, want, rtol=RTOL, atol=RTOL * np.abs(want).max() + 1e-300,
-            err_msg=f"{activation}, {features}")
-        if activation in ("relu", "linear"):
-            assert not got.any()
+            err_msg=f"{activation}, {terms}")
 
 
 @pytest.mark.parametrize("features", [None, [2, 0]])
 def test_input_laplacian_takes_the_summed_pass(features, monkeypatch):
-    """Where `partials._SUMMED_LAPLACIAN` names the backend,
-    `input_laplacian` of a dense chain is one summed pass
-    (`taylor.laplacian`); of any other model, the sum of the partials.
-    Both equal nested autodiff."""
-    monkeypatch.setattr(partials, "_SUMMED_LAPLACIAN", {BACKEND})
+    """Where `partials._OPERATOR` names the backend, `input_laplacian` of
+    a dense chain is one pass that carries the sum (`taylor.operator`); of
+    any other model, the sum of the partials. Both equal nested autodiff."""
+    monkeypatch.setattr(partials, "_OPERATOR", {BACKEND})
     calls = []
-    summed = taylor.laplacian
-    monkeypatch.setattr(taylor, "laplacian",
+    summed = taylor.operator
+    monkeypatch.setattr(taylor, "operator",
                         lambda *a: calls.append(a[-1]) or summed(*a))
     chained = _sequential("tanh")
     x = _points()
     chosen = [0, 1, 2] if features is None else features
     got = _run(lambda v: fdlayers.input_laplacian(chained, v, features), x)
-    assert calls == [chosen]
+    assert calls == [{(j, j): 1.0 for j in chosen}]
     want = sum(per_backend.numpy(w) for w in _run(
         lambda v: _nested(chained, v, [(j, j) for j in chosen]), x))
     np.testing.assert_allclose(per_backend.numpy(got), want, rtol=RTOL,
@@ -187,6 +210,109 @@ def test_input_laplacian_takes_the_summed_pass(features, monkeypatch):
             for j in chosen], x))
     np.testing.assert_allclose(per_backend.numpy(got), want, rtol=1e-12,
                                atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("terms, one_pass", [
+    ({(1,): 1.0, (0, 0): -1.0}, True),
+    ({(1,): 1.0, (0, 0): -1.0, (): 0.5}, True),       # the output itself
+    ({(0, 1): 1.0, (2,): 2.0}, True),                 # mixed
+    ({(0,): 1.0, (2,): -3.0}, True),                  # first order only
+    ({(0, 0, 0): 1.0, (1,): 1.0}, False),             # a third order
+    ({(): 2.0}, True),
+])
+def test_input_operator_and_its_pass(terms, one_pass, monkeypatch):
+    """`input_operator` equals the same combination of `input_partials`;
+    where `partials._OPERATOR` names the backend and every term is of
+    order ≤ 2, a dense chain takes one pass (`taylor.operator`), any other
+    model or order the partials' sum."""
+    monkeypatch.setattr(partials, "_OPERATOR", {BACKEND})
+    calls = []
+    summed = taylor.operator
+    monkeypatch.setattr(taylor, "operator",
+                        lambda *a: calls.append(1) or summed(*a))
+    x = _points()
+    for model, chained in ((_sequential("sigmoid"), True),
+                           (_skip_connection(), False)):
+        calls.clear()
+        got = per_backend.numpy(_run(
+            lambda v: fdlayers.input_operator(model, v, terms), x))
+        assert calls == ([1] if chained and one_pass else [])
+        call = _by_hand(model) if chained else (
+            lambda w: model(w, training=False))
+        want = 0.0
+        for index, c in terms.items():
+            term = (call(x) if not index else
+                    fdlayers.input_partials(model, x, [index])[0])
+            want = want + c * per_backend.numpy(term)
+        assert got.shape == want.shape and got.dtype == np.float64
+        # Reverse mode's mixed partial differentiates Keras' Dense, whose
+        # float64 products are float32 on PyTorch (README).
+        rtol = 1e-6 if BACKEND == "torch" else RTOL
+        np.testing.assert_allclose(got, want, rtol=rtol,
+                                   atol=rtol * np.abs(want).max() + 1e-300,
+                                   err_msg=str(terms))
+
+
+def test_input_operator_with_coefficients_per_sample():
+    """A coefficient may be a tensor of shape () or (batch, 1): each
+    sample's terms times its own coefficient, in the one pass and in the
+    partials' sum alike."""
+    x = _points()
+    per_sample = per_backend.tensor(np.linspace(0.5, 2.0, 6)[:, None])
+    scalar = per_backend.tensor(np.array(-0.75))
+    for model in (_sequential("tanh"), _skip_connection()):
+        u_t, u_xx, u_xy = (per_backend.numpy(p) for p in
+                           fdlayers.input_partials(model, x, [(1,), (0, 0),
+                                                              (0, 1)]))
+        got = per_backend.numpy(fdlayers.input_operator(
+            model, x, {(1,): per_sample, (0, 0): scalar, (1, 0): scalar,
+                       (0, 1): 0.5}))
+        want = (np.linspace(0.5, 2.0, 6)[:, None] * u_t - 0.75 * u_xx
+                - 0.25 * u_xy)
+        np.testing.assert_allclose(got, want, rtol=1e-6,
+                                   atol=1e-6 * np.abs(want).max())
+
+
+def test_a_trainable_coefficient_gets_its_gradient():
+    """A Keras variable as a coefficient (an inverse problem's unknown ν)
+    gets the gradient of a loss built from the result: for
+    `L = mean((u_t − ν·u_xx)²)`, `∂L/∂ν = −2·mean(r·u_xx)`, in the one pass
+    (a chain) and in the partials' sum (any other model)."""
+    x = _points()
+    nu = keras.Variable(0.3, dtype=DTYPE)
+    for model in (_sequential("tanh"), _skip_connection()):
+        u_t, u_xx = (per_backend.numpy(p) for p in fdlayers.input_partials(
+            model, x, [(1,), (0, 0)]))
+        residual = u_t - 0.3 * u_xx
+        want = -2.0 * np.mean(residual * u_xx)
+
+        def loss(v):
+            r = fdlayers.input_operator(model, v, {(1,): 1.0, (0, 0): -nu})
+            return keras.ops.mean(r ** 2)
+
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                value = loss(tf.constant(x))
+            got = tape.gradient(value, nu.value)
+        elif BACKEND == "torch":
+            import torch
+
+            got, = torch.autograd.grad(loss(per_backend.tensor(x)),
+                                       [nu.value])
+        else:
+            import jax
+
+            def of_nu(value):
+                with keras.StatelessScope(state_mapping=[(nu, value)]):
+                    return loss(x)
+            got = jax.jit(jax.grad(of_nu))(nu.value)
+        # Reverse mode differentiates Keras' Dense, whose float64 products
+        # are float32 on PyTorch (README); Keras' tanh is float32 on JAX.
+        np.testing.assert_allclose(per_backend.numpy(got), want,
+                                   rtol=1e-8 if BACKEND == "tensorflow"
+                                   else 1e-6)
 
 
 @pytest.mark.parametrize("indices, shared, series", [
@@ -296,18 +422,18 @@ def _assert_same_weight_gradients(model, x, ours, nested, before=None):
 
 
 def test_weight_gradients_of_the_shared_pass(monkeypatch):
-    """u_t − u_xx from the shared first-and-second-order pass and a
-    Laplacian from the summed one: the weight gradients of nested autodiff
-    to 1e-8 relative in float64, on every backend (sigmoid: Keras' tanh is
-    float32 on JAX)."""
+    """u_t − u_xx from the shared first-and-second-order pass, a Laplacian
+    and u_t − u_xx + 0.5·u_xt from the summed one: the weight gradients of
+    nested autodiff to 1e-8 relative in float64, on every backend
+    (sigmoid: Keras' tanh is float32 on JAX)."""
     monkeypatch.setattr(partials, "_SECOND_ORDER", {BACKEND})
-    monkeypatch.setattr(partials, "_SUMMED_LAPLACIAN", {BACKEND})
+    monkeypatch.setattr(partials, "_OPERATOR", {BACKEND})
     monkeypatch.setitem(partials._TAYLOR_MIN_ORDER, BACKEND, 3)
     calls = []
-    first_and_second, summed = taylor.first_and_second, taylor.laplacian
+    first_and_second, summed = taylor.first_and_second, taylor.operator
     monkeypatch.setattr(taylor, "first_and_second",
                         lambda *a: calls.append(1) or first_and_second(*a))
-    monkeypatch.setattr(taylor, "laplacian",
+    monkeypatch.setattr(taylor, "operator",
                         lambda *a: calls.append(2) or summed(*a))
     model = _sequential("sigmoid", features=2)
     x = np.random.default_rng(5).uniform(-1, 1, (8, 2)).astype(DTYPE)
@@ -315,11 +441,15 @@ def test_weight_gradients_of_the_shared_pass(monkeypatch):
     def ours(model, v):
         u_t, u_xx = fdlayers.input_partials(model, v, [(1,), (0, 0)])
         return [_by_hand(model)(v), u_t - u_xx,
-                fdlayers.input_laplacian(model, v)]
+                fdlayers.input_laplacian(model, v),
+                fdlayers.input_operator(
+                    model, v, {(1,): 1.0, (0, 0): -1.0, (0, 1): 0.5})]
 
     def nested(model, v):
-        u_t, u_xx, u_yy = _nested(model, v, [(1,), (0, 0), (1, 1)])
-        return [_by_hand(model)(v), u_t - u_xx, u_xx + u_yy]
+        u_t, u_xx, u_yy, u_xt = _nested(model, v,
+                                        [(1,), (0, 0), (1, 1), (0, 1)])
+        return [_by_hand(model)(v), u_t - u_xx, u_xx + u_yy,
+                u_t - u_xx + 0.5 * u_xt]
 
     def both_passes_taken():  # (traced once on JAX)
         assert set(calls) == {1, 2}
