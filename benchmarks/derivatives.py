@@ -10,6 +10,9 @@ enough to move a median of 7 by that much):
   a. u_xx + u_tt (fdlayers.input_laplacian);
   b. the residual u_t − u_xx and the weight gradients of its mean square
      (fdlayers.input_partials inside the weight gradient);
+  b2. the same residual from fdlayers.input_operator, one pass that
+     carries u_t − u_xx whole (the same hand-written and DeepXDE
+     candidates, timed again in the same rounds);
   c. ∂⁴u/∂x⁴ (fdlayers.input_partials with (0, 0, 0, 0)).
 
 By hand: nested GradientTapes on TensorFlow, jax.grad of jax.grad on one
@@ -37,7 +40,7 @@ import tempfile
 
 BACKENDS = ["tensorflow", "jax", "torch"]
 TASKS = {"a": "u_xx + u_tt", "b": "u_t - u_xx, weight gradients",
-         "c": "d4u/dx4"}
+         "b2": "b by input_operator", "c": "d4u/dx4"}
 
 _WORKER = r'''
 import json, os, sys, time
@@ -55,6 +58,7 @@ data = np.random.default_rng(0).uniform(-1, 1, (points, 2)).astype("float32")
 X = keras.ops.convert_to_tensor(data)
 weights = model.trainable_variables
 candidates = {}  # (task, who) -> function returning something to wait on
+HEAT = {(1,): 1.0, (0, 0): -1.0}  # u_t − u_xx for fdlayers.input_operator
 
 def finish(value):
     for leaf in (value if isinstance(value, (list, tuple)) else [value]):
@@ -106,11 +110,16 @@ if backend == "tensorflow":
         u_t, u_xx = fdlayers.input_partials(model, x, [(1,), (0, 0)])
         return u_t - u_xx
 
+    def ours_operator(x):
+        return fdlayers.input_operator(model, x, HEAT)
+
     functions = {
         ("a", "fdlayers"): lambda x: fdlayers.input_laplacian(model, x),
         ("a", "by hand"): laplacian_by_hand,
         ("b", "fdlayers"): with_weights(ours_residual),
         ("b", "by hand"): with_weights(residual_by_hand),
+        ("b2", "fdlayers"): with_weights(ours_operator),
+        ("b2", "by hand"): with_weights(residual_by_hand),
         ("c", "fdlayers"): lambda x: fdlayers.input_partials(
             model, x, [(0, 0, 0, 0)])[0],
         ("c", "by hand"): fourth_by_hand,
@@ -148,6 +157,9 @@ elif backend == "jax":
         u_t, u_xx = fdlayers.input_partials(model, x, [(1,), (0, 0)])
         return u_t - u_xx
 
+    def ours_operator(x):
+        return fdlayers.input_operator(model, x, HEAT)
+
     def with_weights(residual):
         return jax.grad(lambda tv, x: jax.numpy.mean(residual(tv, x) ** 2))
 
@@ -158,6 +170,9 @@ elif backend == "jax":
         ("b", "fdlayers"): with_weights(scoped(ours_residual)),
         ("b", "by hand"): with_weights(lambda tv, x: by_hand(u_t)(tv, x)
                                        - by_hand(u_xx)(tv, x)),
+        ("b2", "fdlayers"): with_weights(scoped(ours_operator)),
+        ("b2", "by hand"): with_weights(lambda tv, x: by_hand(u_t)(tv, x)
+                                        - by_hand(u_xx)(tv, x)),
         ("c", "fdlayers"): scoped(lambda x: fdlayers.input_partials(
             model, x, [(0, 0, 0, 0)])[0]),
         ("c", "by hand"): by_hand(u_xxxx),
@@ -201,6 +216,9 @@ else:
         u_t, u_xx = fdlayers.input_partials(model, X, [(1,), (0, 0)])
         return u_t - u_xx
 
+    def ours_operator():
+        return fdlayers.input_operator(model, X, HEAT)
+
     def with_weights(residual):
         return lambda: torch.autograd.grad(
             residual().pow(2).mean(), params, allow_unused=True)
@@ -210,6 +228,8 @@ else:
         ("a", "by hand"): laplacian_by_hand,
         ("b", "fdlayers"): with_weights(ours_residual),
         ("b", "by hand"): with_weights(residual_by_hand),
+        ("b2", "fdlayers"): with_weights(ours_operator),
+        ("b2", "by hand"): with_weights(residual_by_hand),
         ("c", "fdlayers"): lambda: fdlayers.input_partials(
             model, X, [(0, 0, 0, 0)])[0],
         ("c", "by hand"): fourth_by_hand,
@@ -250,6 +270,7 @@ else:
 
         candidates[("a", "DeepXDE")] = dde_laplacian
         candidates[("b", "DeepXDE")] = with_weights(dde_residual)
+        candidates[("b2", "DeepXDE")] = with_weights(dde_residual)
         candidates[("c", "DeepXDE")] = dde_fourth
 
 if only:  # 12b: the first call of one candidate, in this fresh process
@@ -304,7 +325,7 @@ def main(quick=False, backends=None):
     print(f"\n12. Derivatives of a 5 x 50 tanh MLP on {points} points of 2 "
           "features, float32: fdlayers against nested autodiff by hand "
           "(and DeepXDE)")
-    print(f"{'backend':<11} {'task':<30} {'fdlayers ms':>11} {'by hand ms':>10} "
+    print(f"{'backend':<11} {'task':<31} {'fdlayers ms':>11} {'by hand ms':>10} "
           f"{'hand / ours':>11} {'DeepXDE ms':>10} {'DeepXDE / ours':>14}")
     results = {}
     for backend in backends or BACKENDS:
@@ -315,7 +336,7 @@ def main(quick=False, backends=None):
                 continue
             ours = measured[(task, "fdlayers")]
             hand = measured[(task, "by hand")]
-            line = (f"{backend:<11} {task}. {name:<27} {ours * 1e3:11.1f} "
+            line = (f"{backend:<11} {task + '.':<3} {name:<27} {ours * 1e3:11.1f} "
                     f"{hand * 1e3:10.1f} {hand / ours:11.2f}")
             if (task, "DeepXDE") in measured:
                 theirs = measured[(task, "DeepXDE")]
@@ -331,7 +352,7 @@ def first_calls(backends=None, points=10000, repeats=2):
     print(f"\n12b. First call of each task, {points} points: a fresh process "
           f"per candidate (the model built, not yet called), median "
           f"of {repeats}")
-    print(f"{'backend':<11} {'task':<30} {'fdlayers s':>10} {'by hand s':>9} "
+    print(f"{'backend':<11} {'task':<31} {'fdlayers s':>10} {'by hand s':>9} "
           f"{'hand / ours':>11} {'DeepXDE s':>9}")
     for backend in backends or BACKENDS:
         for task, name in TASKS.items():
@@ -346,7 +367,7 @@ def first_calls(backends=None, points=10000, repeats=2):
                     row[who] = sorted(seconds)[len(seconds) // 2]
             if "fdlayers" not in row:
                 continue
-            line = (f"{backend:<11} {task}. {name:<27} {row['fdlayers']:10.2f} "
+            line = (f"{backend:<11} {task + '.':<3} {name:<27} {row['fdlayers']:10.2f} "
                     f"{row['by hand']:9.2f} "
                     f"{row['by hand'] / row['fdlayers']:11.2f}")
             if "DeepXDE" in row:
