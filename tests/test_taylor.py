@@ -495,6 +495,43 @@ def test_fit_trains_on_a_fourth_order_residual(jit_compile, monkeypatch):
     assert calls  # traced (or run) through Taylor mode
 
 
+class Heat(keras.Sequential):
+    """u_t = u_xx on points (x, t) of [0, 1]², with u(x, 0) = sin πx: the
+    residual from `input_operator` inside the train step."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        residual = fdlayers.input_operator(self, x, {(1,): 1.0, (0, 0): -1.0})
+        start = keras.ops.concatenate([x[:, :1], 0.0 * x[:, 1:]], axis=1)
+        return (keras.ops.mean(residual ** 2) + keras.ops.mean(
+            (self(start) - keras.ops.sin(np.pi * x[:, :1])) ** 2))
+
+
+@pytest.mark.parametrize("jit_compile", _COMPILE[BACKEND])
+def test_fit_trains_on_a_linear_operator(jit_compile, monkeypatch):
+    """`model.fit` trains a dense chain on a residual from
+    `input_operator`, through the one pass (`taylor.operator`), with
+    `jit_compile` on and off where the backend allows it."""
+    calls = []
+    operator = taylor.operator
+    monkeypatch.setattr(taylor, "operator",
+                        lambda *args: calls.append(1) or operator(*args))
+    keras.utils.set_random_seed(4)
+    model = Heat([keras.Input((2,)), keras.layers.Dense(16, "tanh"),
+                  keras.layers.Dense(16, "tanh"), keras.layers.Dense(1)])
+    x = np.random.default_rng(4).uniform(0, 1, (64, 2)).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  jit_compile=jit_compile)
+    before = model.evaluate(x, verbose=0)
+    model.fit(np.tile(x, (40, 1)), epochs=1, batch_size=64, verbose=0,
+              shuffle=False)
+    after = model.evaluate(x, verbose=0)
+    # Measured: 1.16 before, 0.099 after on TensorFlow; 1.35, 0.098 on JAX;
+    # 0.54, 0.097 on PyTorch (its own initial weights).
+    assert np.isfinite(after) and after < 0.25 * before, (before, after)
+    assert calls  # traced (or run) through the one pass
+
+
 def _skip_connection():
     inputs = keras.Input((3,), dtype=DTYPE)
     return keras.Model(inputs, _dense(3, "tanh")(inputs) + inputs)
