@@ -175,9 +175,10 @@ def input_laplacian(model, x, features=None):
     The Laplacian of every output element with respect to the sample's
     features `features` (all of them by default), shaped like `model(x)`:
     the sum of the pure second partials that `input_partials` gives for
-    `[(j, j) for j in features]`, computed in one pass per feature. Same
-    contract as `input_partials`: per sample, zeros where the truth is
-    zero, differentiable with respect to the model's weights.
+    `[(j, j) for j in features]` (`input_operator` with a coefficient of 1
+    for each: for a chain of `Dense` layers, one pass that carries the
+    sum). Same contract as `input_partials`: per sample, zeros where the
+    truth is zero, differentiable with respect to the model's weights.
 
     Args:
         model: a Keras model or layer, or any callable on tensors of the
