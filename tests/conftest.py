@@ -4,6 +4,12 @@ The backend is TensorFlow unless `KERAS_BACKEND` says otherwise; on another
 backend the tests marked `tensorflow_only` are deselected (and counted as
 such in pytest's summary). test_backends.py runs the backend-neutral modules
 on JAX and PyTorch this way.
+
+Tests marked `slow` are deselected too unless `FDLAYERS_SLOW=1`: the rest
+of a cross product of configurations and execution paths whose costly
+paths (a graph traced for any length, with its second derivative: seconds
+each) the default run reaches with fewer configurations, each branch and
+padding of them still included.
 """
 
 import os
@@ -71,14 +77,17 @@ def pytest_collection_modifyitems(config, items):
     # (tests/background.py), for the same reason.
     items.sort(key=lambda item: (_starts_backend_runs(item) is not None,
                                  _starts_background_runs(item) is not None))
-    if os.environ["KERAS_BACKEND"] == "tensorflow":
-        return
+    markers = []
+    if os.environ["KERAS_BACKEND"] != "tensorflow":
+        markers.append("tensorflow_only")
+    if os.environ.get("FDLAYERS_SLOW") != "1":
+        markers.append("slow")
     deselected = [item for item in items
-                  if item.get_closest_marker("tensorflow_only")]
+                  if any(item.get_closest_marker(m) for m in markers)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items
-                    if not item.get_closest_marker("tensorflow_only")]
+        items[:] = [item for item in items if not any(
+            item.get_closest_marker(m) for m in markers)]
 
 
 def pytest_collection_finish(session):

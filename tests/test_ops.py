@@ -90,12 +90,22 @@ _SHAPES = [((3, 40, 2), 1), ((2, 3, 33), 2), ((2, 37), 1), ((30, 4), 0)]
 # axis 1 of rank 3 for every case.
 _TRACED_SHAPES = {"any length": [_SHAPES[3]],
                   "any length, padded": [_SHAPES[0], _SHAPES[3]]}
-_PATH_SHAPES = [(p, *shape_axis) for p in per_backend.PATHS
-                for shape_axis in _TRACED_SHAPES.get(p, _SHAPES)]
+# On those traced paths the default run takes one case per padding, the
+# others are marked slow (FDLAYERS_SLOW=1); every case runs on the others.
+EVERY_PADDING = [(2, 4, "same"), (2, 4, "valid"), (1, 2, "periodic"),
+                 (2, 3, "causal")]
 
 
-@pytest.mark.parametrize("order,accuracy,padding", CASES)
-@pytest.mark.parametrize("path,shape,axis", _PATH_SHAPES, indirect=["path"])
+_PATH_CASES = [
+    pytest.param(path, *shape_axis, *case, marks=(
+        pytest.mark.slow if path in _TRACED_SHAPES
+        and case not in EVERY_PADDING else ()))
+    for path in per_backend.PATHS
+    for shape_axis in _TRACED_SHAPES.get(path, _SHAPES) for case in CASES]
+
+
+@pytest.mark.parametrize("path,shape,axis,order,accuracy,padding",
+                         _PATH_CASES, indirect=["path"])
 def test_every_path_matches_the_reference(path, order, accuracy, padding,
                                           shape, axis, rng):
     h = 0.3
@@ -160,14 +170,17 @@ def test_half_precision_is_computed_in_float32():
     np.testing.assert_array_equal(numpy(y), numpy(keras.ops.cast(want, "float16")))
 
 
-@pytest.mark.parametrize("order,accuracy,padding", CASES)
-@pytest.mark.parametrize("dynamic,extra", [
-    (False, 0), (False, 1), (False, 7),
-    # A length known at run time only takes one path whatever it is: the
-    # minimum, and longer.
-    pytest.param(True, 0, marks=pytest.mark.tensorflow_only),
-    pytest.param(True, 7, marks=pytest.mark.tensorflow_only)],
-    ids=["static-0", "static-1", "static-7", "dynamic-0", "dynamic-7"])
+@pytest.mark.parametrize("dynamic,extra,order,accuracy,padding", [
+    pytest.param(dynamic, extra, *case,
+                 id="-".join(map(str, (name, extra, *case))), marks=(
+        # A length known at run time only takes one path whatever it is:
+        # the minimum, and longer; traced anew for each case.
+        [pytest.mark.tensorflow_only] if dynamic else []) + (
+        [pytest.mark.slow] if dynamic and case not in EVERY_PADDING else []))
+    for name, dynamic, extra in [("static", False, 0), ("static", False, 1),
+                                 ("static", False, 7), ("dynamic", True, 0),
+                                 ("dynamic", True, 7)]
+    for case in CASES])
 def test_gradient_of_short_and_dynamic_sequences(order, accuracy, padding,
                                                  extra, dynamic, rng):
     """The transpose splits off its ends when the length is known and long
