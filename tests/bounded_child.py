@@ -1,6 +1,7 @@
 """A child process for test_bounded_cost.py: runs configurations under limits.
 
     python bounded_child.py CASES_JSON
+    python bounded_child.py --craft PATH
 
 For each case (a layer's config, how its input is given, the modes to run
 it in), after a warm-up that loads the backend's machinery with a narrow
@@ -11,7 +12,9 @@ second length run in each mode. One JSON line per case reports the peak
 growth of resident memory and the seconds taken (informative only: the
 tests assert the limits, which are what an operator sets, not times).
 
-A case with "model" loads that `.keras` file (safe mode) and predicts.
+A case with "model" loads that `.keras` file (safe mode) and predicts;
+`--craft PATH` writes such a file, in a process of its own, so that the
+child that loads it has built nothing of it.
 The "lengths" case calls layers at many distinct lengths and reports the
 resident memory after the first tenth and after all of them.
 """
@@ -160,7 +163,20 @@ def _lengths(case):
     return {"after a tenth": marks[0], "after all": marks[1]}
 
 
+def craft(path):
+    """A small `.keras` file holding the two most expensive time-stamp
+    layers (the widest causal window, the most columns)."""
+    x = keras.Input((None, 1))
+    t = keras.Input((None,))
+    y = fdlayers.FiniteDifference1D(1, accuracy=62, padding="causal")([x, t])
+    y = fdlayers.FiniteDifference1D(32, accuracy=32, padding="causal")([y, t])
+    keras.Model([x, t], y).save(path)
+
+
 def main():
+    if sys.argv[1] == "--craft":
+        craft(sys.argv[2])
+        return
     cases = json.loads(sys.argv[1])
     _warm_up()
     for case in cases:

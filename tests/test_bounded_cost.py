@@ -16,7 +16,8 @@ Which configurations are the most expensive, by their operation counts:
   order 3, accuracy 61 (32 × 64 and 63 × 64 edge weights).
 - Savitzky–Golay: a 255-sample window at polynomial order 32, and masked.
 
-Each runs in a child process (tests/bounded_child.py) with its address
+Each runs in a child process (tests/bounded_child.py, started in the
+background when collection ends, tests/background.py) with its address
 space capped at its warmed-up size plus `BUDGET_MB` and an alarm, and its
 resident memory may grow by at most `GROWTH_MB`, for the first call and
 a call at a second length in every mode of the backend. These are the
@@ -36,6 +37,7 @@ import keras
 import numpy as np
 import pytest
 
+import background
 import fdlayers
 import per_backend
 from fdlayers import caches, stencils
@@ -95,23 +97,20 @@ def _case(name, config, how):
     return case
 
 
-def _crafted_model(path):
-    """A small `.keras` file holding the two most expensive time-stamp
-    layers (the widest causal window, the most columns)."""
-    x = keras.Input((None, 1))
-    t = keras.Input((None,))
-    y = fdlayers.FiniteDifference1D(1, accuracy=62, padding="causal")([x, t])
-    y = fdlayers.FiniteDifference1D(32, accuracy=32, padding="causal")([y, t])
-    keras.Model([x, t], y).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def child(tmp_path_factory):
-    """Every case, run in one child process (one import of the backend)."""
-    if not os.path.exists("/proc/self/clear_refs"):
-        pytest.skip("measures memory through Linux's /proc")
-    model = _crafted_model(tmp_path_factory.mktemp("model") / "crafted.keras")
+def _run_child(directory):
+    """Every case, run in one child process (one import of the backend),
+    after a process of its own has written the crafted model file:
+    `(run, size of the file)`. In the background (tests/background.py):
+    the children take a core while the other tests run."""
+    model = pathlib.Path(directory) / "crafted.keras"
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(),
+               PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path))
+    child = [sys.executable, str(HERE / "bounded_child.py")]
+    crafted = subprocess.run(child + ["--craft", str(model)],
+                             capture_output=True, text=True, timeout=300,
+                             env=env)
+    if crafted.returncode != 0:
+        return crafted, 0
     # Eager calls of these sizes compile nothing on TensorFlow (NumPy, or
     # op by op); a Keras-style tf.function runs the kernels shared between
     # lengths.
@@ -120,22 +119,39 @@ def child(tmp_path_factory):
     cases = [_case(name, config, how) for name, config, how in EXPENSIVE]
     cases.append({"name": "model", "model": str(model), "input": "stamps",
                   "lengths": [200, 260], "budget_mb": BUDGET_MB,
-                  "alarm_s": ALARM_S, "size": model.stat().st_size})
+                  "alarm_s": ALARM_S})
     if keras.backend.backend() != "jax":
         cases.append({"name": "lengths", "count": LENGTHS_COUNT,
                       "modes": modes,
                       "layers": [{"class": FD, "order": 2, "accuracy": 4},
                                  {"class": FD, "order": 1, "accuracy": 4}],
                       "inputs": ["series", "stamps"]})
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(),
-               PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path))
-    run = subprocess.run(
-        [sys.executable, str(HERE / "bounded_child.py"), json.dumps(cases)],
-        capture_output=True, text=True, timeout=900, env=env)
+    run = subprocess.run(child + [json.dumps(cases)], capture_output=True,
+                         text=True, timeout=900, env=env)
+    return run, model.stat().st_size
+
+
+MEASURES_MEMORY = os.path.exists("/proc/self/clear_refs")
+
+
+def start_background_runs(config, items):
+    """The child, in the background (tests/background.py)."""
+    if MEASURES_MEMORY and any("child" in item.fixturenames
+                               for item in items):
+        background.submit(config, "bounded child", _run_child)
+
+
+@pytest.fixture(scope="module")
+def child(request):
+    """Each case's JSON line from the child, by name."""
+    if not MEASURES_MEMORY:
+        pytest.skip("measures memory through Linux's /proc")
+    run, size = background.submit(request.config, "bounded child",
+                                  _run_child).result()
     assert run.returncode == 0, run.stderr[-3000:]
     results = {line["name"]: line for line in map(
         json.loads, run.stdout.strip().splitlines())}
-    results["model"]["size"] = model.stat().st_size
+    results["model"]["size"] = size
     return results
 
 
