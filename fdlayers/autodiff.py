@@ -422,7 +422,8 @@ def _tape_diagonal(tape, y, x, features):
         grad = tape.gradient(y, x, output_gradients=tf.broadcast_to(
             pick, tf.shape(y)), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         columns.append(tf.reshape(grad, [batch, features])[:, element])
-    return tf.reshape(tf.stack(columns, axis=1), tf.shape(y))
+    return _partials.like(tf.reshape(tf.stack(columns, axis=1), tf.shape(y)),
+                          y)
 
 
 def _jax(call, x, order, features):
@@ -476,6 +477,7 @@ def _torch(call, x, order, features):
                 if grad is None:  # unconnected: the derivative is zero
                     grad = torch.zeros_like(x)
                 columns.append(grad.reshape(x.shape[0], features)[:, element])
-            current = torch.stack(columns, dim=1).reshape(current.shape)
+            current = _partials.like(
+                torch.stack(columns, dim=1).reshape(current.shape), current)
             results.append(current)
     return results

@@ -136,7 +136,9 @@ def operator(call, x, terms, backend, model=None):
 def _plus(total, term, c):
     """`total + c·term`, `total` None for 0; a coefficient of 1 leaves the
     term as it is."""
-    if not (isinstance(c, float) and c == 1.0):
+    if not isinstance(c, float):
+        term = term * like(c, term)
+    elif c != 1.0:
         term = term * c
     return term if total is None else total + term
 
@@ -236,8 +238,8 @@ def _tape_gradients(tape, y, x, features):
     outputs = math.prod(y.shape[1:])
     zero = tf.UnconnectedGradients.ZERO
     if outputs == 1:
-        flat = tf.reshape(tape.gradient(y, x, unconnected_gradients=zero),
-                          [-1, features])
+        flat = tf.reshape(like(tape.gradient(
+            y, x, unconnected_gradients=zero), y), [-1, features])
         return lambda feature: tf.reshape(flat[:, feature], tf.shape(y))
     rows = []
     for element in range(outputs):
@@ -247,9 +249,22 @@ def _tape_gradients(tape, y, x, features):
                           [1] + list(y.shape[1:]))
         grad = tape.gradient(y, x, output_gradients=tf.broadcast_to(
             pick, tf.shape(y)), unconnected_gradients=zero)
-        rows.append(tf.reshape(grad, [-1, features]))
+        rows.append(tf.reshape(like(grad, y), [-1, features]))
     return lambda feature: tf.reshape(
         tf.stack([row[:, feature] for row in rows], axis=1), tf.shape(y))
+
+
+def like(value, y):
+    """`value` in `y`'s dtype. Reverse mode (TensorFlow, PyTorch) gives a
+    derivative of `y` with respect to `x` in `x`'s dtype, and an operator's
+    coefficients are in `x`'s too; under a mixed precision policy a model
+    returns another (float16, bfloat16), which the results are documented
+    in, and which JAX's forward mode gives."""
+    if value.dtype == y.dtype:
+        return value
+    if keras.backend.backend() == "torch":
+        return value.to(y.dtype)
+    return keras.ops.cast(value, y.dtype)
 
 
 def _torch(call, x, indices, features):
@@ -291,7 +306,7 @@ def _autograd_gradients(y, x, features, create_graph):
                                     allow_unused=True)
         if grad is None:
             return lambda feature: torch.zeros_like(y)
-        flat = grad.reshape(x.shape[0], features)
+        flat = like(grad, y).reshape(x.shape[0], features)
         return lambda feature: flat[:, feature].reshape(y.shape)
     rows = []
     for element in range(outputs):
@@ -302,7 +317,7 @@ def _autograd_gradients(y, x, features, create_graph):
                 y.shape), create_graph=create_graph, allow_unused=True)
         if grad is None:  # unconnected: the derivative is zero
             grad = torch.zeros_like(x)
-        rows.append(grad.reshape(x.shape[0], features))
+        rows.append(like(grad, y).reshape(x.shape[0], features))
     return lambda feature: torch.stack(
         [row[:, feature] for row in rows], dim=1).reshape(y.shape)
 

@@ -156,6 +156,50 @@ def test_a_network_agrees_with_input_derivatives_and_keeps_the_order():
                                atol=1e-12)
 
 
+def _mixed_and_float32(policy):
+    """The same dense model under `policy` and in float32: weights set alike."""
+    keras.utils.set_random_seed(6)
+    models = [keras.Sequential([keras.Input((2,)),
+                                keras.layers.Dense(5, "tanh", dtype=dtype),
+                                keras.layers.Dense(2, dtype=dtype)])
+              for dtype in (policy, "float32")]
+    models[0].set_weights(models[1].get_weights())
+    return models
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_results_are_in_the_models_dtype(policy):
+    """Under a mixed policy the model returns float16 (bfloat16): every
+    function's results are in that dtype on every backend (reverse mode
+    gives x's float32, JAX's forward mode the model's), and equal the float32
+    model's derivatives to the half precision's rounding."""
+    mixed, full = _mixed_and_float32(policy)
+    x = _points(features=2).astype("float32")
+    nu = keras.Variable(0.5, dtype="float32")
+    tensor_c = per_backend.tensor(np.full((7, 1), 0.25, "float32"))
+
+    def every(model):
+        return [*fdlayers.input_derivatives(model, x, 2),  # elementwise
+                *fdlayers.input_derivatives(model, x, 2, feature=1),
+                *input_partials(model, x, [(0,), (0, 1), (1, 1, 1)]),
+                input_laplacian(model, x),
+                fdlayers.input_operator(model, x, {(1,): 1.0, (0, 0): -0.1}),
+                fdlayers.input_operator(
+                    model, x, {(): 1.0, (1,): nu, (0, 0): tensor_c})]
+
+    half = policy.split("_")[1]
+    assert keras.backend.standardize_dtype(mixed(x).dtype) == half
+    for got, want in zip(every(mixed), every(full)):
+        assert keras.backend.standardize_dtype(got.dtype) == half
+        got = per_backend.numpy(keras.ops.cast(got, "float32"))
+        want = per_backend.numpy(want)
+        # Relative to each result's scale: the half precision's rounding
+        # through two layers and up to three derivatives.
+        np.testing.assert_allclose(got, want, rtol=0,
+                                   atol=(0.05 if half == "bfloat16" else 0.01)
+                                   * (np.abs(want).max() + 1e-3))
+
+
 @pytest.mark.parametrize("call,fragment", [
     (lambda m, x: input_partials(m, x, []),
      r"`indices` must be a non-empty list.*Received: indices=\[\]"),
