@@ -37,7 +37,6 @@ Backend-neutral: every drawn case runs on the current backend's paths
 (eagerly, and compiled in the backend's modes, fewer examples there).
 """
 
-import os
 
 import keras
 import numpy as np
@@ -68,9 +67,6 @@ EXAMPLES = {path: 6 for path in PATHS}
 EXAMPLES[PATHS[0]] = 60 if per_backend.BACKEND == "jax" else 200
 if "eager, op by op" in EXAMPLES:
     EXAMPLES["eager, op by op"] = 40
-# The default run draws half as many (at least 5); FDLAYERS_SLOW=1 all.
-if os.environ.get("FDLAYERS_SLOW") != "1":
-    EXAMPLES = {path: count // 2 for path, count in EXAMPLES.items()}
 
 
 @pytest.fixture(params=PATHS)
