@@ -179,8 +179,12 @@ def _masked_support(name, kwargs, operator):
                                      minimum, radius)[1]
 
 
-@pytest.mark.parametrize("name, kwargs, operator", MASKED_CASES,
-                         ids=[c[0] for c in MASKED_CASES])
+@pytest.mark.parametrize("name, kwargs, operator, masked_rows", [
+    pytest.param(*case, rows, id=f"{rows}-{case[0]}") for case in MASKED_CASES
+    # (Both ways of a masked uniform grid, tests/conftest.py; coordinates
+    # are masked run by run, the same either way.)
+    for rows in (["by row"] if "coordinates" in case[0]
+                 else ["by row", "by offset"])], indirect=["masked_rows"])
 def test_a_non_finite_sample_stays_in_its_masked_run(name, kwargs, operator,
                                                      path, masked_rows):
     positions = [0, 2, 5, 6, 8, 11, 13, 15]  # 6 is masked: it reaches nothing
