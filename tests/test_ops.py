@@ -87,7 +87,7 @@ _SHAPES = [((3, 40, 2), 1), ((2, 3, 33), 2), ((2, 37), 1), ((30, 4), 0)]
 # that exercise distinct slicing (rank 3 along 1, rank 2 along 0), and for
 # the op-by-op branch only the latter, since
 # test_gradient_of_short_and_dynamic_sequences runs that branch along
-# axis 1 of rank 3 for every case.
+# axis 1 of rank 3 for the same cases.
 _TRACED_SHAPES = {"any length": [_SHAPES[3]],
                   "any length, padded": [_SHAPES[0], _SHAPES[3]]}
 # On those traced paths the default run takes one case per padding, the
