@@ -442,7 +442,8 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
                 _masked_windows_body, x, (mask, t), plan, axis, where,
                 _masked_windows_padded, spec=spec)
         y = _in_chunks(masked, x, plan, padding,
-                       [(mask, 1), (t, len(t.shape) - 1)])
+                       [(mask, 1), (t, len(t.shape) - 1)],
+                       key=("masked windows", spec, axis))
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -450,7 +451,7 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
         t = _check_times(times, x, axis)
         y = _in_chunks(functools.partial(_per_sample, spec=spec, axis=axis),
                        x, plan, padding if axis == 1 else "along another axis",
-                       [(t, len(t.shape) - 1)])
+                       [(t, len(t.shape) - 1)], key=("per sample", spec, axis))
     elif _long_grid(x, coordinates, padding, axis):
         y = _static_in_chunks(x, coordinates, spec, plan)
     else:
@@ -529,7 +530,7 @@ CHUNK_POINTS = 1 << 20
 SMALL_CHUNK_POINTS = 1 << 16
 
 
-def _in_chunks(fn, x, plan, padding, parts):
+def _in_chunks(fn, x, plan, padding, parts, key=None):
     """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
     chunks along that axis where `x` has a static number of points of
     several chunks, or, in a TensorFlow graph, sizes known at run time
@@ -546,6 +547,9 @@ def _in_chunks(fn, x, plan, padding, parts):
 
     Chunks of `CHUNK_POINTS`, or of `SMALL_CHUNK_POINTS` where each runs
     as one compiled kernel or one iteration of a graph's loop (`_looped`).
+    `key`, where given, is hashable and names what `fn` computes, with
+    the dtypes and ranks of its inputs: graphs then share one traced loop
+    (`_shared_loop`).
     """
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
@@ -567,9 +571,9 @@ def _in_chunks(fn, x, plan, padding, parts):
         # chunks of `points` steps, each compiled for the batch it gets;
         # otherwise the chunks are found when the graph runs.
         if steps is None or steps < 4 * points or not compiled:
-            return _looped_any_size(fn, x, plan, parts)
+            return _shared_loop(fn, x, plan, parts, key)
     elif looped and padding in ("same", "causal") and steps is None:
-        return _looped_any_size(fn, x, plan, parts)
+        return _shared_loop(fn, x, plan, parts, key)
     if (padding not in ("same", "causal") or steps is None
             or (batch is None and not looped)
             or (batch or 1) * steps < 4 * points):
@@ -687,6 +691,53 @@ def _looped(fn, parts, bounds, size, count, compiled):
     if static_count:
         return joined()
     return tf.cond(count > 1, joined, lambda: pieces.read(0))
+
+
+def _shared_loop(fn, x, plan, parts, key):
+    """`_looped_any_size(fn, x, plan, parts)`, through one function per
+    `key` (see `_in_chunks`) and inputs' dtypes and ranks, traced once for
+    inputs of any batch and length: a graph that calls it holds one call.
+    Tracing the loop and the stencil in it took ≈ 0.1 s, paid at every
+    trace of every model otherwise, and a first `fit` traces its step
+    twice (once where the optimizer may create its variables)."""
+    if key is None:
+        return _looped_any_size(fn, x, plan, parts)
+    parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
+              axis) for value, axis in parts]
+    signature = ((x.dtype, tuple(x.shape[2:])),) + tuple(
+        (value.dtype, len(value.shape), axis) for value, axis in parts)
+    # The chunks' size and the placement's threshold are read where the
+    # loop is traced.
+    holder, traced = _loop_function(
+        key, signature, SMALL_CHUNK_POINTS, dispatch._FUSION_MIN_SIZE)
+    # Any `fn` of this key computes the same: the latest one is traced
+    # wherever the function is (TensorFlow may trace it again in a new
+    # context, a device's or a strategy's).
+    holder[:] = [fn, plan]
+    y = traced(x, *(value for value, _ in parts))
+    y.set_shape(x.shape)
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _loop_function(key, signature, points, threshold):
+    """`_shared_loop`'s function for one `key` and `signature`, and the
+    list through which it gets `fn` and the plan."""
+    import tensorflow as tf
+
+    holder = []
+    (dtype, trailing), parts = signature[0], signature[1:]
+
+    def run(x, *values):
+        fn, plan = holder
+        return _looped_any_size(
+            fn, x, plan,
+            [(value, axis) for value, (_, _, axis) in zip(values, parts)])
+
+    specs = [tf.TensorSpec((None, None) + trailing, dtype)] + [
+        tf.TensorSpec((None,) * rank, part_dtype)
+        for part_dtype, rank, _ in parts]
+    return holder, tf.function(run, input_signature=specs, autograph=False)
 
 
 def _looped_any_size(fn, x, plan, parts):
@@ -968,7 +1019,8 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
                 _masked_body, x, (mask,), plan, axis, where, _masked_padded,
                 (_masked_transpose_body, _masked_transpose_padded),
                 spec=spec, scale=scale)
-        y = _in_chunks(masked, x, plan, padding, [(mask, 1)])
+        y = _in_chunks(masked, x, plan, padding, [(mask, 1)],
+                       key=("masked", spec, scale, axis))
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and

@@ -100,6 +100,50 @@ def test_new_lengths_in_predict_trace_nothing_new():
     assert all(count <= 1 for count in counts)
 
 
+@pytest.mark.parametrize("kind", ["masked", "time stamps",
+                                  "masked, time stamps"])
+def test_graphs_of_any_length_share_one_traced_loop(kind, monkeypatch):
+    """Where a graph knows the length only when it runs, a long input runs
+    in a loop of chunks (`ops._looped_any_size`): that loop, with the
+    stencil in it, is traced once per configuration and called from every
+    graph, so that a new model, or a first `fit` step's second trace (where
+    the optimizer's variables exist), does not trace it again."""
+    import tensorflow as tf
+
+    from fdlayers import ops as fdops
+
+    fdops._loop_function.cache_clear()  # a loop of this test's own
+    traces, original = [], fdops._looped_any_size
+
+    def spy(*args):
+        traces.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(fdops, "_looped_any_size", spy)
+    stamps, masked = "stamps" in kind, "masked" in kind
+    layer = (fdlayers.FiniteDifference1D(order=2, accuracy=4) if stamps
+             else fdlayers.FiniteDifference1D(order=2, spacing=0.1,
+                                              accuracy=4))
+
+    def call(x, t, mask):
+        return layer([x, t] if stamps else x, mask=mask if masked else None)
+
+    rng = np.random.default_rng(3)
+    specs = [tf.TensorSpec((None, None, 2), tf.float32),
+             tf.TensorSpec((None, None), tf.float32),
+             tf.TensorSpec((None, None), tf.bool)]
+    for n in (40, 57, 90):
+        x = rng.normal(size=(3, n, 2)).astype("float32")
+        t = np.cumsum(rng.uniform(0.5, 1.5, (3, n)), 1).astype("float32")
+        mask = np.arange(n) < np.array([[n], [n - 9], [17]])
+        expected = np.asarray(call(x, t, mask))
+        traced = tf.function(call, input_signature=specs, autograph=False)
+        np.testing.assert_allclose(traced(x, t, mask), expected, rtol=0,
+                                   atol=1e-5 * np.abs(expected).max())
+    assert len(traces) == 1
+    assert fdops._loop_function.cache_info().misses == 1
+
+
 def _graph_pair_calls(model):
     """The `_graph_pair` arguments of the model's stencils, recorded by
     tracing one call with a spy."""
