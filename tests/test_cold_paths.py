@@ -103,11 +103,12 @@ def test_new_lengths_in_predict_trace_nothing_new():
 @pytest.mark.parametrize("kind", ["masked", "time stamps",
                                   "masked, time stamps"])
 def test_graphs_of_any_length_share_one_traced_loop(kind, monkeypatch):
-    """Where a graph knows the length only when it runs, a long input runs
-    in a loop of chunks (`ops._looped_any_size`): that loop, with the
-    stencil in it, is traced once per configuration and called from every
-    graph, so that a new model, or a first `fit` step's second trace (where
-    the optimizer's variables exist), does not trace it again."""
+    """Where a graph knows the length only when it runs, an input runs in
+    a loop of chunks (`ops._looped_any_size`; one chunk where it is short):
+    that loop, with the stencil in it, is traced once per configuration and
+    called from every graph, so that a new model, or a first `fit` step's
+    second trace (where the optimizer's variables exist), does not trace it
+    again."""
     import tensorflow as tf
 
     from fdlayers import ops as fdops
