@@ -210,7 +210,7 @@ def uniform_kernel(x, spec, scale, axis, plan):
     channels = any(dim != 1 for dim in x.shape[axis + 1:])
     key = (spec, scale, axis, channels)
     if backend == "jax":
-        if is_concrete(x):
+        if bucketed_on_host(x):
             return _jax_bucketed_kernel(x, key)
         return _jax_forward(*key)(x)
     if backend == "torch":
@@ -418,7 +418,7 @@ def run_stencil(body, x, args, plan, along, placement, padded=None,
     """
     if placement == "xla":
         if (padded is not None and keras.backend.backend() == "jax"
-                and is_concrete(x)):
+                and bucketed_on_host(x)):
             # Eager: one program per bucket of lengths, not per length.
             return padded(x, *args, **config)
         return body(x, *args, compiled=True, **config)
@@ -699,6 +699,31 @@ def is_concrete(x):
     import jax
 
     return not isinstance(x, jax.core.Tracer)
+
+
+def bucketed_on_host(x):
+    """Whether an eager JAX call on `x` is padded to its bucket and cut back
+    on the host (`_static_padded`, `_static_cut`), so that every length up
+    to the bucket shares one compiled kernel.
+
+    On the CPU that costs a copy each way. On an accelerator it moves the
+    array to the host and back twice: a `(256, 2**20, 1)` float32 series
+    took 2.2 s a call on an H200 that way, where a device copy of it takes
+    0.5 ms (benchmarks/README.md, "GPU"). There only arrays under
+    `_FUSION_MIN_SIZE` elements (4 MB of float32, whose transfers take
+    about a millisecond, against a compile of tens of milliseconds per
+    length) go through the host; larger ones run the kernel compiled for
+    their shape, on the device.
+    """
+    if not is_concrete(x):
+        return False
+    return _static_size(x) < _FUSION_MIN_SIZE or _on_host(x)
+
+
+def _on_host(x):
+    """Whether `x` (a JAX array, or a NumPy one) lives in the host's memory."""
+    devices = getattr(x, "devices", None)
+    return devices is None or all(d.platform == "cpu" for d in devices())
 
 
 def _static_bucket(steps):

@@ -265,7 +265,11 @@ def _check_times(t, x, axis):
             return t
     if backend == "torch" and t.device.type == "meta":  # symbolic shapes
         return t
-    if backend == "jax":  # on the host: each eager JAX op compiles per shape
+    # On the host (each eager JAX op compiles per shape) unless the time
+    # stamps are large and on an accelerator: there the check runs on the
+    # device, not through a copy of them to the host
+    # (`dispatch.bucketed_on_host`).
+    if backend == "jax" and dispatch.bucketed_on_host(t):
         values = np.asarray(t)
         if not (np.isfinite(values).all()
                 and (np.diff(values, axis=-1) > 0).all()):

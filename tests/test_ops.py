@@ -306,3 +306,57 @@ def test_wide_savitzky_golay_windows_convolve_in_graphs(rng):
         scale = np.max(abs(want)) + 1
         np.testing.assert_allclose(run(x32).numpy(), want,
                                    atol=window * 2.0 ** -22 * scale * 10.0 ** order)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="eager JAX arrays on an accelerator")
+@pytest.mark.parametrize("kind", ["uniform", "masked", "time stamps"])
+def test_large_arrays_on_an_accelerator_stay_there(kind, monkeypatch, rng):
+    """An eager JAX call pads a small array to its bucket on the host, but
+    a large one on an accelerator runs the kernel compiled for its shape
+    on the device: padding it on the host would move it there and back
+    twice (`dispatch.bucketed_on_host`). Here every array counts as being
+    on an accelerator; the values are those of the host's route."""
+    from fdlayers import dispatch
+
+    steps = dispatch._FUSION_MIN_SIZE // 2 + 5  # two series: just above
+    x = rng.standard_normal((2, steps, 1)).astype("float32")
+    kwargs = {"order": 2, "accuracy": 4}
+    if kind == "masked":
+        mask = np.ones((2, steps), bool)
+        mask[0, steps // 3:steps // 3 + 7] = False
+        kwargs["mask"] = keras.ops.convert_to_tensor(mask)
+    if kind == "time stamps":
+        t = np.cumsum(rng.uniform(0.5, 1.5, (2, steps)), axis=1)
+        kwargs["spacing"] = keras.ops.convert_to_tensor(t.astype("float32"))
+    small = x[:, :1000]
+    small_kwargs = dict(kwargs)
+    for name in ("mask", "spacing"):
+        if name in kwargs and kind != "uniform":
+            small_kwargs[name] = kwargs[name][:, :1000]
+    on_host = numpy(fdlayers.derivative(tensor(x), **kwargs))
+    small_on_host = numpy(fdlayers.derivative(tensor(small), **small_kwargs))
+
+    padded = []
+    original = dispatch._static_padded
+    monkeypatch.setattr(dispatch, "_on_host", lambda x: False)
+    monkeypatch.setattr(dispatch, "_static_padded", lambda x, *args, **kw: (
+        padded.append(x.shape), original(x, *args, **kw))[1])
+    on_device = numpy(fdlayers.derivative(tensor(x), **kwargs))
+    assert padded == []
+    np.testing.assert_allclose(on_device, on_host, rtol=1e-5, atol=1e-5)
+    # A small array still takes the host's route, with the same values.
+    small_on_device = numpy(fdlayers.derivative(tensor(small), **small_kwargs))
+    assert padded
+    np.testing.assert_array_equal(small_on_device, small_on_host)
+    if kind == "time stamps":  # checked on the device: still refused
+        from fdlayers import ops as fd_ops
+
+        checked, check = [], fd_ops._times_in_order
+        monkeypatch.setattr(fd_ops, "_times_in_order", lambda t: (
+            checked.append(t.shape), check(t))[1])
+        bad = np.array(kwargs["spacing"])
+        bad[1, 10] = bad[1, 9]
+        with pytest.raises(ValueError, match="increasing"):
+            fdlayers.derivative(tensor(x), 2, keras.ops.convert_to_tensor(bad))
+        assert checked == [bad.shape]
