@@ -39,9 +39,11 @@ Sections:
  15. bounded cost (benchmarks/bounded.py): peak memory of one call on a
      long series, as a multiple of the input, for every path, the first
      call of the widest accepted windows, and the time of a call on long
-     inputs in graphs of static and of None sizes.
+     inputs in graphs of static and of None sizes;
+ 16. the stencil on PyTorch (benchmarks/torch_stencil.py): written into one
+     tensor in place against op by op, with and without its gradient.
 
-    python benchmarks/bench.py --only 8   # one section (8 to 15)
+    python benchmarks/bench.py --only 8   # one section (8 to 16)
 """
 
 import argparse
@@ -64,6 +66,7 @@ import derivatives  # noqa: E402
 import fields  # noqa: E402
 import fdlayers  # noqa: E402
 import spectral  # noqa: E402
+import torch_stencil  # noqa: E402
 from timing import finish as _finish  # noqa: E402
 from timing import interleaved  # noqa: E402
 
@@ -392,12 +395,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smaller tensors and fewer rounds")
     parser.add_argument("--only", type=int,
-                        choices=(8, 9, 10, 11, 12, 13, 14, 15),
+                        choices=(8, 9, 10, 11, 12, 13, 14, 15, 16),
                         help="run one section (8: per-sample time stamps, "
                              "9: Savitzky-Golay, 10: cold paths, 11: the "
                              "command on files, 12: derivatives of a "
                              "network, 13: fields, 14: spectral "
-                             "derivatives, 15: bounded cost)")
+                             "derivatives, 15: bounded cost, 16: the "
+                             "stencil on PyTorch)")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     steps = 2 ** 12 if args.quick else 2 ** 16
@@ -423,6 +427,9 @@ def main(argv=None):
     if args.only == 15:
         bounded.main(args.quick)
         return
+    if args.only == 16:
+        torch_stencil.main(args.quick)
+        return
     if args.only:
         {8: section_irregular, 9: section_savgol}[args.only](x, rounds)
         return
@@ -444,6 +451,7 @@ def main(argv=None):
     fields.main(args.quick)
     spectral.main(args.quick, interleaved)
     bounded.main(args.quick)
+    torch_stencil.main(args.quick)
 
 
 if __name__ == "__main__":

@@ -360,3 +360,52 @@ def test_large_arrays_on_an_accelerator_stay_there(kind, monkeypatch, rng):
         with pytest.raises(ValueError, match="increasing"):
             fdlayers.derivative(tensor(x), 2, keras.ops.convert_to_tensor(bad))
         assert checked == [bad.shape]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch's stencil written in place")
+@pytest.mark.parametrize("order,accuracy,padding", CASES)
+def test_torch_writes_the_stencil_into_one_tensor(order, accuracy, padding,
+                                                  monkeypatch, rng):
+    """On PyTorch the stencil is written into one output tensor, term by
+    term in place: directly where no gradient is recorded, through an
+    autograd function (whose gradient is the transposed stencil) where one
+    is, and op by op under a `torch.func` transform. Each gives the
+    reference's values, and a NaN reaches only the outputs whose stencil
+    weighs it."""
+    import torch
+
+    from fdlayers import kernels
+
+    h, n, nan_at = 0.3, 40, 17
+    matrix = reference_matrix(order, accuracy, padding, n, h)
+    x = rng.normal(size=(3, n, 2))
+    want = apply_along(matrix, x, 1)
+    scale = apply_along(abs(matrix), abs(x), 1)
+    written = []
+    original = kernels.LinearStencil._forward_into
+    monkeypatch.setattr(kernels.LinearStencil, "_forward_into",
+                        lambda self, x: (written.append(1), original(self, x))[1])
+
+    def derivative(v):
+        return fdlayers.derivative(v, order, h, accuracy, padding)
+
+    with torch.no_grad():
+        direct = numpy(derivative(tensor(x)))
+    assert written == [1]
+    recorded = derivative(tensor(x).requires_grad_())
+    assert written == [1, 1] and recorded.grad_fn is not None
+    mapped = numpy(torch.func.vmap(derivative)(tensor(x[:, None])))[:, 0]
+    assert written == [1, 1]
+    for got in (direct, numpy(recorded), mapped):
+        np.testing.assert_array_less(abs(got - want), 1e-13 * scale + 1e-300)
+
+    bad = x.copy()
+    bad[1, nan_at, 0] = np.nan
+    with torch.no_grad():
+        got = numpy(derivative(tensor(bad)))
+    reached = np.zeros(want.shape, bool)
+    reached[1, :, 0] = matrix[:, nan_at] != 0
+    assert (np.isnan(got) == reached).all()
+    np.testing.assert_array_less(abs(got[~reached] - want[~reached]),
+                                 1e-13 * scale[~reached] + 1e-300)
