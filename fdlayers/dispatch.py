@@ -5,7 +5,7 @@ NumPy, small graph inputs op by op through one function pair per
 configuration traced for every size (`run_stencil`), large inputs through XLA
 kernels compiled for their shape, or, where the length is known at run time
 only, for padded lengths (`padded_call`); on JAX through `jax.jit`; on
-PyTorch op by op. Here too: the gradients of compiled kernels (the
+PyTorch written into one output tensor (`kernels.LinearStencil`). Here too: the gradients of compiled kernels (the
 transposed stencil), and the guards that keep a length known only to a
 compiler (XLA's, or JAX's symbolic dimensions) from breaking the stencil's
 slices. `fdlayers.ops` says what to compute; this module, where.
@@ -112,7 +112,9 @@ def placement(x, weights_width=0):
 
     - "numpy": TensorFlow, eager, on the CPU, under `_FUSION_MIN_SIZE`
       elements (uniform grids; the other stencils run "ops" there);
-    - "ops": op by op. PyTorch always; TensorFlow eagerly on other devices
+    - "ops": op by op (PyTorch: into one output tensor, term by term in
+      place, `kernels.LinearStencil`). PyTorch always; TensorFlow eagerly
+      on other devices
       and in graphs whose static size is under `_FUSION_MIN_SIZE`; every
       backend where weights of a window wider than
       `FUSED_WEIGHTS_MAX_WIDTH` are computed in the graph;
@@ -203,7 +205,8 @@ def uniform_kernel(x, spec, scale, axis, plan):
     ≈ 3-5× without XLA and ≈ 30-90× with it on CPU. So large inputs run the
     slices through XLA (nested in an outer XLA program, the inner function
     is simply inlined), and small ones, where compiling for each new shape
-    would cost more than it saves, op by op. PyTorch runs them op by op.
+    would cost more than it saves, op by op. PyTorch writes them into one
+    output tensor, term by term in place.
     """
     backend = keras.backend.backend()
     # Unknown trailing sizes count as channels; the choice is only for speed.
