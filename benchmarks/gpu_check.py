@@ -233,43 +233,38 @@ def main(argv=None):
         return (f"{worst:13.3f} {layer_ms:9.3f} {copy_ms:8.3f} {rate:7.1f} "
                 f"{share:8.0%}" + ("  WRONG" if wrong else ""))
 
-    nbytes = int(np.prod(series)) * 4
-    print(f"1. FiniteDifference1D, input {series} ({nbytes / 2**30:.2f} GiB)")
-    print(f"{'order':>5} {'acc':>3} " + header)
-    for order, accuracy in FD_CASES:
-        layer = fdlayers.FiniteDifference1D(order, SPACING, accuracy)
-        reference = series_reference(series, fd_rows(order, accuracy), order)
-        worst, wrong, layer_ms, copy_ms, seed = measure(
-            layer, series, rounds, reference, 1, tools, seed)
-        failures += wrong
-        print(f"{order:>5} {accuracy:>3} "
-              + row(worst, wrong, layer_ms, copy_ms, nbytes, 2))
-
-    print(f"\n2. SavitzkyGolay1D, input {series}")
-    print(f"{'order':>5} {'window':>6} {'poly':>4} " + header)
-    for order, window, polyorder in SG_CASES:
-        layer = fdlayers.SavitzkyGolay1D(order, window, polyorder, spacing=SPACING)
-        reference = series_reference(
-            series, sg_rows(order, window, polyorder), order)
-        worst, wrong, layer_ms, copy_ms, seed = measure(
-            layer, series, rounds, reference, 1, tools, seed)
-        failures += wrong
-        print(f"{order:>5} {window:>6} {polyorder:>4} "
-              + row(worst, wrong, layer_ms, copy_ms, nbytes, 2))
-
-    print(f"\n3. Fields: 2-D {fields[2]}, 3-D {fields[3]}")
-    print(f"{'layer':>9} {'dims':>4} {'acc':>3} " + header)
-    for name, ndim, accuracy in FIELD_CASES:
-        shape = fields[ndim]
-        layer = getattr(fdlayers, name)(spacing=SPACING, accuracy=accuracy)
-        outputs = ndim if name == "Gradient" else 1
-        worst, wrong, layer_ms, copy_ms, seed = measure(
-            layer, shape, rounds, field_reference(shape, name, accuracy),
-            outputs, tools, seed, checked=4)
-        failures += wrong
-        print(f"{name:>9} {ndim:>4} {accuracy:>3} "
-              + row(worst, wrong, layer_ms, copy_ms, int(np.prod(shape)) * 4,
-                    1 + outputs))
+    gib = np.prod(series) * 4 / 2 ** 30
+    tables = [
+        (f"1. FiniteDifference1D, input {series} ({gib:.2f} GiB)",
+         f"{'order':>5} {'acc':>3} ",
+         [(f"{order:>5} {accuracy:>3} ",
+           fdlayers.FiniteDifference1D(order, SPACING, accuracy), series,
+           series_reference(series, fd_rows(order, accuracy), order), 1, None)
+          for order, accuracy in FD_CASES]),
+        (f"\n2. SavitzkyGolay1D, input {series}",
+         f"{'order':>5} {'window':>6} {'poly':>4} ",
+         [(f"{order:>5} {window:>6} {polyorder:>4} ",
+           fdlayers.SavitzkyGolay1D(order, window, polyorder, spacing=SPACING),
+           series, series_reference(series, sg_rows(order, window, polyorder),
+                                    order), 1, None)
+          for order, window, polyorder in SG_CASES]),
+        (f"\n3. Fields: 2-D {fields[2]}, 3-D {fields[3]}",
+         f"{'layer':>9} {'dims':>4} {'acc':>3} ",
+         [(f"{name:>9} {ndim:>4} {accuracy:>3} ",
+           getattr(fdlayers, name)(spacing=SPACING, accuracy=accuracy),
+           fields[ndim], field_reference(fields[ndim], name, accuracy),
+           ndim if name == "Gradient" else 1, 4)
+          for name, ndim, accuracy in FIELD_CASES]),
+    ]
+    for title, columns, cases in tables:
+        print(title)
+        print(columns + header)
+        for label, layer, shape, reference, outputs, checked in cases:
+            worst, wrong, layer_ms, copy_ms, seed = measure(
+                layer, shape, rounds, reference, outputs, tools, seed, checked)
+            failures += wrong
+            print(label + row(worst, wrong, layer_ms, copy_ms,
+                              int(np.prod(shape)) * 4, 1 + outputs))
 
     if failures:
         print(f"\n{failures} check(s) gave a wrong or non-finite result")
