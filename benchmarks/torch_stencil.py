@@ -8,7 +8,11 @@ recorded, through an autograd function whose gradient is the transposed
 stencil written the same way (`fdlayers.kernels.LinearStencil`). "op by op"
 is the formulation it replaced, every product and sum a new tensor, then
 the edges joined on, run in the same process (fdlayers' in-place path
-switched off). Both against an elementwise `x * 2.0`, which reads and
+switched off). "masked" is `FiniteDifference1D(2, 0.01, 4)` with a
+mask of a padded batch (each series ends 0-25 % before the last step):
+in place, the interior everywhere and the runs' edge rows gathered where
+they apply, against every step's window gathered; its gradient is op by
+op either way. Both against an elementwise `x * 2.0`, which reads and
 writes the tensor once, and with the gradient against a backward pass of
 `x * 2.0` through autograd. Float32 `(64, 65536, 4)`, interleaved rounds,
 medians; the worker runs in a process of its own with KERAS_BACKEND=torch.
@@ -24,7 +28,8 @@ import sys
 
 CASES = [("FiniteDifference1D", (1, 0.01, 2)), ("FiniteDifference1D", (2, 0.01, 4)),
          ("FiniteDifference1D", (1, 0.01, 6)), ("FiniteDifference1D", (4, 0.01, 8)),
-         ("SavitzkyGolay1D", (1, 11, 3)), ("SavitzkyGolay1D", (2, 21, 4))]
+         ("SavitzkyGolay1D", (1, 11, 3)), ("SavitzkyGolay1D", (2, 21, 4)),
+         ("masked", (2, 0.01, 4))]
 
 
 def worker(quick):
@@ -38,6 +43,9 @@ def worker(quick):
 
     steps, rounds = (4096, 3) if quick else (65536, 9)
     x = torch.randn(64, steps, 4)
+    # A padded batch: each series ends 0-25 % before the last step.
+    lengths = torch.linspace(0.75, 1.0, 64) * steps
+    mask = torch.arange(steps)[None, :] < lengths[:, None]
     in_place = kernels._torch_mode
 
     def timed(fn, op_by_op):
@@ -49,10 +57,14 @@ def worker(quick):
     print(f"fdlayers {fdlayers.__version__}, PyTorch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, input {tuple(x.shape)} float32, "
           f"{rounds} rounds, medians")
-    print(f"{'layer':<34} {'pass':<8} {'in place ms':>11} {'op by op ms':>11} "
+    print(f"{'layer':<38} {'pass':<8} {'in place ms':>11} {'op by op ms':>11} "
           f"{'floor ms':>8} {'in place':>8} {'op by op':>8}")
     for name, args in CASES:
-        layer = getattr(fdlayers, name)(*args)
+        if name == "masked":
+            stencil = fdlayers.FiniteDifference1D(*args)
+            layer = lambda v: stencil(v, mask=mask)  # noqa: E731
+        else:
+            layer = getattr(fdlayers, name)(*args)
 
         def forward():
             with torch.no_grad():
@@ -80,7 +92,9 @@ def worker(quick):
                     times[who].append(timed(floor if who == "floor" else fn,
                                             who == "op by op"))
             ms = {who: statistics.median(t) * 1e3 for who, t in times.items()}
-            print(f"{name + str(args):<34} {label:<8} {ms['in place']:11.1f} "
+            title = ("FiniteDifference1D" + str(args) + ", masked"
+                     if name == "masked" else name + str(args))
+            print(f"{title:<38} {label:<8} {ms['in place']:11.1f} "
                   f"{ms['op by op']:11.1f} {ms['floor']:8.1f} "
                   f"{ms['in place'] / ms['floor']:8.2f} "
                   f"{ms['op by op'] / ms['floor']:8.2f}")

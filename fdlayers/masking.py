@@ -298,6 +298,8 @@ def masked_forward(x, mask, rows, gathered=False):
     """
     *_, selection, columns = rows
     mask = ops.cast(mask, "bool")
+    if gathered and kernels._torch_mode(x) == "direct":
+        return _torch_masked_forward(x, mask, rows)
     rank = len(x.shape)
     row, kept = _rows_and_kept(mask, rows)
     reach = max(abs(o) for o, _ in columns)
@@ -332,6 +334,46 @@ def masked_forward(x, mask, rows, gathered=False):
             term = ops.where(weight != 0, term, ops.zeros_like(term))
         y = term if y is None else y + term
     return zero_masked(y, kept)
+
+
+def _torch_masked_forward(x, mask, rows):
+    """`masked_forward` of a PyTorch tensor that no gradient is recorded
+    for, written into one output tensor: the interior stencil at every
+    step, each term added in place (`kernels.LinearStencil._forward_into`),
+    then, at the steps that take another row (a run's first or last
+    steps), their samples gathered and weighed by that row. Those are few
+    where runs are long, where gathering every step's window takes a copy
+    of the input per offset (benchmarks/README.md, section 16)."""
+    torch = kernels._torch()
+    *_, selection, columns = rows
+    row, kept = _rows_and_kept(mask, rows)
+    reach = max(abs(o) for o, _ in columns)
+    padded = kernels.pad(zero_masked(x, mask), 1, reach, reach)
+    steps = x.shape[1]
+    y = x.new_empty(x.shape)
+    terms = [(o, w) for o, w in zip(*selection[0]) if w != 0.0]
+    if not terms:
+        y.zero_()
+    for k, (o, weight) in enumerate(terms):
+        term = kernels.take(padded, 1, reach + o, reach + o + steps)
+        if k == 0:
+            torch.mul(term, weight, out=y)
+        else:
+            y.add_(term, alpha=weight)
+    batch, step = torch.nonzero(row != 0, as_tuple=True)
+    if len(batch):
+        table = torch.as_tensor(_table(columns, "float64"), dtype=x.dtype,
+                                device=x.device)
+        weights = table[row[batch, step]]
+        total = None
+        for k, (o, _) in enumerate(columns):
+            weight = weights[:, k].reshape((-1,) + (1,) * (len(x.shape) - 2))
+            # A zero weight keeps its sample out, NaN included.
+            term = torch.where(weight != 0, padded[batch, step + reach + o]
+                               * weight, 0.0)
+            total = term if total is None else total + term
+        y[batch, step] = total
+    return y.masked_fill_(~_along(kept, len(x.shape)), 0.0)
 
 
 def masked_transpose(g, mask, rows, gathered=False):

@@ -338,3 +338,40 @@ def test_masked_gradients_are_the_transposed_operator(kind, config, padding,
                 (d2[b], matrix @ second[b], abs(matrix) @ abs(second[b]))]:
             np.testing.assert_array_less(abs(got - want),
                                          1e-13 * scale + 1e-300)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch's masked stencil written in place")
+@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("order,accuracy", CASES)
+def test_torch_masked_stencil_in_place_equals_op_by_op(order, accuracy,
+                                                       padding, monkeypatch,
+                                                       rng):
+    """Where no gradient is recorded, PyTorch writes a masked stencil into
+    one tensor: the interior everywhere, then the runs' edge rows where
+    they apply (`masking._torch_masked_forward`). It equals the gathered
+    stencil op by op (which the tests above check against each run cut
+    out), and a NaN in an unmasked sample reaches the same outputs."""
+    from fdlayers import kernels, masking
+
+    accuracy += padding == "causal" and order > 1
+    x, poisoned = _data(rng, channels=3)
+    poisoned[3, 10, 1] = np.nan  # unmasked: reaches its neighbours' outputs
+    calls = []
+    in_place = masking._torch_masked_forward
+    monkeypatch.setattr(masking, "_torch_masked_forward",
+                        lambda *a: calls.append(1) or in_place(*a))
+
+    def run():
+        return _numpy(fd_ops.derivative(poisoned, order, 0.5, accuracy,
+                                        padding, mask=MASK))
+
+    got = run()
+    assert calls == [1]
+    monkeypatch.setattr(kernels, "_torch_mode", lambda x: None)
+    want = run()
+    assert calls == [1]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).any()
+    finite = ~np.isnan(want)
+    _assert_close(got[finite], want[finite], x, order, accuracy, padding)
