@@ -506,8 +506,8 @@ class LinearStencil:
         arithmetic: on a NumPy array (a small eager TensorFlow series), the
         same products and sums in the same order as op by op (so the same
         result); on a PyTorch tensor (`_torch_mode`), each further term
-        added in place in one pass, `y += w·x` (on a 2-core CPU, 1.2-3.5×
-        an `x * 2.0` for 2 to 21 terms, against 6-43× op by op:
+        added in place in one pass, `y += w·x` (on a 2-core CPU, 1.2-5.3×
+        an `x * 2.0` for 2 to 21 terms, against 6-45× op by op:
         benchmarks/README.md, section 16).
         """
         axis, span = self.axis, self.span

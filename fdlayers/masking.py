@@ -298,8 +298,11 @@ def masked_forward(x, mask, rows, gathered=False):
     """
     *_, selection, columns = rows
     mask = ops.cast(mask, "bool")
-    if gathered and kernels._torch_mode(x) == "direct":
+    mode = kernels._torch_mode(x) if gathered else None
+    if mode == "direct":
         return _torch_masked_forward(x, mask, rows)
+    if mode == "recorded":
+        return _torch_masked_function().apply(x, mask, rows)
     rank = len(x.shape)
     row, kept = _rows_and_kept(mask, rows)
     reach = max(abs(o) for o, _ in columns)
@@ -374,6 +377,68 @@ def _torch_masked_forward(x, mask, rows):
             total = term if total is None else total + term
         y[batch, step] = total
     return y.masked_fill_(~_along(kept, len(x.shape)), 0.0)
+
+
+def _torch_masked_transpose(g, mask, rows):
+    """`masked_transpose` of a PyTorch tensor, written into one tensor:
+    each interior weight's share of the upstream at the steps that take
+    the interior row, added in place along its offset, then the shares of
+    the steps that take an edge row, scattered and added."""
+    torch = kernels._torch()
+    *_, selection, columns = rows
+    row, kept = _rows_and_kept(mask, rows)
+    rank, steps = len(g.shape), g.shape[1]
+    g = g.masked_fill(~_along(kept, rank), 0.0)
+    interior = g.masked_fill(_along(row != 0, rank), 0.0)
+    x = g.new_zeros(g.shape)
+    for o, weight in zip(*selection[0]):
+        if weight != 0.0:
+            # x[i + o] += w · g[i], for i and i + o in the sequence.
+            kernels.take(x, 1, max(o, 0), steps + min(o, 0)).add_(
+                kernels.take(interior, 1, max(-o, 0), steps - max(o, 0)),
+                alpha=weight)
+    batch, step = torch.nonzero(row != 0, as_tuple=True)
+    if len(batch):
+        table = torch.as_tensor(_table(columns, "float64"), dtype=g.dtype,
+                                device=g.device)
+        weights = table[row[batch, step]]
+        upstream = g[batch, step]
+        for k, (o, _) in enumerate(columns):
+            weight = weights[:, k].reshape((-1,) + (1,) * (rank - 2))
+            inside = (weight.flatten() != 0) & (step + o >= 0) & (step + o < steps)
+            x.index_put_((batch[inside], step[inside] + o),
+                         (upstream * weight)[inside], accumulate=True)
+    return x.masked_fill_(~_along(mask, rank), 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_masked_function():
+    """The masked stencil as a `torch.autograd.Function` written into one
+    tensor (`_torch_masked_forward`), whose gradient is its transpose
+    written likewise, whose gradient is the stencil again."""
+    torch = kernels._torch()
+
+    class Masked(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, mask, rows):
+            ctx.mask, ctx.rows = mask, rows
+            return _torch_masked_forward(x, mask, rows)
+
+        @staticmethod
+        def backward(ctx, g):
+            return Transposed.apply(g, ctx.mask, ctx.rows), None, None
+
+    class Transposed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, g, mask, rows):
+            ctx.mask, ctx.rows = mask, rows
+            return _torch_masked_transpose(g, mask, rows)
+
+        @staticmethod
+        def backward(ctx, g):
+            return Masked.apply(g, ctx.mask, ctx.rows), None, None
+
+    return Masked
 
 
 def masked_transpose(g, mask, rows, gathered=False):

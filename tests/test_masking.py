@@ -375,3 +375,46 @@ def test_torch_masked_stencil_in_place_equals_op_by_op(order, accuracy,
     assert np.isnan(got).any()
     finite = ~np.isnan(want)
     _assert_close(got[finite], want[finite], x, order, accuracy, padding)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch's masked stencil written in place")
+@pytest.mark.parametrize("padding", ["same", "causal"])
+@pytest.mark.parametrize("order,accuracy", CASES)
+def test_torch_masked_gradients_in_place_equal_op_by_op(order, accuracy,
+                                                        padding, monkeypatch,
+                                                        rng):
+    """Where a gradient is recorded, PyTorch's masked stencil is an autograd
+    function written in place, whose gradient is the transposed stencil
+    written in place (`masking._torch_masked_transpose`), and whose second
+    derivative is the stencil again. Value, gradient and second derivative
+    equal autodiff of the gathered stencil op by op."""
+    import torch
+
+    from fdlayers import kernels, masking
+
+    accuracy += padding == "causal" and order > 1
+    x, _ = _data(rng, channels=3)
+    calls = []
+    transpose = masking._torch_masked_transpose
+    monkeypatch.setattr(masking, "_torch_masked_transpose",
+                        lambda *a: calls.append(1) or transpose(*a))
+
+    def run():
+        v = torch.tensor(x, requires_grad=True)
+        y = fd_ops.derivative(v, order, 0.5, accuracy, padding, mask=MASK)
+        upstream = torch.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape),
+                                requires_grad=True)
+        dx, = torch.autograd.grad(y, v, upstream, create_graph=True)
+        second = torch.tensor(np.cos(np.arange(v.numel())).reshape(v.shape))
+        d2, = torch.autograd.grad(dx, upstream, second)
+        return [_numpy(t.detach()) for t in (y, dx, d2)]
+
+    got = run()
+    assert calls == [1]
+    monkeypatch.setattr(kernels, "_torch_mode", lambda x: None)
+    want = run()
+    assert calls == [1]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    np.testing.assert_array_equal(got[1][~MASK], 0.0)
