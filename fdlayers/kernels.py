@@ -353,10 +353,10 @@ def _torch_mode(x):
     """How a PyTorch tensor's stencil is written into one output tensor in
     place (`LinearStencil._forward_into`): "direct" where no gradient is
     recorded for `x`; "recorded" where one is, through an autograd
-    function whose gradient is the transposed stencil; None where no
-    tensor may be written in place, on another backend, or where a
-    compiler traces `x` (TorchDynamo, or a `torch.func` transform, which
-    sees a tensor of its own): op by op there."""
+    function whose gradient is the transposed stencil (`torch_linear`);
+    None where no tensor may be written in place, on another backend, or
+    where a compiler traces `x` (TorchDynamo, or a `torch.func` transform,
+    which sees a tensor of its own): op by op there."""
     if keras.backend.backend() != "torch":
         return None
     torch = _torch()
@@ -370,33 +370,43 @@ def _torch_mode(x):
 
 
 @functools.lru_cache(maxsize=None)
-def _torch_stencil_function():
-    """The stencil as a `torch.autograd.Function` written into one tensor,
-    whose gradient is its transpose written likewise, whose gradient is the
-    stencil again: derivatives of any order, each in place."""
+def torch_linear(forward, transpose):
+    """`apply(x, *args)`: the linear map `forward(x, *args)` as a
+    `torch.autograd.Function`, whose gradient is `transpose(g, *args)`,
+    itself such a function, whose gradient is the map again: derivatives
+    of any order, each computed by the two given functions (which may
+    write in place: autograd records neither's operations)."""
     torch = _torch()
 
-    class Stencil(torch.autograd.Function):
+    class Forward(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, stencil):
-            ctx.stencil = stencil
-            return stencil._forward_into(x)
+        def forward(ctx, x, *args):
+            ctx.args = args
+            return forward(x, *args)
 
         @staticmethod
         def backward(ctx, g):
-            return Transposed.apply(g, ctx.stencil), None
+            return (Transposed.apply(g, *ctx.args),) + (None,) * len(ctx.args)
 
     class Transposed(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, g, stencil):
-            ctx.stencil = stencil
-            return stencil._transpose_into(g)
+        def forward(ctx, g, *args):
+            ctx.args = args
+            return transpose(g, *args)
 
         @staticmethod
         def backward(ctx, g):
-            return Stencil.apply(g, ctx.stencil), None
+            return (Forward.apply(g, *ctx.args),) + (None,) * len(ctx.args)
 
-    return Stencil
+    return Forward.apply
+
+
+def _stencil_into(x, stencil):
+    return stencil._forward_into(x)
+
+
+def _transpose_into(g, stencil):
+    return stencil._transpose_into(g)
 
 
 class LinearStencil:
@@ -475,7 +485,7 @@ class LinearStencil:
             if mode == "direct":
                 return self._forward_into(x)
             if mode == "recorded":
-                return _torch_stencil_function().apply(x, self)
+                return torch_linear(_stencil_into, _transpose_into)(x, self)
         interior = _convolved(x, self.weights, axis) if self.compact else None
         if interior is None:
             interior = _correlate(x, self.weights, axis)

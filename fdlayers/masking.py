@@ -301,8 +301,9 @@ def masked_forward(x, mask, rows, gathered=False):
     mode = kernels._torch_mode(x) if gathered else None
     if mode == "direct":
         return _torch_masked_forward(x, mask, rows)
-    if mode == "recorded":
-        return _torch_masked_function().apply(x, mask, rows)
+    if mode == "recorded":  # the gradient: the transpose, in place too
+        return kernels.torch_linear(_torch_masked_forward,
+                                    _torch_masked_transpose)(x, mask, rows)
     rank = len(x.shape)
     row, kept = _rows_and_kept(mask, rows)
     reach = max(abs(o) for o, _ in columns)
@@ -409,36 +410,6 @@ def _torch_masked_transpose(g, mask, rows):
             x.index_put_((batch[inside], step[inside] + o),
                          (upstream * weight)[inside], accumulate=True)
     return x.masked_fill_(~_along(mask, rank), 0.0)
-
-
-@functools.lru_cache(maxsize=None)
-def _torch_masked_function():
-    """The masked stencil as a `torch.autograd.Function` written into one
-    tensor (`_torch_masked_forward`), whose gradient is its transpose
-    written likewise, whose gradient is the stencil again."""
-    torch = kernels._torch()
-
-    class Masked(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, mask, rows):
-            ctx.mask, ctx.rows = mask, rows
-            return _torch_masked_forward(x, mask, rows)
-
-        @staticmethod
-        def backward(ctx, g):
-            return Transposed.apply(g, ctx.mask, ctx.rows), None, None
-
-    class Transposed(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, g, mask, rows):
-            ctx.mask, ctx.rows = mask, rows
-            return _torch_masked_transpose(g, mask, rows)
-
-        @staticmethod
-        def backward(ctx, g):
-            return Masked.apply(g, ctx.mask, ctx.rows), None, None
-
-    return Masked
 
 
 def masked_transpose(g, mask, rows, gathered=False):
