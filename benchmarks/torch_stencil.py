@@ -29,7 +29,8 @@ import sys
 CASES = [("FiniteDifference1D", (1, 0.01, 2)), ("FiniteDifference1D", (2, 0.01, 4)),
          ("FiniteDifference1D", (1, 0.01, 6)), ("FiniteDifference1D", (4, 0.01, 8)),
          ("SavitzkyGolay1D", (1, 11, 3)), ("SavitzkyGolay1D", (2, 21, 4)),
-         ("masked", (2, 0.01, 4))]
+         ("masked", (2, 0.01, 4)), ("coordinates", (2, 4)),
+         ("time stamps", (2, 4))]
 
 
 def worker(quick):
@@ -59,10 +60,18 @@ def worker(quick):
           f"{rounds} rounds, medians")
     print(f"{'layer':<38} {'pass':<8} {'in place ms':>11} {'op by op ms':>11} "
           f"{'floor ms':>8} {'in place':>8} {'op by op':>8}")
+    grid = torch.cumsum(torch.rand(steps, dtype=torch.float64) + 0.5, 0).numpy()
+    stamps = torch.cumsum(torch.rand(64, steps) + 0.5, 1)
     for name, args in CASES:
         if name == "masked":
             stencil = fdlayers.FiniteDifference1D(*args)
             layer = lambda v: stencil(v, mask=mask)  # noqa: E731
+        elif name == "coordinates":
+            layer = lambda v: fdlayers.derivative(  # noqa: E731
+                v, args[0], grid, args[1])
+        elif name == "time stamps":
+            layer = lambda v: fdlayers.derivative(  # noqa: E731
+                v, args[0], stamps, args[1])
         else:
             layer = getattr(fdlayers, name)(*args)
 
@@ -92,8 +101,10 @@ def worker(quick):
                     times[who].append(timed(floor if who == "floor" else fn,
                                             who == "op by op"))
             ms = {who: statistics.median(t) * 1e3 for who, t in times.items()}
-            title = ("FiniteDifference1D" + str(args) + ", masked"
-                     if name == "masked" else name + str(args))
+            title = {"masked": f"FiniteDifference1D{args}, masked",
+                     "coordinates": "derivative(x, 2, grid, 4)",
+                     "time stamps": "derivative(x, 2, t, 4)"}.get(
+                         name, name + str(args))
             print(f"{title:<38} {label:<8} {ms['in place']:11.1f} "
                   f"{ms['op by op']:11.1f} {ms['floor']:8.1f} "
                   f"{ms['in place'] / ms['floor']:8.2f} "

@@ -660,7 +660,8 @@ def apply_windows(x, layout, axis, head, interior, tail, scales=None,
     `order` times (see `stencils.fornberg_scaled`).
 
     Only slices, products, sums and one concatenation: every backend
-    differentiates it.
+    differentiates it. On PyTorch, where no gradient is recorded, the
+    interior is written into the output in place (`_apply_windows_into`).
     """
     width = layout.width
     span = width - 1
@@ -672,22 +673,75 @@ def apply_windows(x, layout, axis, head, interior, tail, scales=None,
             part = part * scale
         return part
 
-    parts = []
-    for group, scale in zip(head, scales[0]):
+    def head_part(group, scale):
         terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
         if isinstance(group, ReadingGroup):
             terms = [_where_read(term, reads, axis)
                      for term, reads in zip(terms, group.reads) if reads.any()]
-        parts.append(scaled(sum_terms(terms), scale) if terms
-                     else ops.zeros_like(take(x, axis, 0, 1)))
-    parts.append(scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
-                                   for k, w in enumerate(interior)]),
-                        scales[1]))
-    for group, scale in zip(tail, scales[2]):
-        parts.append(scaled(sum_terms([
-            take(x, axis, k - width, (k - span) or None) * w
-            for k, w in enumerate(group)]), scale))
+        return (scaled(sum_terms(terms), scale) if terms
+                else ops.zeros_like(take(x, axis, 0, 1)))
+
+    def tail_part(group, scale):
+        return scaled(sum_terms([take(x, axis, k - width, (k - span) or None) * w
+                                 for k, w in enumerate(group)]), scale)
+
+    heads = [head_part(g, s) for g, s in zip(head, scales[0])]
+    tails = [tail_part(g, s) for g, s in zip(tail, scales[2])]
+    if _interior_writable(x, axis, interior, scales[1], span):
+        return _apply_windows_into(x, axis, span, heads, interior, scales[1],
+                                   order, tails)
+    parts = heads + [scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
+                                       for k, w in enumerate(interior)]),
+                            scales[1])] + tails
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
+
+
+def _interior_writable(x, axis, interior, scale, span):
+    """Whether `apply_windows` may write its interior into one PyTorch
+    tensor in place: no gradient recorded for `x` or any weight (see
+    `_torch_mode`), and the weights' products with the interior slice no
+    larger than it."""
+    if _torch_mode(x) != "direct":
+        return False
+    torch = _torch()
+    tensors = [w for w in list(interior) + [scale] if isinstance(w, torch.Tensor)]
+    if torch.is_grad_enabled() and any(w.requires_grad for w in tensors):
+        return False
+    shape = list(x.shape)
+    shape[axis] -= span
+    return all(torch.broadcast_shapes(shape, w.shape) == tuple(shape)
+               for w in tensors)
+
+
+def _apply_windows_into(x, axis, span, heads, interior, scale, order, tails):
+    """`apply_windows` with its interior, the bulk of the output, written
+    into the output tensor term by term in place (`y += w·x`, one pass
+    each), and its edge rows (`heads`, `tails`: computed, a few rows each)
+    copied into its ends."""
+    torch = _torch()
+    inner = x.shape[axis] - span
+    before = sum(part.shape[axis] for part in heads)
+    shape = list(x.shape)
+    shape[axis] = before + inner + sum(part.shape[axis] for part in tails)
+    y = x.new_empty(shape)
+    body = take(y, axis, before, before + inner)
+    for k, weight in enumerate(interior):
+        term = take(x, axis, k, (k - span) or None)
+        if k == 0:
+            torch.mul(term, weight, out=body)
+        elif isinstance(weight, torch.Tensor):
+            body.addcmul_(term, weight)
+        else:
+            body.add_(term, alpha=float(weight))
+    for _ in range(order if scale is not None else 0):
+        body.mul_(scale)
+    start = 0
+    for part in heads + [None] + tails:
+        size = inner if part is None else part.shape[axis]
+        if part is not None:
+            take(y, axis, start, start + size)[...] = part
+        start += size
+    return y
 
 
 def _where_read(term, reads, axis):

@@ -366,3 +366,67 @@ def test_static_grids_share_their_traced_functions(make, padding, rng):
         misses.append(dispatch._graph_pair.cache_info().misses - before)
         np.testing.assert_allclose(y, layer(x), rtol=1e-12, atol=1e-9)
     assert misses[0] <= 1 and misses[1:] == [0, 0], misses
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch's windows written in place")
+@pytest.mark.parametrize("kind", ["coordinates", "time stamps", "Savitzky-Golay"])
+@pytest.mark.parametrize("order,accuracy,padding", [
+    (1, 2, "same"), (2, 4, "valid"), (2, 3, "causal"), (3, 6, "same")])
+def test_torch_writes_the_windows_into_one_tensor(kind, order, accuracy,
+                                                  padding, monkeypatch, rng):
+    """On PyTorch, where no gradient is recorded, a stencil on coordinates
+    or time stamps writes its interior into one output tensor, each term
+    added in place (`kernels._apply_windows_into`); where one is, it stays
+    op by op. The two agree everywhere (a NaN sample included), in
+    float32 and float64."""
+    import torch
+
+    from fdlayers import kernels
+
+    calls = []
+    into = kernels._apply_windows_into
+    monkeypatch.setattr(kernels, "_apply_windows_into",
+                        lambda *a: calls.append(1) or into(*a))
+    x = rng.standard_normal((3, 50, 2))
+    x[1, 20, 1] = np.nan
+    stamps = np.cumsum(rng.uniform(0.5, 1.5, (3, 50)), axis=1)
+    for dtype in ("float32", "float64"):
+        def run(grad=False):
+            v = tensor(x.astype(dtype)).requires_grad_(grad)
+            if kind == "coordinates":
+                return fdlayers.derivative(v, order, random_grid(rng, 50),
+                                           accuracy, padding)
+            t = tensor(stamps.astype(dtype))
+            if kind == "time stamps":
+                return fdlayers.derivative(v, order, t, accuracy, padding)
+            window = 2 * accuracy + 1
+            return fdlayers.SavitzkyGolay1D(
+                order, window, order + 1,
+                padding="valid" if padding == "valid" else "same",
+                dtype=dtype)([v, t])
+
+        state = rng.bit_generator.state
+        with torch.no_grad():
+            got = numpy(run())
+        assert len(calls) == 1
+        rng.bit_generator.state = state  # the same coordinates again
+        monkeypatch.setattr(kernels, "_torch_mode", lambda x: None)
+        with torch.no_grad():
+            want = numpy(run())
+        monkeypatch.undo()
+        monkeypatch.setattr(kernels, "_apply_windows_into",
+                            lambda *a: calls.append(1) or into(*a))
+        rng.bit_generator.state = state
+        recorded = run(grad=True)  # a gradient is recorded: op by op
+        assert len(calls) == 1
+        calls.clear()
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got).any() and not np.isnan(got).all()
+        finite = ~np.isnan(want)
+        scale = np.abs(want[finite]).max()
+        tolerance = 1e-5 if dtype == "float32" else 1e-13
+        np.testing.assert_allclose(got[finite], want[finite], rtol=0,
+                                   atol=tolerance * scale)
+        np.testing.assert_array_equal(numpy(recorded), want)
