@@ -341,9 +341,10 @@ def masked_forward(x, mask, rows, gathered=False):
 
 
 def _torch_masked_forward(x, mask, rows):
-    """`masked_forward` of a PyTorch tensor that no gradient is recorded
-    for, written into one output tensor: the interior stencil at every
-    step, each term added in place (`kernels.LinearStencil._forward_into`),
+    """`masked_forward` of a PyTorch tensor written into one output tensor
+    (autograd records none of it; `kernels.torch_linear` gives it its
+    gradient): the interior stencil at every step, each term added in
+    place (as `kernels.LinearStencil._forward_into` does),
     then, at the steps that take another row (a run's first or last
     steps), their samples gathered and weighed by that row. Those are few
     where runs are long, where gathering every step's window takes a copy
@@ -406,7 +407,8 @@ def _torch_masked_transpose(g, mask, rows):
         upstream = g[batch, step]
         for k, (o, _) in enumerate(columns):
             weight = weights[:, k].reshape((-1,) + (1,) * (rank - 2))
-            inside = (weight.flatten() != 0) & (step + o >= 0) & (step + o < steps)
+            inside = ((weight.flatten() != 0) & (step + o >= 0)
+                      & (step + o < steps))
             x.index_put_((batch[inside], step[inside] + o),
                          (upstream * weight)[inside], accumulate=True)
     return x.masked_fill_(~_along(mask, rank), 0.0)
