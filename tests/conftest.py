@@ -9,7 +9,10 @@ Tests marked `slow` are deselected too unless `FDLAYERS_SLOW=1`: the rest
 of a cross product of configurations and execution paths whose costly
 paths (a graph traced for any length, with its second derivative: seconds
 each) the default run reaches with fewer configurations, each branch and
-padding of them still included.
+padding of them still included. Unless `FDLAYERS_SLOW=1`, the cases of
+each parametrized test are thinned to a covering subset too (covering.py):
+every value of every argument, or every pair of values for tests marked
+`pairwise`.
 """
 
 import os
@@ -88,6 +91,11 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not any(
             item.get_closest_marker(m) for m in markers)]
+    if os.environ.get("FDLAYERS_SLOW") != "1":
+        import covering
+        items[:], dropped = covering.thin(items)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
 
 
 def pytest_collection_finish(session):

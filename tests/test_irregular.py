@@ -370,6 +370,7 @@ def test_static_grids_share_their_traced_functions(make, padding, rng):
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="PyTorch's windows written in place")
+@pytest.mark.every_case  # this backend's own test: all of it
 @pytest.mark.parametrize("kind", ["coordinates", "time stamps", "Savitzky-Golay"])
 @pytest.mark.parametrize("order,accuracy,padding", [
     (1, 2, "same"), (2, 4, "valid"), (2, 3, "causal"), (3, 6, "same")])

@@ -342,6 +342,7 @@ def test_masked_gradients_are_the_transposed_operator(kind, config, padding,
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="PyTorch's masked stencil written in place")
+@pytest.mark.every_case  # this backend's own test: all of it
 @pytest.mark.parametrize("padding", ["same", "causal"])
 @pytest.mark.parametrize("order,accuracy", CASES)
 def test_torch_masked_stencil_in_place_equals_op_by_op(order, accuracy,
@@ -379,6 +380,7 @@ def test_torch_masked_stencil_in_place_equals_op_by_op(order, accuracy,
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="PyTorch's masked stencil written in place")
+@pytest.mark.every_case  # this backend's own test: all of it
 @pytest.mark.parametrize("padding", ["same", "causal"])
 @pytest.mark.parametrize("order,accuracy", CASES)
 def test_torch_masked_gradients_in_place_equal_op_by_op(order, accuracy,

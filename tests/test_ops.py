@@ -104,6 +104,8 @@ _PATH_CASES = [
     for shape_axis in _TRACED_SHAPES.get(path, _SHAPES) for case in CASES]
 
 
+# Each path with each shape, order, accuracy and padding (covering.py).
+@pytest.mark.pairwise
 @pytest.mark.parametrize("path,shape,axis,order,accuracy,padding",
                          _PATH_CASES, indirect=["path"])
 def test_every_path_matches_the_reference(path, order, accuracy, padding,
@@ -364,6 +366,7 @@ def test_large_arrays_on_an_accelerator_stay_there(kind, monkeypatch, rng):
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="PyTorch's stencil written in place")
+@pytest.mark.every_case  # this backend's own test: all of it
 @pytest.mark.parametrize("order,accuracy,padding", CASES)
 def test_torch_writes_the_stencil_into_one_tensor(order, accuracy, padding,
                                                   monkeypatch, rng):

@@ -38,6 +38,8 @@ Backend-neutral: every drawn case runs on the current backend's paths
 """
 
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -60,13 +62,16 @@ C = 4.0
 # op and through kernels compiled for padded lengths; and XLA).
 PATHS = per_backend.PATHS
 # Compiling or tracing is per shape and configuration (≈ 0.1-0.5 s each):
-# fewer draws.
+# fewer draws. The default run draws half as many as FDLAYERS_SLOW=1
+# (and at least 2), like the cases it takes of the cross products
+# (covering.py).
 EXAMPLES = {path: 6 for path in PATHS}
 # Eagerly in NumPy or op by op (TensorFlow, PyTorch) an example costs
 # milliseconds; JAX jits even its eager calls, once per shape.
 EXAMPLES[PATHS[0]] = 60 if per_backend.BACKEND == "jax" else 200
 if "eager, op by op" in EXAMPLES:
     EXAMPLES["eager, op by op"] = 40
+SCALE = 1.0 if os.environ.get("FDLAYERS_SLOW") == "1" else 0.5
 
 
 @pytest.fixture(params=PATHS)
@@ -76,7 +81,7 @@ def path(request, monkeypatch):
 
 
 def _settings(path_name, scale=1.0):
-    return settings(max_examples=max(5, int(EXAMPLES[path_name] * scale)),
+    return settings(max_examples=max(2, round(EXAMPLES[path_name] * scale * SCALE)),
                     deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.function_scoped_fixture])

@@ -425,6 +425,7 @@ def _widest_id(kwargs):
     return "-".join(f"{v}" for k, v in kwargs.items() if k != "cls")
 
 
+@pytest.mark.every_case  # each widest window on each path
 @pytest.mark.parametrize("kwargs", WIDEST, ids=_widest_id)
 def test_the_widest_windows_run_promptly(kwargs, quick_path, fails_fast):
     """Edge rows as many as the window is wide must not cost one operation
@@ -458,6 +459,7 @@ WIDEST_STAMPS = [(QUICK_PATHS[-1], dict(order=1, accuracy=62,
         dict(order=2, accuracy=60, padding="same"))]
 
 
+@pytest.mark.every_case
 @pytest.mark.parametrize("where, kwargs", WIDEST_STAMPS,
                          ids=[f"{p}-{_widest_id(k)}" for p, k in WIDEST_STAMPS])
 def test_the_widest_time_stamp_windows_run_promptly(where, kwargs,
