@@ -93,7 +93,7 @@ def pytest_collection_modifyitems(config, items):
             item.get_closest_marker(m) for m in markers)]
     if os.environ.get("FDLAYERS_SLOW") != "1":
         import covering
-        items[:], dropped = covering.thin(items)
+        items[:], dropped = covering.thin(items, set(config.args))
         if dropped:
             config.hook.pytest_deselected(items=dropped)
 

@@ -54,17 +54,21 @@ def covering_cases(items, strength):
     return [item for i, item in enumerate(items) if i in chosen]
 
 
-def thin(items):
+def thin(items, named=()):
     """`(kept, dropped)`: each parametrized test function's covering cases
     (see `covering_cases`; strength 2 if it is marked `pairwise`, else 1),
-    the unparametrized tests and those marked `every_case` whole."""
+    the unparametrized tests and those marked `every_case` whole. A test
+    function or case whose node id is in `named` (the command line's, say:
+    a case run again by hand) keeps every case named."""
     by_function = {}
     for item in items:
-        if (getattr(item, "callspec", None) is None
-                or item.get_closest_marker("every_case")):
-            continue
         # The node id without its parameters names the test function.
-        by_function.setdefault(item.nodeid.split("[")[0], []).append(item)
+        function = item.nodeid.split("[")[0]
+        if (getattr(item, "callspec", None) is None
+                or item.get_closest_marker("every_case")
+                or item.nodeid in named or function in named):
+            continue
+        by_function.setdefault(function, []).append(item)
     kept_ids = {id(item) for item in items}
     for cases in by_function.values():
         strength = 2 if cases[0].get_closest_marker("pairwise") else 1

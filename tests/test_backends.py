@@ -36,6 +36,9 @@ Which tests, and why:
 - Tests marked `tensorflow_only` (lengths known only at run time in a
   TensorFlow graph, and its run-time errors) are deselected there by
   conftest.py.
+- Of each cross product, the cases that the default run takes on every
+  backend (covering.py): every value of every argument, every pair where
+  a test is marked `pairwise`; `FDLAYERS_SLOW=1` takes them all.
 - Not repeated: test_stencils.py (NumPy only, no backend), test_validation.py
   (numerical validation on `tf.range` grids; the stencil is the same
   `keras.ops` code on every backend, and test_ops checks each backend's paths

@@ -70,3 +70,12 @@ def test_unhashable_values_are_told_apart_by_their_text():
     kept, _ = covering.thin(items)
     assert len(kept) == 2
     assert {tuple(i.callspec.params["shape"]) for i in kept} == {(2, 3), (4,)}
+
+
+def test_cases_and_functions_named_are_kept():
+    f = _cases("test_f", a=[1, 2, 3], b=[1, 2, 3])
+    g = _cases("test_g", a=[1, 2, 3], b=[1, 2, 3])
+    named = {f[1].nodeid, "tests/test_x.py::test_g"}
+    kept, dropped = covering.thin(f + g, named)
+    assert kept == [f[0], f[1], f[4], f[8]] + g
+    assert dropped == [item for item in f if item not in kept]
