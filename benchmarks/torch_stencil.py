@@ -12,7 +12,10 @@ switched off). "masked" is `FiniteDifference1D(2, 0.01, 4)` with a
 mask of a padded batch (each series ends 0-25 % before the last step):
 in place, the interior everywhere and the runs' edge rows gathered where
 they apply, against every step's window gathered; its gradient is op by
-op either way. Both against an elementwise `x * 2.0`, which reads and
+op either way. On coordinates and time stamps the interior is written in
+place, and where a gradient is recorded the stencil and its transpose go
+through an autograd function (`fdlayers.kernels._windows_transpose`).
+Both against an elementwise `x * 2.0`, which reads and
 writes the tensor once, and with the gradient against a backward pass of
 `x * 2.0` through autograd. Float32 `(64, 65536, 4)`, interleaved rounds,
 medians; the worker runs in a process of its own with KERAS_BACKEND=torch.

@@ -660,40 +660,149 @@ def apply_windows(x, layout, axis, head, interior, tail, scales=None,
     `order` times (see `stencils.fornberg_scaled`).
 
     Only slices, products, sums and one concatenation: every backend
-    differentiates it. On PyTorch, where no gradient is recorded, the
-    interior is written into the output in place (`_apply_windows_into`).
+    differentiates it. On PyTorch the interior is written into the output
+    in place (`_apply_windows_into`); where a gradient is recorded for `x`
+    and not for the weights, through an autograd function whose gradient
+    is the transpose, written in place too (`_windows_transpose`).
     """
     width = layout.width
     span = width - 1
     if scales is None:
         scales = ([None] * len(head), None, [None] * len(tail))
+    if _windows_recordable(x, axis, head, interior, tail, scales, span):
+        return torch_linear(_windows_forward, _windows_transpose)(
+            x, _Windows(tuple(x.shape), layout, axis, head, interior, tail,
+                        scales, order))
 
-    def scaled(part, scale):
-        for _ in range(order if scale is not None else 0):
-            part = part * scale
-        return part
-
-    def head_part(group, scale):
-        terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
-        if isinstance(group, ReadingGroup):
-            terms = [_where_read(term, reads, axis)
-                     for term, reads in zip(terms, group.reads) if reads.any()]
-        return (scaled(sum_terms(terms), scale) if terms
-                else ops.zeros_like(take(x, axis, 0, 1)))
-
-    def tail_part(group, scale):
-        return scaled(sum_terms([take(x, axis, k - width, (k - span) or None) * w
-                                 for k, w in enumerate(group)]), scale)
-
-    heads = [head_part(g, s) for g, s in zip(head, scales[0])]
-    tails = [tail_part(g, s) for g, s in zip(tail, scales[2])]
+    heads = [_head_part(x, axis, g, s, order) for g, s in zip(head, scales[0])]
+    tails = [_tail_part(x, axis, width, g, s, order)
+             for g, s in zip(tail, scales[2])]
     if _interior_writable(x, axis, interior, scales[1], span):
         return _apply_windows_into(x, axis, span, heads, interior, scales[1],
                                    order, tails)
-    parts = heads + [scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
-                                       for k, w in enumerate(interior)]),
-                            scales[1])] + tails
+    parts = heads + [_scaled(sum_terms([take(x, axis, k, (k - span) or None) * w
+                                        for k, w in enumerate(interior)]),
+                             scales[1], order)] + tails
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis)
+
+
+def _scaled(part, scale, order):
+    for _ in range(order if scale is not None else 0):
+        part = part * scale
+    return part
+
+
+def _head_part(x, axis, group, scale, order):
+    """A head group's rows of `apply_windows`, from the window x[0:size]."""
+    terms = [take(x, axis, k, k + 1) * w for k, w in enumerate(group)]
+    if isinstance(group, ReadingGroup):
+        terms = [_where_read(term, reads, axis)
+                 for term, reads in zip(terms, group.reads) if reads.any()]
+    return (_scaled(sum_terms(terms), scale, order) if terms
+            else ops.zeros_like(take(x, axis, 0, 1)))
+
+
+def _tail_part(x, axis, width, group, scale, order):
+    """A tail group's rows of `apply_windows`, from the window x[n-width:]."""
+    span = width - 1
+    return _scaled(sum_terms([take(x, axis, k - width, (k - span) or None) * w
+                              for k, w in enumerate(group)]), scale, order)
+
+
+class _Windows:
+    """`apply_windows`' arguments for `x` of `shape`: what `torch_linear`
+    passes to its map and its transpose."""
+
+    def __init__(self, shape, layout, axis, head, interior, tail, scales,
+                 order):
+        self.shape, self.layout, self.axis = shape, layout, axis
+        self.head, self.interior, self.tail = head, interior, tail
+        self.scales, self.order = scales, order
+
+
+def _windows_tensors(head, interior, tail, scales):
+    torch = _torch()
+    values = [w for group in list(head) + [interior] + list(tail)
+              for w in group]
+    values += list(scales[0]) + [scales[1]] + list(scales[2])
+    return [w for w in values if isinstance(w, torch.Tensor)]
+
+
+def _windows_recordable(x, axis, head, interior, tail, scales, span):
+    """Whether `apply_windows` runs on PyTorch as one autograd function
+    whose gradient is its transpose, both written in place
+    (`_windows_forward`, `_windows_transpose`): where a gradient is
+    recorded for `x` and for none of the weights (a static grid's, or
+    time stamps' that are not differentiated), and the interior weights
+    fit the interior slice."""
+    if _torch_mode(x) != "recorded":
+        return False
+    torch = _torch()
+    tensors = _windows_tensors(head, interior, tail, scales)
+    if any(w.requires_grad for w in tensors):
+        return False
+    shape = list(x.shape)
+    shape[axis] -= span
+    return all(torch.broadcast_shapes(shape, w.shape) == tuple(shape)
+               for w in list(interior) + [scales[1]]
+               if isinstance(w, torch.Tensor))
+
+
+def _windows_forward(x, windows):
+    # Autograd records nothing here: apply_windows writes in place.
+    w = windows
+    return apply_windows(x, w.layout, w.axis, w.head, w.interior, w.tail,
+                         w.scales, w.order)
+
+
+def _windows_transpose(g, windows):
+    """The transpose of `apply_windows` (see `_Windows`) applied to `g`:
+    each interior weight's share of the output's gradient added into the
+    input's in place, and the edge rows' shares, which involve the first
+    and last `width` samples only, by autograd on a window of that size."""
+    torch = _torch()
+    w = windows
+    axis, width = w.axis, w.layout.width
+    span = width - 1
+    steps = w.shape[axis]
+    inner = steps - span
+    gx = g.new_zeros(w.shape)
+    edge_shape = list(w.shape)
+    edge_shape[axis] = width
+    with torch.enable_grad():
+        # The edge rows alone, on windows of zeros (they are linear).
+        first = g.new_zeros(edge_shape).requires_grad_()
+        last = g.new_zeros(edge_shape).requires_grad_()
+        heads = [_head_part(first, axis, group, scale, w.order)
+                 for group, scale in zip(w.head, w.scales[0])]
+        tails = [_tail_part(last, axis, width, group, scale, w.order)
+                 for group, scale in zip(w.tail, w.scales[2])]
+        before = sum(part.shape[axis] for part in heads)
+        start, edges = 0, []
+        for part in heads + [None] + tails:
+            size = inner if part is None else part.shape[axis]
+            if part is not None and part.requires_grad:
+                edges.append((part, take(g, axis, start, start + size)))
+            start += size
+        if edges:
+            shares = torch.autograd.grad(
+                [part for part, _ in edges], [first, last],
+                [share for _, share in edges], allow_unused=True)
+            for share, stop in zip(shares, (width, steps)):
+                if share is not None:
+                    take(gx, axis, stop - width, stop).add_(share)
+    body = take(g, axis, before, before + inner)
+    if w.scales[1] is not None and w.order:
+        body = body.clone()
+        for _ in range(w.order):
+            body.mul_(w.scales[1])
+    for k, weight in enumerate(w.interior):
+        target = take(gx, axis, k, k + inner)
+        if isinstance(weight, torch.Tensor):
+            target.addcmul_(body, weight)
+        else:
+            target.add_(body, alpha=float(weight))
+    return gx
 
 
 def _interior_writable(x, axis, interior, scale, span):

@@ -376,11 +376,13 @@ def test_static_grids_share_their_traced_functions(make, padding, rng):
     (1, 2, "same"), (2, 4, "valid"), (2, 3, "causal"), (3, 6, "same")])
 def test_torch_writes_the_windows_into_one_tensor(kind, order, accuracy,
                                                   padding, monkeypatch, rng):
-    """On PyTorch, where no gradient is recorded, a stencil on coordinates
-    or time stamps writes its interior into one output tensor, each term
-    added in place (`kernels._apply_windows_into`); where one is, it stays
-    op by op. The two agree everywhere (a NaN sample included), in
-    float32 and float64."""
+    """On PyTorch a stencil on coordinates or time stamps writes its
+    interior into one output tensor, each term added in place
+    (`kernels._apply_windows_into`); where a gradient is recorded, through
+    an autograd function whose gradient is the transpose, written in place
+    too (`kernels._windows_transpose`). Both agree with op by op
+    everywhere (a NaN sample included), in float32 and float64, and so do
+    the gradient and the gradient's own derivative."""
     import torch
 
     from fdlayers import kernels
@@ -394,7 +396,9 @@ def test_torch_writes_the_windows_into_one_tensor(kind, order, accuracy,
     stamps = np.cumsum(rng.uniform(0.5, 1.5, (3, 50)), axis=1)
     for dtype in ("float32", "float64"):
         def run(grad=False):
-            v = tensor(x.astype(dtype)).requires_grad_(grad)
+            return run_on(tensor(x.astype(dtype)).requires_grad_(grad))
+
+        def run_on(v):
             if kind == "coordinates":
                 return fdlayers.derivative(v, order, random_grid(rng, 50),
                                            accuracy, padding)
@@ -419,9 +423,10 @@ def test_torch_writes_the_windows_into_one_tensor(kind, order, accuracy,
         monkeypatch.setattr(kernels, "_apply_windows_into",
                             lambda *a: calls.append(1) or into(*a))
         rng.bit_generator.state = state
-        recorded = run(grad=True)  # a gradient is recorded: op by op
-        assert len(calls) == 1
+        recorded = run(grad=True)  # through the autograd function
+        assert len(calls) == 2
         calls.clear()
+        assert type(recorded.grad_fn).__name__ == "ForwardBackward"
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         assert np.isnan(got).any() and not np.isnan(got).all()
@@ -430,4 +435,33 @@ def test_torch_writes_the_windows_into_one_tensor(kind, order, accuracy,
         tolerance = 1e-5 if dtype == "float32" else 1e-13
         np.testing.assert_allclose(got[finite], want[finite], rtol=0,
                                    atol=tolerance * scale)
-        np.testing.assert_array_equal(numpy(recorded), want)
+        np.testing.assert_array_equal(numpy(recorded.detach()), got)
+
+        # The gradient, and its derivative with respect to the upstream
+        # gradient (the stencil again), against autodiff op by op.
+        upstream = rng.standard_normal(want.shape)
+        direction = rng.standard_normal(x.shape)
+        def gradients():
+            rng.bit_generator.state = state
+            v = tensor(x.astype(dtype)).requires_grad_()
+            u = tensor(upstream.astype(dtype)).requires_grad_()
+            g, = torch.autograd.grad((run_on(v) * u).sum(), v,
+                                     create_graph=True)
+            d = tensor(direction.astype(dtype))
+            gg, = torch.autograd.grad((g * d).sum(), u)
+            return numpy(g.detach()), numpy(gg)
+
+        got = gradients()
+        assert len(calls) == 2  # the map, then the map again in gg
+        calls.clear()
+        monkeypatch.setattr(kernels, "_torch_mode", lambda x: None)
+        want = gradients()
+        monkeypatch.undo()
+        monkeypatch.setattr(kernels, "_apply_windows_into",
+                            lambda *a: calls.append(1) or into(*a))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            finite = ~np.isnan(b)
+            np.testing.assert_allclose(
+                a[finite], b[finite], rtol=0,
+                atol=tolerance * np.abs(b[finite]).max())
