@@ -15,7 +15,9 @@ they apply, against every step's window gathered; its gradient is op by
 op either way. On coordinates and time stamps the interior is written in
 place, and where a gradient is recorded the stencil and its transpose go
 through an autograd function (`fdlayers.kernels._windows_transpose`).
-Both against an elementwise `x * 2.0`, which reads and
+`Laplacian` and `Curl` of fields (their own inputs, float32) take each
+axis's stencil in place, and sum the terms into the first one in place
+where no gradient is recorded (`fdlayers.fields._composed`). All against an elementwise `x * 2.0`, which reads and
 writes the tensor once, and with the gradient against a backward pass of
 `x * 2.0` through autograd. Float32 `(64, 65536, 4)`, interleaved rounds,
 medians; the worker runs in a process of its own with KERAS_BACKEND=torch.
@@ -33,7 +35,8 @@ CASES = [("FiniteDifference1D", (1, 0.01, 2)), ("FiniteDifference1D", (2, 0.01, 
          ("FiniteDifference1D", (1, 0.01, 6)), ("FiniteDifference1D", (4, 0.01, 8)),
          ("SavitzkyGolay1D", (1, 11, 3)), ("SavitzkyGolay1D", (2, 21, 4)),
          ("masked", (2, 0.01, 4)), ("coordinates", (2, 4)),
-         ("time stamps", (2, 4))]
+         ("time stamps", (2, 4)), ("Laplacian", (16, 512, 512, 1)),
+         ("Laplacian", (4, 128, 128, 128, 1)), ("Curl", (4, 128, 128, 128, 3))]
 
 
 def worker(quick):
@@ -66,7 +69,11 @@ def worker(quick):
     grid = torch.cumsum(torch.rand(steps, dtype=torch.float64) + 0.5, 0).numpy()
     stamps = torch.cumsum(torch.rand(64, steps) + 0.5, 1)
     for name, args in CASES:
-        if name == "masked":
+        inp = x
+        if name in ("Laplacian", "Curl"):
+            inp = torch.randn(*args)
+            layer = getattr(fdlayers, name)()
+        elif name == "masked":
             stencil = fdlayers.FiniteDifference1D(*args)
             layer = lambda v: stencil(v, mask=mask)  # noqa: E731
         elif name == "coordinates":
@@ -80,19 +87,20 @@ def worker(quick):
 
         def forward():
             with torch.no_grad():
-                return layer(x)
+                return layer(inp)
 
         def backward():
-            v = x.detach().requires_grad_()
-            return torch.autograd.grad(layer(v), v, torch.ones_like(x))
+            v = inp.detach().requires_grad_()
+            y = layer(v)
+            return torch.autograd.grad(y, v, torch.ones_like(y))
 
         def floor_forward():
             with torch.no_grad():
-                return x * 2.0
+                return inp * 2.0
 
         def floor_backward():
-            v = x.detach().requires_grad_()
-            return torch.autograd.grad(v * 2.0, v, torch.ones_like(x))
+            v = inp.detach().requires_grad_()
+            return torch.autograd.grad(v * 2.0, v, torch.ones_like(inp))
 
         for label, fn, floor in (("forward", forward, floor_forward),
                                  ("+ grad", backward, floor_backward)):
@@ -106,8 +114,9 @@ def worker(quick):
             ms = {who: statistics.median(t) * 1e3 for who, t in times.items()}
             title = {"masked": f"FiniteDifference1D{args}, masked",
                      "coordinates": "derivative(x, 2, grid, 4)",
-                     "time stamps": "derivative(x, 2, t, 4)"}.get(
-                         name, name + str(args))
+                     "time stamps": "derivative(x, 2, t, 4)",
+                     "Laplacian": f"Laplacian() {args}",
+                     "Curl": f"Curl() {args}"}.get(name, name + str(args))
             print(f"{title:<38} {label:<8} {ms['in place']:11.1f} "
                   f"{ms['op by op']:11.1f} {ms['floor']:8.1f} "
                   f"{ms['in place'] / ms['floor']:8.2f} "

@@ -534,3 +534,37 @@ def test_run_time_start_is_not_compiled_in():
     np.testing.assert_array_equal(take(x, tf.constant(3)), [[3, 4], [9, 10]])
     hlo = take.experimental_get_compiler_ir(x, tf.constant(3))(stage="hlo")
     assert "parameter(1)" in hlo, hlo
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="PyTorch's sums in place")
+@pytest.mark.every_case  # this backend's own test: all of it
+@pytest.mark.parametrize("name", ["Laplacian", "Divergence", "Curl"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_torch_sums_the_terms_in_place(name, ndim, monkeypatch, rng):
+    """On PyTorch, where no gradient is recorded, an operator's terms are
+    summed into the first one in place (`fields._sums_in_place`), and
+    subtracted where they are (the curl): the input is left as it was, and
+    the result is that of the sums op by op, here and where a gradient is
+    recorded."""
+    import torch
+
+    routes = []
+    decide = fields._sums_in_place
+    monkeypatch.setattr(fields, "_sums_in_place",
+                        lambda x: routes.append(decide(x)) or routes[-1])
+    channels = 2 if name == "Laplacian" else ndim
+    x = rng.standard_normal((2,) + (9,) * ndim + (channels,))
+    layer = getattr(fdlayers, name)(spacing=(0.5, 0.25, 2.0)[:ndim],
+                                    accuracy=4, dtype="float64")
+    v = tensor(x)
+    with torch.no_grad():
+        got = numpy(layer(v))
+    assert routes == [True]
+    np.testing.assert_array_equal(numpy(v), x)
+    monkeypatch.setattr(fields, "_sums_in_place", lambda x: False)
+    with torch.no_grad():
+        want = numpy(layer(tensor(x)))
+    np.testing.assert_array_equal(got, want)
+    recorded = layer(tensor(x).requires_grad_())
+    np.testing.assert_array_equal(numpy(recorded.detach()), want)
