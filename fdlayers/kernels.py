@@ -737,15 +737,20 @@ def _windows_recordable(x, axis, head, interior, tail, scales, span):
     fit the interior slice."""
     if _torch_mode(x) != "recorded":
         return False
-    torch = _torch()
-    tensors = _windows_tensors(head, interior, tail, scales)
-    if any(w.requires_grad for w in tensors):
+    if any(w.requires_grad
+           for w in _windows_tensors(head, interior, tail, scales)):
         return False
+    return _fit_interior(x, axis, span, list(interior) + [scales[1]])
+
+
+def _fit_interior(x, axis, span, weights):
+    """Whether the tensors among `weights`, multiplied with x's interior
+    slice (`span` steps shorter along `axis`), are no larger than it."""
+    torch = _torch()
     shape = list(x.shape)
     shape[axis] -= span
     return all(torch.broadcast_shapes(shape, w.shape) == tuple(shape)
-               for w in list(interior) + [scales[1]]
-               if isinstance(w, torch.Tensor))
+               for w in weights if isinstance(w, torch.Tensor))
 
 
 def _windows_forward(x, windows):
@@ -816,10 +821,7 @@ def _interior_writable(x, axis, interior, scale, span):
     tensors = [w for w in list(interior) + [scale] if isinstance(w, torch.Tensor)]
     if torch.is_grad_enabled() and any(w.requires_grad for w in tensors):
         return False
-    shape = list(x.shape)
-    shape[axis] -= span
-    return all(torch.broadcast_shapes(shape, w.shape) == tuple(shape)
-               for w in tensors)
+    return _fit_interior(x, axis, span, tensors)
 
 
 def _apply_windows_into(x, axis, span, heads, interior, scale, order, tails):
