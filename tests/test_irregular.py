@@ -7,6 +7,7 @@ windows taken from the documented rules.
 """
 
 import math
+from fractions import Fraction
 
 import keras
 import numpy as np
@@ -57,6 +58,37 @@ def reference_matrix(t, order, accuracy, padding):
     return np.array(rows)
 
 
+
+def exact_matrix(t, order, accuracy, padding):
+    """`reference_matrix` in exact rational arithmetic, for wide windows
+    whose Vandermonde systems are too ill-conditioned to solve in floats:
+    w_j = d^order/dx^order of the Lagrange basis polynomial of node j, at
+    the output point."""
+    n, m = len(t), order + accuracy
+    rows = []
+    for i in range(n):
+        spec = window(i, n, m, order, padding)
+        if spec is None:
+            continue
+        start, size = spec
+        row = np.zeros(n)
+        d = [Fraction(float(v)) - Fraction(float(t[i]))
+             for v in t[start:start + size]]
+        for j in range(size):
+            poly = [Fraction(1)]  # coefficients of prod_{k != j} (x - d_k)
+            denominator = Fraction(1)
+            for k in range(size):
+                if k != j:
+                    poly = ([-d[k] * poly[0]]
+                            + [poly[p - 1] - d[k] * poly[p]
+                               for p in range(1, len(poly))] + [poly[-1]])
+                    denominator *= d[j] - d[k]
+            if order < len(poly):
+                row[start + j] = float(math.factorial(order) * poly[order]
+                                       / denominator)
+        rows.append(row)
+    return np.array(rows)
+
 CASES = [(1, 2, "same"), (2, 2, "same"), (3, 4, "same"), (1, 4, "valid"),
          (2, 2, "valid"), (1, 1, "causal"), (2, 3, "causal")]
 
@@ -98,6 +130,30 @@ def test_polynomials_are_exact_at_every_point(order, accuracy, padding, rng):
     scale = np.abs(want).max()
     np.testing.assert_allclose(static, want, atol=1e-9 * scale)
     np.testing.assert_allclose(per_sample, want, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "causal"])
+def test_windows_wider_than_the_unrolled_recurrence_match_the_reference(
+        padding, rng):
+    """Windows of more than `kernels.UNROLLED_MAX_WIDTH` nodes run
+    Fornberg's recurrence as a loop (edge rows included): every padding,
+    per-sample and static, against the rows solved one by one."""
+    from fdlayers import kernels
+
+    order, accuracy = 2, kernels.UNROLLED_MAX_WIDTH  # 14 nodes
+    n = 40
+    t = np.stack([random_grid(rng, n, start=s) for s in (0.0, 50.0)])
+    x = rng.normal(size=(2, n, 2))
+    per_sample = numpy(fdlayers.derivative(tensor(x), order, tensor(t),
+                                           accuracy, padding))
+    for b in range(2):
+        want = np.einsum("ij,jc->ic", exact_matrix(
+            t[b], order, accuracy, padding), x[b])
+        static = numpy(fdlayers.derivative(x[b:b + 1], order, t[b],
+                                           accuracy, padding))[0]
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(per_sample[b], want, atol=1e-9 * scale)
+        np.testing.assert_allclose(static, want, atol=1e-9 * scale)
 
 
 @pytest.mark.parametrize("order,accuracy", [(1, 2), (1, 4), (2, 2), (2, 4)])
