@@ -447,7 +447,8 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
                 _masked_windows_padded, spec=spec)
         y = _in_chunks(masked, x, plan, padding,
                        [(mask, 1), (t, len(t.shape) - 1)],
-                       key=("masked windows", spec, axis))
+                       key=("masked windows", spec, axis),
+                       share=_chunk_share(spec))
         return ops.cast(y, dtype)
     if mask is not None:
         x = masking.zero_masked(x, mask)
@@ -455,7 +456,8 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
         t = _check_times(times, x, axis)
         y = _in_chunks(functools.partial(_per_sample, spec=spec, axis=axis),
                        x, plan, padding if axis == 1 else "along another axis",
-                       [(t, len(t.shape) - 1)], key=("per sample", spec, axis))
+                       [(t, len(t.shape) - 1)], key=("per sample", spec, axis),
+                       share=_chunk_share(spec))
     elif _long_grid(x, coordinates, padding, axis):
         y = _static_in_chunks(x, coordinates, spec, plan)
     else:
@@ -498,7 +500,8 @@ def _static_in_chunks(x, coordinates, spec, plan):
         y = _per_sample(ops.cast(x, "float64"), t, spec, 1)
         return ops.cast(_times_power_of_two(y, exponent), x.dtype)
 
-    return _in_chunks(chunk, x, plan, spec[-1], [(scaled, 0)])
+    return _in_chunks(chunk, x, plan, spec[-1], [(scaled, 0)],
+                      share=_chunk_share(spec))
 
 
 def _grid_units(coordinates):
@@ -532,9 +535,44 @@ CHUNK_POINTS = 1 << 20
 # eagerly, each chunk runs through XLA, one kernel for all of them
 # (`dispatch.chunks_placed`).
 SMALL_CHUNK_POINTS = 1 << 16
+# The chunks' sizes above were measured on narrow stencils, whose weights
+# hold about this many values a point at once (order 2, accuracy 4 on time
+# stamps: 8.7 float64 a point, 2**21 points eagerly). Wider windows hold
+# more: Fornberg's recurrence as a loop (more than
+# `kernels.UNROLLED_MAX_WIDTH` nodes) and the least-squares fits hold a
+# few arrays of (points, width, order + 1) at once, 6-9 values a point for
+# each of width × (order + 1) (polyorder + 1 for Savitzky–Golay), measured
+# eagerly on (1, 32768, 1) float64. Their chunks get proportionally fewer
+# points: in one piece, (1, 2**17, 1) time stamps took 1790× the input's
+# size at order 2, accuracy 62, and 8516× (8.9 GB for a 1 MB input) at
+# order 30, accuracy 2.
+CHUNK_VALUES = 10
 
 
-def _in_chunks(fn, x, plan, padding, parts, key=None):
+def _chunk_share(spec):
+    """How many times `CHUNK_VALUES` a point of the weights of `spec` (see
+    `_windows_of`) holds at once, at least 1: a chunk's points are divided
+    by it. Difference stencils up to `kernels.UNROLLED_MAX_WIDTH` nodes are
+    those the chunks were sized for."""
+    width = _windows_of(spec).width
+    if spec[0] == "difference" and width <= kernels.UNROLLED_MAX_WIDTH:
+        return 1
+    depth = spec[1] + 1 if spec[0] == "difference" else spec[3] + 1
+    return max(1, -(-8 * width * depth // CHUNK_VALUES))
+
+
+def _chunk_points(small, share):
+    """A chunk's points: `SMALL_CHUNK_POINTS` where `small` (see
+    `_in_chunks`) for the narrow stencils, else `CHUNK_POINTS`, divided by
+    `share` (`_chunk_share`). Wider stencils' small chunks would be a few
+    windows, each a pass of the loop with the window's overlap on either
+    side, which took 1.3× as long as chunks of `CHUNK_POINTS // share`."""
+    if share == 1:
+        return SMALL_CHUNK_POINTS if small else CHUNK_POINTS
+    return max(1, CHUNK_POINTS // share)
+
+
+def _in_chunks(fn, x, plan, padding, parts, key=None, share=1):
     """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
     chunks along that axis where `x` has a static number of points of
     several chunks, or, in a TensorFlow graph, sizes known at run time
@@ -553,7 +591,8 @@ def _in_chunks(fn, x, plan, padding, parts, key=None):
     as one compiled kernel or one iteration of a graph's loop (`_looped`).
     `key`, where given, is hashable and names what `fn` computes, with
     the dtypes and ranks of its inputs: graphs then share one traced loop
-    (`_shared_loop`).
+    (`_shared_loop`). Chunks have `share` times fewer points where each
+    point costs that much more working memory (`_chunk_share`).
     """
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
@@ -564,7 +603,7 @@ def _in_chunks(fn, x, plan, padding, parts, key=None):
     eager = (not looped and keras.backend.backend() == "tensorflow"
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
-    points = SMALL_CHUNK_POINTS if looped or eager else CHUNK_POINTS
+    points = _chunk_points(looped or eager, share)
     # Chunks of windows up to `dispatch.FUSED_WEIGHTS_MAX_WIDTH` compile,
     # as eagerly; wider ones are placed by their size (time stamps' wider
     # weights never compile).
@@ -575,13 +614,23 @@ def _in_chunks(fn, x, plan, padding, parts, key=None):
         # chunks of `points` steps, each compiled for the batch it gets;
         # otherwise the chunks are found when the graph runs.
         if steps is None or steps < 4 * points or not compiled:
-            return _shared_loop(fn, x, plan, parts, key)
+            return _shared_loop(fn, x, plan, parts, key, share)
     elif looped and padding in ("same", "causal") and steps is None:
-        return _shared_loop(fn, x, plan, parts, key)
+        return _shared_loop(fn, x, plan, parts, key, share)
     if (padding not in ("same", "causal") or steps is None
             or (batch is None and not looped)
             or (batch or 1) * steps < 4 * points):
         return fn(x, *(value for value, _ in parts))
+    if (share > 1 and key is not None and not looped and not eager
+            and keras.backend.backend() == "tensorflow"
+            and dispatch.executing_eagerly()):
+        # Wider windows' chunks, whose weights never compile, run in the
+        # graph of the shared loop: op by op, eagerly, each chunk's few
+        # thousand operations cost more than their arithmetic (order 30,
+        # accuracy 2 on (1, 24000, 1) float32: 8.2 s in chunks, 4.0 s in one
+        # piece of 555 MB; in the loop 4.5 s, its trace included, and
+        # 90 MB).
+        return _shared_loop(fn, x, plan, parts, key, share)
     width = plan.width + plan.min_length
     step = max(4 * width, points // (batch or 1))
     bounds = []
@@ -697,15 +746,15 @@ def _looped(fn, parts, bounds, size, count, compiled):
     return tf.cond(count > 1, joined, lambda: pieces.read(0))
 
 
-def _shared_loop(fn, x, plan, parts, key):
-    """`_looped_any_size(fn, x, plan, parts)`, through one function per
+def _shared_loop(fn, x, plan, parts, key, share=1):
+    """`_looped_any_size(fn, x, plan, parts, share)`, through one function per
     `key` (see `_in_chunks`) and inputs' dtypes and ranks, traced once for
     inputs of any batch and length: a graph that calls it holds one call.
     Tracing the loop and the stencil in it took ≈ 0.1 s, paid at every
     trace of every model otherwise, and a first `fit` traces its step
     twice (once where the optimizer may create its variables)."""
     if key is None:
-        return _looped_any_size(fn, x, plan, parts)
+        return _looped_any_size(fn, x, plan, parts, share)
     parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
               axis) for value, axis in parts]
     signature = ((x.dtype, tuple(x.shape[2:])),) + tuple(
@@ -717,7 +766,7 @@ def _shared_loop(fn, x, plan, parts, key):
     # Any `fn` of this key computes the same: the latest one is traced
     # wherever the function is (TensorFlow may trace it again in a new
     # context, a device's or a strategy's).
-    holder[:] = [fn, plan]
+    holder[:] = [fn, plan, share]
     y = traced(x, *(value for value, _ in parts))
     y.set_shape(x.shape)
     return y
@@ -733,10 +782,11 @@ def _loop_function(key, signature, points, threshold):
     (dtype, trailing), parts = signature[0], signature[1:]
 
     def run(x, *values):
-        fn, plan = holder
+        fn, plan, share = holder
         return _looped_any_size(
             fn, x, plan,
-            [(value, axis) for value, (_, _, axis) in zip(values, parts)])
+            [(value, axis) for value, (_, _, axis) in zip(values, parts)],
+            share)
 
     specs = [tf.TensorSpec((None, None) + trailing, dtype)] + [
         tf.TensorSpec((None,) * rank, part_dtype)
@@ -744,7 +794,7 @@ def _loop_function(key, signature, points, threshold):
     return holder, tf.function(run, input_signature=specs, autograph=False)
 
 
-def _looped_any_size(fn, x, plan, parts):
+def _looped_any_size(fn, x, plan, parts, share=1):
     """`_in_chunks` in a TensorFlow graph where the batch or the length is
     known at run time only (`predict`, a model of `None` lengths, a served
     SavedModel): the chunks' bounds are computed when the graph runs, by
@@ -762,10 +812,10 @@ def _looped_any_size(fn, x, plan, parts):
     shape = tf.shape(x, out_type="int64")
     batch, steps = shape[0], shape[1]
     width = tf.constant(plan.width + plan.min_length, "int64")
-    step = tf.maximum(4 * width, SMALL_CHUNK_POINTS // tf.maximum(batch, 1))
+    points = _chunk_points(True, share)
+    step = tf.maximum(4 * width, points // tf.maximum(batch, 1))
     size = step + 2 * width
-    chunked = tf.logical_and(batch * steps >= 4 * SMALL_CHUNK_POINTS,
-                             size < steps)
+    chunked = tf.logical_and(batch * steps >= 4 * points, size < steps)
     # Chunks of `step` outputs from every `step`-th; a last one shorter than
     # a window joins the one before it.
     count = -(-steps // step)

@@ -70,7 +70,13 @@ EXPENSIVE = [
                             "polyorder": 32}), "series"),
     ("masked savgol 101/4", dict({"class": SG, "order": 1, "window": 101,
                                   "polyorder": 4}), "masked"),
+    # A longer series, where the weights' working memory, ≈ 8 values a
+    # point for each node and derivative (32 × 31 here), is what grows:
+    # 555 MB in one piece, about 90 MB in chunks (fdlayers.ops._chunk_share).
+    ("long stamps 30/2", dict({"class": FD, "order": 30, "accuracy": 2}),
+     "stamps"),
 ]
+LONG = {"long stamps 30/2": [24000]}
 
 
 # By default every case runs eagerly, and the one whose compiled form cost
@@ -82,13 +88,16 @@ LENGTHS_COUNT = 1000
 
 
 def _modes(name):
+    if name in LONG:  # (compiled whole, 24000 steps of it: minutes)
+        return ["eager"] + (["tf.function"] if SLOW else [])
     if SLOW:
         return None  # all of them
     return ["eager"] + COMPILED_BY_DEFAULT.get(name, [])
 
 
 def _case(name, config, how):
-    lengths = ([200] if "coordinates" in config else  # the grid's own
+    lengths = (LONG[name] if name in LONG else
+               [200] if "coordinates" in config else  # the grid's own
                [300, 360] if config.get("window", 0) > 200 else [200, 260])
     case = {"name": name, "layer": config, "input": how, "lengths": lengths,
             "budget_mb": BUDGET_MB, "alarm_s": ALARM_S}
@@ -273,6 +282,11 @@ CHUNKED = [
      "masked"),
     ("Savitzky-Golay, time stamps", dict(order=2, window=27, polyorder=4),
      "same", "stamps"),
+    # Wider than the unrolled recurrence: fewer points a chunk, and eagerly
+    # on TensorFlow the chunks in the graph of the shared loop.
+    ("time stamps, wide", dict(order=2, accuracy=14), "same", "stamps"),
+    ("time stamps, wide, causal", dict(order=1, accuracy=14), "causal",
+     "stamps"),
     # Long static grids: weights computed in the graph, chunk by chunk
     # (ops._static_in_chunks), against the grid's float64 weights at once.
     ("coordinates", dict(order=2, accuracy=4), "same", "coordinates"),
