@@ -38,8 +38,9 @@ def window(i, n, m, order, padding):
     return i + 1 - size, (size if size > order else 0)
 
 
-def reference_matrix(t, order, accuracy, padding):
-    """Rows w with Σ_k w_k (t_k - t_i)^p = order! δ_p,order (p < size)."""
+def _matrix(t, order, accuracy, padding, weights):
+    """The derivative's matrix: row i is `weights(offsets)` over point i's
+    window (`window`), offsets t[start:start + size] - t[i]."""
     n, m = len(t), order + accuracy
     rows = []
     for i in range(n):
@@ -49,14 +50,21 @@ def reference_matrix(t, order, accuracy, padding):
         start, size = spec
         row = np.zeros(n)
         if size:
-            d = t[start:start + size] - t[i]
-            vandermonde = d[None, :] ** np.arange(size)[:, None]
-            rhs = np.zeros(size)
-            rhs[order] = math.factorial(order)
-            row[start:start + size] = np.linalg.solve(vandermonde, rhs)
+            row[start:start + size] = weights(t[start:start + size], t[i])
         rows.append(row)
     return np.array(rows)
 
+
+def reference_matrix(t, order, accuracy, padding):
+    """Rows w with Σ_k w_k (t_k - t_i)^p = order! δ_p,order (p < size)."""
+    def weights(nodes, point):
+        d = nodes - point
+        vandermonde = d[None, :] ** np.arange(len(d))[:, None]
+        rhs = np.zeros(len(d))
+        rhs[order] = math.factorial(order)
+        return np.linalg.solve(vandermonde, rhs)
+
+    return _matrix(t, order, accuracy, padding, weights)
 
 
 def exact_matrix(t, order, accuracy, padding):
@@ -64,30 +72,25 @@ def exact_matrix(t, order, accuracy, padding):
     whose Vandermonde systems are too ill-conditioned to solve in floats:
     w_j = d^order/dx^order of the Lagrange basis polynomial of node j, at
     the output point."""
-    n, m = len(t), order + accuracy
-    rows = []
-    for i in range(n):
-        spec = window(i, n, m, order, padding)
-        if spec is None:
-            continue
-        start, size = spec
-        row = np.zeros(n)
-        d = [Fraction(float(v)) - Fraction(float(t[i]))
-             for v in t[start:start + size]]
-        for j in range(size):
+    def weights(nodes, point):
+        d = [Fraction(float(v)) - Fraction(float(point)) for v in nodes]
+        row = np.zeros(len(d))
+        for j in range(len(d)):
             poly = [Fraction(1)]  # coefficients of prod_{k != j} (x - d_k)
             denominator = Fraction(1)
-            for k in range(size):
+            for k in range(len(d)):
                 if k != j:
                     poly = ([-d[k] * poly[0]]
                             + [poly[p - 1] - d[k] * poly[p]
                                for p in range(1, len(poly))] + [poly[-1]])
                     denominator *= d[j] - d[k]
             if order < len(poly):
-                row[start + j] = float(math.factorial(order) * poly[order]
-                                       / denominator)
-        rows.append(row)
-    return np.array(rows)
+                row[j] = float(math.factorial(order) * poly[order]
+                               / denominator)
+        return row
+
+    return _matrix(t, order, accuracy, padding, weights)
+
 
 CASES = [(1, 2, "same"), (2, 2, "same"), (3, 4, "same"), (1, 4, "valid"),
          (2, 2, "valid"), (1, 1, "causal"), (2, 3, "causal")]
