@@ -1053,9 +1053,7 @@ def time_weights(t, layout, order, fit=None):
         return ((head, interior, tail),
                 (head_scales, interior_scale, tail_scales))
     interior, interior_scale = fit(order, interior)
-    if not layout.head:  # 'valid': the interior only
-        pass
-    elif m > UNROLLED_MAX_WIDTH:  # 'causal', wide: every head row at once
+    if m > UNROLLED_MAX_WIDTH and layout.head:  # 'causal': rows at once
         head, head_scales = _causal_heads(t, layout, order)
     else:
         for point, size in layout.head:  # 'causal': windows of growing size

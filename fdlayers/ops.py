@@ -762,7 +762,8 @@ def _shared_loop(fn, x, plan, parts, key, share=1):
     # The chunks' size and the placement's threshold are read where the
     # loop is traced.
     holder, traced = _loop_function(
-        key, signature, SMALL_CHUNK_POINTS, dispatch._FUSION_MIN_SIZE)
+        key, signature, _chunk_points(True, share),
+        dispatch._FUSION_MIN_SIZE)
     # Any `fn` of this key computes the same: the latest one is traced
     # wherever the function is (TensorFlow may trace it again in a new
     # context, a device's or a strategy's).
