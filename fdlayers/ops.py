@@ -454,10 +454,16 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
         x = masking.zero_masked(x, mask)
     if times is not None:
         t = _check_times(times, x, axis)
-        y = _in_chunks(functools.partial(_per_sample, spec=spec, axis=axis),
-                       x, plan, padding if axis == 1 else "along another axis",
-                       [(t, len(t.shape) - 1)], key=("per sample", spec, axis),
-                       share=_chunk_share(spec))
+        def per_sample(spec):
+            return (functools.partial(_per_sample, spec=spec, axis=axis),
+                    ("per sample", spec, axis))
+
+        fn, key = per_sample(spec)
+        y = _in_chunks(fn, x, plan,
+                       padding if axis == 1 else "along another axis",
+                       [(t, len(t.shape) - 1)], key=key,
+                       share=_chunk_share(spec),
+                       same=per_sample(_as_same(spec)))
     elif _long_grid(x, coordinates, padding, axis):
         y = _static_in_chunks(x, coordinates, spec, plan)
     else:
@@ -471,7 +477,7 @@ def _long_grid(x, coordinates, padding, axis):
     steps axis of an input of a static batch (or, in a TensorFlow graph,
     one known at run time: `_looped_any_size`), where chunks apply."""
     batch = dispatch.static_length(x.shape[0])
-    return (axis == 1 and padding in ("same", "causal")
+    return (axis == 1 and padding in ("same", "causal", "valid")
             and (bool(batch) or (batch is None and _graph_not_compiled()))
             and len(coordinates) >= 4 * CHUNK_POINTS)
 
@@ -491,17 +497,26 @@ def _static_in_chunks(x, coordinates, spec, plan):
     unit, scaled = _grid_units(coordinates)
     exponent = -unit * spec[1]
 
-    def chunk(x, t):
-        # Each chunk's coordinates their own tensor, captured by a graph
-        # (not its constant): slices of one tensor of the whole grid were
-        # folded into copies of it in a tf.function (16.5× the input's size
-        # at 2**24 points), and constants 14.4×.
-        t = t if ops.is_tensor(t) else dispatch.captured(t)
-        y = _per_sample(ops.cast(x, "float64"), t, spec, 1)
-        return ops.cast(_times_power_of_two(y, exponent), x.dtype)
+    def chunk(spec):
+        def fn(x, t):
+            # Each chunk's coordinates their own tensor, captured by a graph
+            # (not its constant): slices of one tensor of the whole grid
+            # were folded into copies of it in a tf.function (16.5× the
+            # input's size at 2**24 points), and constants 14.4×.
+            t = t if ops.is_tensor(t) else dispatch.captured(t)
+            y = _per_sample(ops.cast(x, "float64"), t, spec, 1)
+            return ops.cast(_times_power_of_two(y, exponent), x.dtype)
+        return fn, None
 
-    return _in_chunks(chunk, x, plan, spec[-1], [(scaled, 0)],
-                      share=_chunk_share(spec))
+    fn, _ = chunk(spec)
+    return _in_chunks(fn, x, plan, spec[-1], [(scaled, 0)],
+                      share=_chunk_share(spec), same=chunk(_as_same(spec)))
+
+
+def _as_same(spec):
+    """The stencil `spec` (see `_windows_of`) with padding "same", whose
+    interior outputs are those of padding "valid" (`_in_chunks`)."""
+    return spec[:-1] + ("same",)
 
 
 def _grid_units(coordinates):
@@ -572,28 +587,11 @@ def _chunk_points(small, share):
     return max(1, CHUNK_POINTS // share)
 
 
-def _in_chunks(fn, x, plan, padding, parts, key=None, share=1):
-    """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
-    chunks along that axis where `x` has a static number of points of
-    several chunks, or, in a TensorFlow graph, sizes known at run time
-    only (`_looped_any_size`), and `padding` is "same" or "causal" (where
-    each output depends on the samples within a window of it, and on the
-    edges within that window only). Each chunk of outputs is computed from
-    its samples
-    and at least `width` more on each side (a window's width and a minimum
-    length: a window's reach, the edges' one-sided windows and what makes a
-    masked run too short are within it, so every output kept is the one
-    the whole input gives), all chunks from inputs of one size, and the
-    pieces are concatenated. `parts` are `(value, axis)`: what comes with
-    `x` (time stamps, a mask), cut along their `axis` alike.
-
-    Chunks of `CHUNK_POINTS`, or of `SMALL_CHUNK_POINTS` where each runs
-    as one compiled kernel or one iteration of a graph's loop (`_looped`).
-    `key`, where given, is hashable and names what `fn` computes, with
-    the dtypes and ranks of its inputs: graphs then share one traced loop
-    (`_shared_loop`). Chunks have `share` times fewer points where each
-    point costs that much more working memory (`_chunk_share`).
-    """
+def _chunk_route(x, plan, padding, key, share):
+    """How `_in_chunks` runs a stencil of `plan` with `padding` on `x`:
+    "whole", "loop" (`_shared_loop`), or in chunks of a static size,
+    `(looped, eager, compiled, steps, step, width)`: `step` outputs each,
+    from `width` samples more on either side."""
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
     # (A length known only to a compiler, JAX's symbolic dimensions in an
@@ -614,13 +612,13 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1):
         # chunks of `points` steps, each compiled for the batch it gets;
         # otherwise the chunks are found when the graph runs.
         if steps is None or steps < 4 * points or not compiled:
-            return _shared_loop(fn, x, plan, parts, key, share)
+            return "loop"
     elif looped and padding in ("same", "causal") and steps is None:
-        return _shared_loop(fn, x, plan, parts, key, share)
+        return "loop"
     if (padding not in ("same", "causal") or steps is None
             or (batch is None and not looped)
             or (batch or 1) * steps < 4 * points):
-        return fn(x, *(value for value, _ in parts))
+        return "whole"
     if (share > 1 and key is not None and not looped and not eager
             and keras.backend.backend() == "tensorflow"
             and dispatch.executing_eagerly()):
@@ -630,9 +628,55 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1):
         # accuracy 2 on (1, 24000, 1) float32: 8.2 s in chunks, 4.0 s in one
         # piece of 555 MB; in the loop 4.5 s, its trace included, and
         # 90 MB).
-        return _shared_loop(fn, x, plan, parts, key, share)
+        return "loop"
     width = plan.width + plan.min_length
     step = max(4 * width, points // (batch or 1))
+    if step + 2 * width >= steps:
+        return "whole"  # one chunk would be the whole input
+    return looped, eager, compiled, steps, step, width
+
+
+def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
+    """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
+    chunks along that axis where `x` has a static number of points of
+    several chunks, or, in a TensorFlow graph, sizes known at run time
+    only (`_looped_any_size`), and `padding` is "same" or "causal" (where
+    each output depends on the samples within a window of it, and on the
+    edges within that window only). Each chunk of outputs is computed from
+    its samples
+    and at least `width` more on each side (a window's width and a minimum
+    length: a window's reach, the edges' one-sided windows and what makes a
+    masked run too short are within it, so every output kept is the one
+    the whole input gives), all chunks from inputs of one size, and the
+    pieces are concatenated. `parts` are `(value, axis)`: what comes with
+    `x` (time stamps, a mask), cut along their `axis` alike.
+
+    Chunks of `CHUNK_POINTS`, or of `SMALL_CHUNK_POINTS` where each runs
+    as one compiled kernel or one iteration of a graph's loop (`_looped`).
+    `key`, where given, is hashable and names what `fn` computes, with
+    the dtypes and ranks of its inputs: graphs then share one traced loop
+    (`_shared_loop`). Chunks have `share` times fewer points where each
+    point costs that much more working memory (`_chunk_share`).
+
+    `same`, for padding "valid": `(fn, key)` of the stencil with padding
+    "same", whose outputs at the interior are valid's, each from the same
+    window. Where chunks apply, it runs in them and its interior is kept
+    (its few edge rows are extra work); whole, `fn` runs.
+    """
+    if padding == "valid" and same is not None:
+        if _chunk_route(x, plan, "same", key, share) == "whole":
+            return fn(x, *(value for value, _ in parts))
+        y = _in_chunks(same[0], x, plan, "same", parts, same[1], share)
+        # The interior: the outputs from `left` to `width - 1 - left`
+        # steps before the end.
+        stop = plan.width - 1 - plan.left
+        return y[:, plan.left:(-stop or None)]
+    route = _chunk_route(x, plan, padding, key, share)
+    if route == "whole":
+        return fn(x, *(value for value, _ in parts))
+    if route == "loop":
+        return _shared_loop(fn, x, plan, parts, key, share)
+    looped, eager, compiled, steps, step, width = route
     bounds = []
     start = 0
     while start < steps:
@@ -643,8 +687,6 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1):
         start = stop
     # Every chunk's input of one size, flush with the edges at the ends.
     size = step + 2 * width
-    if size >= steps:  # one chunk would be the whole input
-        return fn(x, *(value for value, _ in parts))
     lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
     parts = [(x, 1)] + list(parts)
     if looped:

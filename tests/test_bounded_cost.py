@@ -73,10 +73,11 @@ EXPENSIVE = [
     # A longer series, where the weights' working memory, ≈ 8 values a
     # point for each node and derivative (32 × 31 here), is what grows:
     # 555 MB in one piece, about 90 MB in chunks (fdlayers.ops._chunk_share).
-    ("long stamps 30/2", dict({"class": FD, "order": 30, "accuracy": 2}),
-     "stamps"),
+    # Padding "valid" runs as "same" in chunks, keeping the interior.
+    ("long stamps valid 30/2", dict({"class": FD, "order": 30, "accuracy": 2,
+                                     "padding": "valid"}), "stamps"),
 ]
-LONG = {"long stamps 30/2": [24000]}
+LONG = {"long stamps valid 30/2": [24000]}
 
 
 # By default every case runs eagerly, and the one whose compiled form cost
@@ -101,6 +102,8 @@ def _case(name, config, how):
                [300, 360] if config.get("window", 0) > 200 else [200, 260])
     case = {"name": name, "layer": config, "input": how, "lengths": lengths,
             "budget_mb": BUDGET_MB, "alarm_s": ALARM_S}
+    if config.get("padding") == "valid":  # a window less one fewer outputs
+        case["shorter"] = config["order"] + config["accuracy"] - 1
     if _modes(name):
         case["modes"] = _modes(name)
     return case
@@ -293,6 +296,13 @@ CHUNKED = [
     ("time stamps, wide", dict(order=2, accuracy=14), "same", "stamps"),
     ("time stamps, wide, causal", dict(order=1, accuracy=14), "causal",
      "stamps"),
+    # Padding "valid": padding "same" in chunks, its interior kept.
+    ("time stamps, valid", dict(order=2, accuracy=4), "valid", "stamps"),
+    ("time stamps, masked, valid", dict(order=1, accuracy=4), "valid",
+     "masked stamps"),
+    ("Savitzky-Golay, time stamps, valid", dict(order=1, window=9,
+                                                polyorder=3),
+     "valid", "stamps"),
     # Long static grids: weights computed in the graph, chunk by chunk
     # (ops._static_in_chunks), against the grid's float64 weights at once.
     ("coordinates", dict(order=2, accuracy=4), "same", "coordinates"),
@@ -300,6 +310,8 @@ CHUNKED = [
      "coordinates"),
     ("Savitzky-Golay, coordinates", dict(order=1, window=9, polyorder=3),
      "same", "coordinates"),
+    ("coordinates, valid", dict(order=1, accuracy=4), "valid",
+     "coordinates"),
 ]
 
 
@@ -335,7 +347,8 @@ def _wrap(mode, monkeypatch):
         mode for mode in per_backend.MODES[1:] + ANY_LENGTH
         # (In a TensorFlow graph, chunks run in a loop: every case.)
         if mode == "tf.function"
-        or case[0] in ("time stamps", "mask", "coordinates")
+        or case[0] in ("time stamps", "mask", "coordinates",
+                       "time stamps, valid", "coordinates, valid")
         or (mode in ANY_LENGTH and "Savitzky" in case[0])]])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
