@@ -147,29 +147,64 @@ def placement(x, weights_width=0):
     return "xla" if size >= _FUSION_MIN_SIZE else "ops"
 
 
-def captured(*arrays):
-    """`arrays` (NumPy), concatenated along their first axis, as a tensor;
-    in a TensorFlow graph, an eager tensor that the graph captures, not a
-    constant of it. A graph's constant is copied into its definition, its
-    optimised and its instantiated forms: in a toy graph of slices and
-    products on 2**24 float64, 15.2× the input's size at a first call as a
-    constant, 5.1× captured (benchmarks/README.md, section 15).
+def captured(*arrays, dtype=None):
+    """`arrays` (NumPy), concatenated along their first axis, in `dtype`
+    (theirs where None), as a tensor; in a TensorFlow graph, an eager
+    tensor that the graph captures, not a constant of it. A graph's
+    constant is copied into its definition, its optimised and its
+    instantiated forms: in a toy graph of slices and products on 2**24
+    float64, 15.2× the input's size at a first call as a constant, 5.1×
+    captured (benchmarks/README.md, section 15).
 
-    A long array is converted in blocks: TensorFlow keeps both its own
-    copy of a NumPy array and the tensor, two sizes of it, where the
-    blocks' concatenation is one."""
+    TensorFlow copies a NumPy array it converts, and keeps that copy for a
+    while beside the tensor: a long array is written once into memory
+    aligned as TensorFlow's own, which the tensor then shares (DLPack), on
+    a machine whose tensors live in host memory; elsewhere converted in
+    blocks, whose concatenation is the tensor. Either way the arrays and
+    one size of the result are what a call holds at most (a static grid's
+    weights, a window per point: 3 sizes of them before)."""
     if keras.backend.backend() != "tensorflow":
+        joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         return keras.ops.convert_to_tensor(
-            arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+            joined if dtype is None else joined.astype(dtype, copy=False))
     import tensorflow as tf
 
+    dtype = np.dtype(dtype or arrays[0].dtype)
+    length = sum(len(a) for a in arrays) if arrays[0].ndim else 0
     with tf.init_scope():
-        if len(arrays) == 1 and (arrays[0].ndim == 0
-                                 or len(arrays[0]) <= 2 * _BLOCK):
-            return tf.constant(arrays[0])
-        return tf.concat([tf.constant(array[start:start + _BLOCK])
+        if length <= 2 * _BLOCK:
+            joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            return tf.constant(joined.astype(dtype, copy=False))
+        if _host_tensors():
+            joined = _aligned_empty((length,) + arrays[0].shape[1:], dtype)
+            np.concatenate(arrays, out=joined, casting="same_kind")
+            return tf.experimental.dlpack.from_dlpack(joined.__dlpack__())
+        return tf.concat([tf.constant(array[start:start + _BLOCK]
+                                      .astype(dtype, copy=False))
                           for array in arrays
                           for start in range(0, len(array), _BLOCK)], 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tensors():
+    """Whether TensorFlow's tensors live in host memory here (no GPU)."""
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
+
+
+# TensorFlow's tensors start at a multiple of this many bytes (Eigen's
+# widest vectors); one that shares memory not so aligned aborts the process.
+_ALIGNMENT = 64
+
+
+def _aligned_empty(shape, dtype):
+    """An empty C-ordered array of `shape` and `dtype` whose data starts at
+    a multiple of `_ALIGNMENT` bytes."""
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + _ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % _ALIGNMENT
+    return raw[offset:offset + size].view(dtype).reshape(shape)
 
 
 _BLOCK = 1 << 18

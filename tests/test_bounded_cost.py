@@ -263,6 +263,48 @@ def test_static_grids_of_deleted_layers_are_not_kept(monkeypatch):
     ops._static_fn.cache_clear()
 
 
+def _memory(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow"
+                    or not MEASURES_MEMORY,
+                    reason="TensorFlow's conversion, measured through "
+                           "Linux's /proc")
+def test_long_arrays_become_tensors_in_one_size_of_memory():
+    """`dispatch.captured` writes long arrays once, concatenated and cast,
+    into memory that the tensor then shares: the tensor keeps their values
+    after they are gone, and the conversion's peak is one size of it
+    (a static grid's weights, a window per point; TensorFlow's own
+    conversion keeps its copy of an array beside the tensor)."""
+    import gc
+
+    from fdlayers import dispatch
+
+    rng = np.random.default_rng(3)
+    rows = 1 << 22
+    parts = [rng.standard_normal((n, 4)) for n in (3, rows, 5)]
+    expected = np.concatenate(parts).astype("float32")
+    gc.collect()
+    before = _memory("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak
+    tensor = dispatch.captured(*parts, dtype="float32")
+    grown = _memory("VmHWM:") - before
+    del parts
+    gc.collect()
+    assert tensor.dtype == "float32" and tensor.shape == expected.shape
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    assert grown < 1.5 * expected.nbytes, grown / expected.nbytes
+    starts = dispatch.captured(np.arange(rows), dtype="int32")
+    assert starts.dtype == "int32"
+    np.testing.assert_array_equal(starts.numpy(), np.arange(rows))
+
+
 @pytest.mark.parametrize("order, accuracy, padding", [
     (1, 2, "same"), (3, 4, "causal"), (62, 2, "same")])
 def test_static_weights_in_chunks_equal_those_at_once(order, accuracy,
