@@ -592,8 +592,8 @@ def _chunk_route(x, plan, padding, key, share):
     "whole", "loop" (`_shared_loop`), or in chunks of a static size,
     `(how, compiled, steps, step, width)`: `step` outputs each, from
     `width` samples more on either side; `how` "graph" (a TensorFlow
-    graph's loop, `_looped`), "program" (a loop in a program that JAX
-    traces, `_program_loop`), "eager" (TensorFlow, each chunk through XLA)
+    graph's loop, `_looped`), "program" (a loop in a program compiled
+    whole, `_program_loop`), "eager" (TensorFlow, each chunk through XLA)
     or "calls" (one call a chunk)."""
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
@@ -601,11 +601,15 @@ def _chunk_route(x, plan, padding, key, share):
     # export included, is not static.)
     batch, steps = map(dispatch.static_length, x.shape[:2])
     looped = _graph_not_compiled()
-    traced = _traced_by_jax(x)
+    program = _compiled_whole(x)
     eager = (not looped and keras.backend.backend() == "tensorflow"
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
-    points = _chunk_points(looped or eager or traced, share)
+    # (Traced by JAX, one piece of 2**20 points took 132× its size and
+    # minutes to compile: small chunks from 2**18 points on.)
+    points = _chunk_points(
+        looped or eager or (program and keras.backend.backend() == "jax"),
+        share)
     # Chunks of windows up to `dispatch.FUSED_WEIGHTS_MAX_WIDTH` compile,
     # as eagerly; wider ones are placed by their size (time stamps' wider
     # weights never compile).
@@ -637,7 +641,7 @@ def _chunk_route(x, plan, padding, key, share):
     step = max(4 * width, points // (batch or 1))
     if step + 2 * width >= steps:
         return "whole"  # one chunk would be the whole input
-    how = ("graph" if looped else "program" if traced
+    how = ("graph" if looped else "program" if program
            else "eager" if eager else "calls")
     return how, compiled, steps, step, width
 
@@ -684,8 +688,6 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
         return _shared_loop(fn, x, plan, parts, key, share)
     how, compiled, steps, step, width = route
     parts = [(x, 1)] + list(parts)
-    if how == "program":
-        return _program_loop(fn, parts, steps, step, width)
     bounds = []
     start = 0
     while start < steps:
@@ -700,8 +702,19 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
     if how == "graph":
         return _looped(fn, parts, list(zip(*bounds)) + [lows], size,
                        len(bounds), compiled)
+    unrolled = functools.partial(_unrolled, fn, bounds=bounds, lows=lows,
+                                 size=size, eager=how == "eager")
+    if how == "program":
+        return _program_loop(fn, parts, steps, step, width, unrolled)
+    return unrolled(parts)
+
+
+def _unrolled(fn, parts, bounds, lows, size, eager):
+    """`_in_chunks`'s chunks, one call each, from inputs `size` long from
+    `lows`, their outputs `bounds` kept and concatenated; `eager`: on
+    TensorFlow, eagerly, each through XLA."""
     pieces = []
-    with (dispatch.chunks_placed("xla") if how == "eager"
+    with (dispatch.chunks_placed("xla") if eager
           else contextlib.nullcontext()):
         for (start, stop), low in zip(bounds, lows):
             with _after(pieces[-1] if pieces else None):
@@ -711,23 +724,28 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
     return ops.concatenate(pieces, 1)
 
 
-def _traced_by_jax(x):
-    """Whether `x` is traced into a program that XLA compiles whole under a
-    JAX transformation (`jax.jit`, `jax.grad`, ...)."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
+def _compiled_whole(x):
+    """Whether `x` is traced into a program that XLA compiles whole: under
+    a JAX transformation (`jax.jit`, `jax.grad`, ...) or in a TensorFlow
+    graph compiled with `jit_compile=True`."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-    return isinstance(x, jax.core.Tracer)
+        return isinstance(x, jax.core.Tracer)
+    return (backend == "tensorflow" and not dispatch.executing_eagerly()
+            and dispatch._in_xla_program())
 
 
-def _program_loop(fn, parts, steps, step, width):
-    """`_in_chunks`'s chunks in a program that JAX traces (`_traced_by_jax`),
-    in a loop (`jax.lax.fori_loop`), one chunk at a time. Unrolled into one
-    program, the chunks are independent, and XLA held every chunk's
-    buffers at once: one call on `(1, 2**22, 1)` float64 time stamps took
-    148× the input's size under `jax.jit` (order 2, accuracy 4), and 132×
-    in one piece of 2**20 points.
+def _program_loop(fn, parts, steps, step, width, unrolled):
+    """`_in_chunks`'s chunks in a program compiled whole (`_compiled_whole`),
+    in a loop, one chunk at a time. Unrolled into one program, the chunks
+    are independent, and XLA held every chunk's buffers at once and took
+    long to compile them all: one call on `(1, 2**22, 1)` float64 time
+    stamps (order 2, accuracy 4) took 148× the input's size and 15 s
+    under `jax.jit` (masked: 55 s), and 33× with TensorFlow's
+    `jit_compile=True`. The loop runs slower on a CPU than the unrolled
+    chunks did, 1.5-6× (benchmarks/README.md, section 15).
 
     Chunk `i` computes the outputs `start = min(i·step, steps - step)` to
     `start + step` from the `step + 2·width` samples from `low = clip(start
@@ -735,24 +753,87 @@ def _program_loop(fn, parts, steps, step, width):
     flush with the end, overlapping the one before it, whose outputs it
     gives again (each output is its window's, whichever chunk it is in).
     `parts`, `(value, axis)`, begin with `x` (axis 1), whose dtype and
-    shape the stencil's output has (padding "same" or "causal")."""
-    import jax
-    import jax.numpy as jnp
+    shape the stencil's output has (padding "same" or "causal").
+
+    TensorFlow cannot differentiate such a loop in XLA (a concatenation's
+    gradient in it needs sizes that its loop makes unknown): there the
+    gradient is that of `unrolled(parts)`, the chunks unrolled, as before
+    the loop."""
+    size = step + 2 * width
+    count = -(-steps // step)
+    x = parts[0][0]
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        parts = [(jnp.asarray(value), axis) for value, axis in parts]
+
+        def body(i, out):
+            start = jnp.minimum(i * step, steps - step)
+            low = jnp.clip(start - width, 0, steps - size)
+            y = fn(*(jax.lax.dynamic_slice_in_dim(value, low, size, axis)
+                     for value, axis in parts))
+            piece = jax.lax.dynamic_slice_in_dim(y, start - low, step, 1)
+            return jax.lax.dynamic_update_slice_in_dim(out, piece, start, 1)
+
+        return jax.lax.fori_loop(0, count, body, jnp.zeros(x.shape, x.dtype))
+    import tensorflow as tf
+
+    parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
+              axis) for value, axis in parts]
+
+    @tf.custom_gradient
+    def apply(x):
+        def gradient(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = unrolled([(x, 1)] + parts[1:])
+            return tape.gradient(y, x, output_gradients=upstream)
+
+        return _xla_loop(fn, [(x, 1)] + parts[1:], steps, step, width), \
+            gradient
+
+    return apply(x)
+
+
+def _xla_loop(fn, parts, steps, step, width):
+    """`_program_loop`'s loop in a TensorFlow graph that XLA compiles."""
+    import tensorflow as tf
 
     size = step + 2 * width
+    count = -(-steps // step)
     x = parts[0][0]
-    parts = [(jnp.asarray(value), axis) for value, axis in parts]
 
-    def body(i, out):
-        start = jnp.minimum(i * step, steps - step)
-        low = jnp.clip(start - width, 0, steps - size)
-        y = fn(*(jax.lax.dynamic_slice_in_dim(value, low, size, axis)
-                 for value, axis in parts))
-        piece = jax.lax.dynamic_slice_in_dim(y, start - low, step, 1)
-        return jax.lax.dynamic_update_slice_in_dim(out, piece, start, 1)
+    def cut(value, axis, low, length):
+        # Every size given: XLA pads an input to twice its size along any
+        # axis whose size is "the rest" from a begin it does not know.
+        begin = [0] * len(value.shape)
+        begin[axis] = low
+        shape = list(value.shape)
+        shape[axis] = length
+        return tf.slice(value, tf.stack(begin), shape)
 
-    return jax.lax.fori_loop(0, -(-steps // step), body,
-                             jnp.zeros(x.shape, x.dtype))
+    def body(i, pieces):
+        start = tf.minimum(i * step, steps - step)
+        low = tf.clip_by_value(start - width, 0, steps - size)
+        y = fn(*(cut(value, axis, low, size) for value, axis in parts))
+        return i + 1, pieces.write(i, cut(y, 1, start - low, step))
+
+    pieces = tf.TensorArray(x.dtype, size=count,
+                            element_shape=(x.shape[0], step) + x.shape[2:])
+    # (A gradient's accumulators in XLA need the count of iterations.)
+    _, pieces = tf.while_loop(lambda i, _: i < count, body,
+                              (tf.constant(0), pieces),
+                              parallel_iterations=1, maximum_iterations=count)
+    # (count, batch, step, ...) to (batch, count · step, ...), then the
+    # last piece's outputs that the one before it did not give.
+    stacked = pieces.stack()
+    order = [1, 0] + list(range(2, len(x.shape) + 1))
+    joined = tf.reshape(tf.transpose(stacked, order),
+                        (x.shape[0], count * step) + tuple(x.shape[2:]))
+    kept = (count - 1) * step
+    return tf.concat([joined[:, :kept],
+                      stacked[-1][:, step - (steps - kept):]], 1)
 
 
 def _graph_not_compiled():

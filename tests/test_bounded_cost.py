@@ -441,7 +441,9 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
         # The loop over chunks of a length known at run time differentiates
         # alike whatever its chunks compute: the default run takes it masked.
         pytest.mark.slow if mode == "any length" and how != "masked" else ()))
-    for mode in per_backend.MODES[:2] + ANY_LENGTH
+    # (Compiled whole, in a loop: TensorFlow's XLA differentiates the
+    # chunks unrolled, fdlayers.ops._program_loop.)
+    for mode in per_backend.MODES + ANY_LENGTH
     for how in ["coordinates", "stamps", "masked"]
     # (Any batch differs from tf.function only in the chunks' bounds.)
     if mode != "any batch" or how == "masked"])
