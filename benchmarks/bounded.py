@@ -11,9 +11,11 @@ widest accepted windows cost on a first call.
    one input size. A `tf.function`'s first call includes its tracing;
    "any length" is a `tf.function` traced for `None` sizes, as `predict`
    and a served model trace one; "any batch" for a `None` batch only, as
-   `predict` traces a model of a fixed length.
-   Each cell gives the call, then the call and the result's `.numpy()`,
-   which copies some results (any `tf.function`'s, `x * 2.0`'s too).
+   `predict` traces a model of a fixed length; "XLA" is compiled whole
+   (`jit_compile=True`). Each cell gives the call, then the call and the
+   result's `.numpy()`, which copies some results (any `tf.function`'s,
+   `x * 2.0`'s too). 15d: the same call on JAX (eagerly and under
+   `jax.jit`) and PyTorch, where installed.
 2. The widest windows the layers accept, on `(1, 200, 1)`: the first call
    and a call at a new length (260 steps), each configuration in a fresh
    process, with the process's peak resident memory.
@@ -59,6 +61,8 @@ elif mode == "any length":  # as `predict` and a served model trace it
 elif mode == "any batch":  # as `predict` traces a model of a fixed length
     fn = tf.function(fn, input_signature=[
         tf.TensorSpec((None, n, 1), tf.float64)])
+elif mode == "XLA":  # compiled whole
+    fn = tf.function(fn, jit_compile=True)
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets the peak (VmHWM) to the current size
@@ -67,6 +71,42 @@ call = status("VmHWM:") - before
 y = y.numpy()
 print(json.dumps({"call": call, "extra": status("VmHWM:") - before,
                   "input": n * 8}))
+"""
+
+_BACKEND_MEMORY_CHILD = r"""
+import json, os, sys
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+import numpy as np, keras, fdlayers
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+
+n, path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rng = np.random.default_rng(0)
+x = keras.ops.convert_to_tensor(rng.standard_normal((1, n, 1)))
+kw = dict(order=2, accuracy=4)
+grid = np.cumsum(rng.uniform(0.5, 1.5, n))
+mask = keras.ops.convert_to_tensor(np.arange(n)[None] < n - 10)
+t = keras.ops.convert_to_tensor(grid[None])
+fn = {"x * 2.0": lambda x: x * 2.0,
+      "uniform": lambda x: fdlayers.derivative(x, **kw),
+      "masked": lambda x: fdlayers.derivative(x, mask=mask, **kw),
+      "static coordinates": lambda x: fdlayers.derivative(x, spacing=grid, **kw),
+      "time stamps": lambda x: fdlayers.derivative(x, spacing=t, **kw)}[path]
+if mode == "jax.jit":
+    import jax
+    fn = jax.jit(fn)
+ready = getattr(x, "block_until_ready", lambda: x)
+ready()
+before = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current size
+y = fn(x)
+getattr(y, "block_until_ready", lambda: y)()
+print(json.dumps({"call": status("VmHWM:") - before, "input": n * 8}))
 """
 
 _WIDEST_CHILD = r"""
@@ -201,7 +241,7 @@ def section_memory(n):
     if not os.path.exists("/proc/self/clear_refs"):
         print("(needs Linux's /proc: skipped)")
         return
-    modes = ("eager", "tf.function", "any length", "any batch")
+    modes = ("eager", "tf.function", "any length", "any batch", "XLA")
     print(f"{'path':<20}" + "".join(f" {mode:>14}" for mode in modes))
     for path in ("x * 2.0", "uniform", "masked", "static coordinates",
                  "time stamps"):
@@ -212,6 +252,33 @@ def section_memory(n):
                          f"{data['call'] / data['input']:.1f}x, "
                          f"{data['extra'] / data['input']:.1f}x")
         print(f"{path:<20}" + "".join(f" {cell:>14}" for cell in cells),
+              flush=True)
+
+
+def section_backends(n):
+    print(f"\n15d. Peak extra memory of one call on (1, {n}, 1) float64 on "
+          "JAX and PyTorch, as a multiple of the input (order 2, accuracy 4; "
+          "fresh process each; the output is 1x)")
+    if not os.path.exists("/proc/self/clear_refs"):
+        print("(needs Linux's /proc: skipped)")
+        return
+    runs = [("jax", "eager"), ("jax", "jax.jit"), ("torch", "eager")]
+    print(f"{'path':<20}" + "".join(f" {b + ' ' + m:>15}" for b, m in runs))
+    for path in ("x * 2.0", "uniform", "masked", "static coordinates",
+                 "time stamps"):
+        cells = []
+        for backend, mode in runs:
+            run = subprocess.run(
+                [sys.executable, "-c", _BACKEND_MEMORY_CHILD, str(n), path,
+                 mode], capture_output=True, text=True,
+                env=dict(os.environ, KERAS_BACKEND=backend))
+            if run.returncode:
+                cells.append("failed" if "No module" not in run.stderr
+                             else "absent")
+                continue
+            data = json.loads(run.stdout.strip().splitlines()[-1])
+            cells.append(f"{data['call'] / data['input']:.1f}x")
+        print(f"{path:<20}" + "".join(f" {cell:>15}" for cell in cells),
               flush=True)
 
 
@@ -240,6 +307,7 @@ def main(quick=False):
     # static grids, which keep their weights.
     for n in [2 ** 20] if quick else [2 ** 21, 2 ** 24]:
         section_memory(n)
+    section_backends(2 ** 20 if quick else 2 ** 24)
     section_widest(["eager", "XLA"] if quick
                    else ["eager", "tf.function", "XLA"])
     section_speed((1, 2 ** 20 if quick else 2 ** 24, 1), "float64")

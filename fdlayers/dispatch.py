@@ -147,7 +147,7 @@ def placement(x, weights_width=0):
     return "xla" if size >= _FUSION_MIN_SIZE else "ops"
 
 
-def captured(*arrays, dtype=None):
+def captured(*arrays, dtype=None, shared=False):
     """`arrays` (NumPy), concatenated along their first axis, in `dtype`
     (theirs where None), as a tensor; in a TensorFlow graph, an eager
     tensor that the graph captures, not a constant of it. A graph's
@@ -157,12 +157,15 @@ def captured(*arrays, dtype=None):
     captured (benchmarks/README.md, section 15).
 
     TensorFlow copies a NumPy array it converts, and keeps that copy for a
-    while beside the tensor: a long array is written once into memory
-    aligned as TensorFlow's own, which the tensor then shares (DLPack), on
-    a machine whose tensors live in host memory; elsewhere converted in
-    blocks, whose concatenation is the tensor. Either way the arrays and
-    one size of the result are what a call holds at most (a static grid's
-    weights, a window per point: 3 sizes of them before)."""
+    while beside the tensor: a long array is converted in blocks, whose
+    concatenation is the tensor, or, `shared`, on a machine whose tensors
+    live in host memory, written once into memory aligned as TensorFlow's
+    own, which the tensor then shares (DLPack): the arrays and one size of
+    the result at most, for a static grid's weights, a window per point,
+    kept (3 sizes of them in blocks). Not for what a call uses and drops:
+    a long static grid's coordinates, in a `tf.function`'s loop over its
+    chunks, took 4.3× the input's size so shared, 2.8× in blocks, whose
+    memory TensorFlow's allocator then gives to the call."""
     if keras.backend.backend() != "tensorflow":
         joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         return keras.ops.convert_to_tensor(
@@ -175,7 +178,7 @@ def captured(*arrays, dtype=None):
         if length <= 2 * _BLOCK:
             joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             return tf.constant(joined.astype(dtype, copy=False))
-        if _host_tensors():
+        if shared and _host_tensors():
             joined = _aligned_empty((length,) + arrays[0].shape[1:], dtype)
             np.concatenate(arrays, out=joined, casting="same_kind")
             return tf.experimental.dlpack.from_dlpack(joined.__dlpack__())

@@ -1775,7 +1775,7 @@ def _static_rows(spec, dtype, coordinates):
     steps = len(coordinates) // 8  # bytes of float64
     rows = dispatch.captured(*(np.reshape(part, (-1, width))
                                for part in (head, interior, tail)),
-                             dtype=dtype)
+                             dtype=dtype, shared=True)
     starts = (np.clip(np.arange(steps) - layout.left, 0, steps - width)
               if spec[-1] == "same" else np.arange(steps - width + 1))
     return layout, exponent, rows, dispatch.captured(starts.astype("int32"))

@@ -286,11 +286,12 @@ def _memory(field):
                     reason="TensorFlow's conversion, measured through "
                            "Linux's /proc")
 def test_long_arrays_become_tensors_in_one_size_of_memory():
-    """`dispatch.captured` writes long arrays once, concatenated and cast,
-    into memory that the tensor then shares: the tensor keeps their values
-    after they are gone, and the conversion's peak is one size of it
-    (a static grid's weights, a window per point; TensorFlow's own
-    conversion keeps its copy of an array beside the tensor)."""
+    """`dispatch.captured(..., shared=True)` writes long arrays once,
+    concatenated and cast, into memory that the tensor then shares: the
+    tensor keeps their values after they are gone, and the conversion's
+    peak is one size of it (a static grid's weights, a window per point;
+    TensorFlow's own conversion keeps its copy of an array beside the
+    tensor)."""
     import gc
 
     from fdlayers import dispatch
@@ -303,7 +304,7 @@ def test_long_arrays_become_tensors_in_one_size_of_memory():
     before = _memory("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak
-    tensor = dispatch.captured(*parts, dtype="float32")
+    tensor = dispatch.captured(*parts, dtype="float32", shared=True)
     grown = _memory("VmHWM:") - before
     del parts
     gc.collect()
