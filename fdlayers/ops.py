@@ -587,29 +587,33 @@ def _chunk_points(small, share):
     return max(1, CHUNK_POINTS // share)
 
 
-def _chunk_route(x, plan, padding, key, share):
+def _chunk_route(x, plan, padding, key, share, weights=True):
     """How `_in_chunks` runs a stencil of `plan` with `padding` on `x`:
     "whole", "loop" (`_shared_loop`), or in chunks of a static size,
     `(how, compiled, steps, step, width)`: `step` outputs each, from
     `width` samples more on either side; `how` "graph" (a TensorFlow
     graph's loop, `_looped`), "program" (a loop in a program compiled
     whole, `_program_loop`), "eager" (TensorFlow, each chunk through XLA)
-    or "calls" (one call a chunk)."""
+    or "calls" (one call a chunk). `weights`: whether each chunk computes
+    weights per point (see `_in_chunks`)."""
     # The weights and the masks' bookkeeping are per point (batch, step),
     # shared by the channels.
     # (A length known only to a compiler, JAX's symbolic dimensions in an
     # export included, is not static.)
     batch, steps = map(dispatch.static_length, x.shape[:2])
     looped = _graph_not_compiled()
-    program = _compiled_whole(x)
+    # (A uniform masked stencil's chunks, light, ran 1.4-2.3× slower in
+    # TensorFlow's XLA loop than unrolled, which took 6.5× the input's
+    # size; under `jax.jit`, unrolled, they took up to 131 s to compile.)
+    program = _compiled_whole(x) and (
+        weights or keras.backend.backend() == "jax")
     eager = (not looped and keras.backend.backend() == "tensorflow"
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
-    # (Traced by JAX, one piece of 2**20 points took 132× its size and
-    # minutes to compile: small chunks from 2**18 points on.)
-    points = _chunk_points(
-        looped or eager or (program and keras.backend.backend() == "jax"),
-        share)
+    # (Compiled whole, one piece of 2**20 points took 132× its size under
+    # `jax.jit`, and 2**21 points 33× with TensorFlow's XLA: there too,
+    # small chunks from 2**18 points on.)
+    points = _chunk_points(looped or eager or program, share)
     # Chunks of windows up to `dispatch.FUSED_WEIGHTS_MAX_WIDTH` compile,
     # as eagerly; wider ones are placed by their size (time stamps' wider
     # weights never compile).
@@ -646,7 +650,8 @@ def _chunk_route(x, plan, padding, key, share):
     return how, compiled, steps, step, width
 
 
-def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
+def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
+               weights=True):
     """`fn(x, *parts)` for a stencil of `plan` along axis 1 of `x`; in
     chunks along that axis where `x` has a static number of points of
     several chunks, or, in a TensorFlow graph, sizes known at run time
@@ -672,16 +677,22 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None):
     "same", whose outputs at the interior are valid's, each from the same
     window. Where chunks apply, it runs in them and its interior is kept
     (its few edge rows are extra work); whole, `fn` runs.
+
+    `weights`: whether `fn` computes weights per point (time stamps, a
+    static grid), many buffers of a chunk's size, which a program compiled
+    whole runs in a loop (`_program_loop`); a uniform masked stencil's are
+    few.
     """
     if padding == "valid" and same is not None:
-        if _chunk_route(x, plan, "same", key, share) == "whole":
+        if _chunk_route(x, plan, "same", key, share, weights) == "whole":
             return fn(x, *(value for value, _ in parts))
-        y = _in_chunks(same[0], x, plan, "same", parts, same[1], share)
+        y = _in_chunks(same[0], x, plan, "same", parts, same[1], share,
+                       weights=weights)
         # The interior: the outputs from `left` to `width - 1 - left`
         # steps before the end.
         stop = plan.width - 1 - plan.left
         return y[:, plan.left:(-stop or None)]
-    route = _chunk_route(x, plan, padding, key, share)
+    route = _chunk_route(x, plan, padding, key, share, weights)
     if route == "whole":
         return fn(x, *(value for value, _ in parts))
     if route == "loop":
@@ -744,8 +755,8 @@ def _program_loop(fn, parts, steps, step, width, unrolled):
     long to compile them all: one call on `(1, 2**22, 1)` float64 time
     stamps (order 2, accuracy 4) took 148× the input's size and 15 s
     under `jax.jit` (masked: 55 s), and 33× with TensorFlow's
-    `jit_compile=True`. The loop runs slower on a CPU than the unrolled
-    chunks did, 1.5-6× (benchmarks/README.md, section 15).
+    `jit_compile=True`. On a CPU the loop runs slower than the unrolled
+    chunks did (benchmarks/README.md, section 15).
 
     Chunk `i` computes the outputs `start = min(i·step, steps - step)` to
     `start + step` from the `step + 2·width` samples from `low = clip(start
@@ -758,49 +769,62 @@ def _program_loop(fn, parts, steps, step, width, unrolled):
     TensorFlow cannot differentiate such a loop in XLA (a concatenation's
     gradient in it needs sizes that its loop makes unknown): there the
     gradient is that of `unrolled(parts)`, the chunks unrolled, as before
-    the loop."""
-    size = step + 2 * width
-    count = -(-steps // step)
-    x = parts[0][0]
+    the loop; its own gradient is autodiff of that."""
     if keras.backend.backend() == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        parts = [(jnp.asarray(value), axis) for value, axis in parts]
-
-        def body(i, out):
-            start = jnp.minimum(i * step, steps - step)
-            low = jnp.clip(start - width, 0, steps - size)
-            y = fn(*(jax.lax.dynamic_slice_in_dim(value, low, size, axis)
-                     for value, axis in parts))
-            piece = jax.lax.dynamic_slice_in_dim(y, start - low, step, 1)
-            return jax.lax.dynamic_update_slice_in_dim(out, piece, start, 1)
-
-        return jax.lax.fori_loop(0, count, body, jnp.zeros(x.shape, x.dtype))
+        return _jax_loop(fn, parts, steps, step, width)
     import tensorflow as tf
 
+    x = parts[0][0]
     parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
-              axis) for value, axis in parts]
+              axis) for value, axis in parts[1:]]
 
     @tf.custom_gradient
     def apply(x):
         def gradient(upstream):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                y = unrolled([(x, 1)] + parts[1:])
+                y = unrolled([(x, 1)] + parts)
             return tape.gradient(y, x, output_gradients=upstream)
 
-        return _xla_loop(fn, [(x, 1)] + parts[1:], steps, step, width), \
-            gradient
+        return _xla_loop(fn, [(x, 1)] + parts, steps, step, width), gradient
 
     return apply(x)
 
 
+def _chunk_start(i, steps, step, width, minimum, clip):
+    """Chunk `i`'s first output and first sample (`_program_loop`), with
+    the backend's `minimum` and `clip`."""
+    start = minimum(i * step, steps - step)
+    return start, clip(start - width, 0, steps - step - 2 * width)
+
+
+def _jax_loop(fn, parts, steps, step, width):
+    """`_program_loop` under a JAX trace: `jax.lax.fori_loop`, each piece
+    written into the output where it goes."""
+    import jax
+    import jax.numpy as jnp
+
+    x = parts[0][0]
+    parts = [(jnp.asarray(value), axis) for value, axis in parts]
+
+    def body(i, out):
+        start, low = _chunk_start(i, steps, step, width, jnp.minimum,
+                                  jnp.clip)
+        y = fn(*(jax.lax.dynamic_slice_in_dim(value, low, step + 2 * width,
+                                              axis)
+                 for value, axis in parts))
+        piece = jax.lax.dynamic_slice_in_dim(y, start - low, step, 1)
+        return jax.lax.dynamic_update_slice_in_dim(out, piece, start, 1)
+
+    return jax.lax.fori_loop(0, -(-steps // step), body,
+                             jnp.zeros(x.shape, x.dtype))
+
+
 def _xla_loop(fn, parts, steps, step, width):
-    """`_program_loop`'s loop in a TensorFlow graph that XLA compiles."""
+    """`_program_loop` in a TensorFlow graph that XLA compiles: a
+    `tf.while_loop`, its pieces in a `TensorArray`."""
     import tensorflow as tf
 
-    size = step + 2 * width
     count = -(-steps // step)
     x = parts[0][0]
 
@@ -814,17 +838,17 @@ def _xla_loop(fn, parts, steps, step, width):
         return tf.slice(value, tf.stack(begin), shape)
 
     def body(i, pieces):
-        start = tf.minimum(i * step, steps - step)
-        low = tf.clip_by_value(start - width, 0, steps - size)
-        y = fn(*(cut(value, axis, low, size) for value, axis in parts))
+        start, low = _chunk_start(i, steps, step, width, tf.minimum,
+                                  tf.clip_by_value)
+        y = fn(*(cut(value, axis, low, step + 2 * width)
+                 for value, axis in parts))
         return i + 1, pieces.write(i, cut(y, 1, start - low, step))
 
     pieces = tf.TensorArray(x.dtype, size=count,
                             element_shape=(x.shape[0], step) + x.shape[2:])
-    # (A gradient's accumulators in XLA need the count of iterations.)
     _, pieces = tf.while_loop(lambda i, _: i < count, body,
                               (tf.constant(0), pieces),
-                              parallel_iterations=1, maximum_iterations=count)
+                              parallel_iterations=1)
     # (count, batch, step, ...) to (batch, count · step, ...), then the
     # last piece's outputs that the one before it did not give.
     stacked = pieces.stack()
@@ -1250,7 +1274,7 @@ def _uniform(x, dtype, spec, spacing, order, axis, mask):
                 (_masked_transpose_body, _masked_transpose_padded),
                 spec=spec, scale=scale)
         y = _in_chunks(masked, x, plan, padding, [(mask, 1)],
-                       key=("masked", spec, scale, axis))
+                       key=("masked", spec, scale, axis), weights=False)
     else:
         if mask is not None:
             # Masked samples are never read (here: they become 0), and
