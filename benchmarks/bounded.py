@@ -20,8 +20,9 @@ widest accepted windows cost on a first call.
    and a call at a new length (260 steps), each configuration in a fresh
    process, with the process's peak resident memory.
 3. The time of a later call on long inputs in graphs (15c), traced for
-   the shape, for `None` sizes and for a `None` batch, against `x * 2.0`
-   in the same mode: long inputs with per-call weights run in chunks.
+   the shape, for `None` sizes and for a `None` batch, and compiled whole
+   (`jit_compile=True`), against `x * 2.0` in the same mode: long inputs
+   with per-call weights run in chunks.
 """
 
 import argparse
@@ -33,48 +34,6 @@ import sys
 _MEMORY_CHILD = r"""
 import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np, tensorflow as tf, fdlayers
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-
-n, path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-rng = np.random.default_rng(0)
-x = tf.constant(rng.standard_normal((1, n, 1)))
-kw = dict(order=2, accuracy=4)
-grid = np.cumsum(rng.uniform(0.5, 1.5, n))
-mask = tf.constant(np.arange(n)[None] < n - 10)
-t = tf.constant(grid[None])
-fn = {"x * 2.0": lambda x: x * 2.0,
-      "uniform": lambda x: fdlayers.derivative(x, **kw),
-      "masked": lambda x: fdlayers.derivative(x, mask=mask, **kw),
-      "static coordinates": lambda x: fdlayers.derivative(x, spacing=grid, **kw),
-      "time stamps": lambda x: fdlayers.derivative(x, spacing=t, **kw)}[path]
-if mode == "tf.function":
-    fn = tf.function(fn)
-elif mode == "any length":  # as `predict` and a served model trace it
-    fn = tf.function(fn, input_signature=[
-        tf.TensorSpec((None, None, 1), tf.float64)])
-elif mode == "any batch":  # as `predict` traces a model of a fixed length
-    fn = tf.function(fn, input_signature=[
-        tf.TensorSpec((None, n, 1), tf.float64)])
-elif mode == "XLA":  # compiled whole
-    fn = tf.function(fn, jit_compile=True)
-before = status("VmRSS:")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets the peak (VmHWM) to the current size
-y = fn(x)
-call = status("VmHWM:") - before
-y = y.numpy()
-print(json.dumps({"call": call, "extra": status("VmHWM:") - before,
-                  "input": n * 8}))
-"""
-
-_BACKEND_MEMORY_CHILD = r"""
-import json, os, sys
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 import numpy as np, keras, fdlayers
 
@@ -99,14 +58,28 @@ fn = {"x * 2.0": lambda x: x * 2.0,
 if mode == "jax.jit":
     import jax
     fn = jax.jit(fn)
-ready = getattr(x, "block_until_ready", lambda: x)
-ready()
+elif mode != "eager":
+    import tensorflow as tf
+    if mode == "tf.function":
+        fn = tf.function(fn)
+    elif mode == "any length":  # as `predict` and a served model trace it
+        fn = tf.function(fn, input_signature=[
+            tf.TensorSpec((None, None, 1), tf.float64)])
+    elif mode == "any batch":  # as `predict` traces a model of a fixed length
+        fn = tf.function(fn, input_signature=[
+            tf.TensorSpec((None, n, 1), tf.float64)])
+    elif mode == "XLA":  # compiled whole
+        fn = tf.function(fn, jit_compile=True)
+getattr(x, "block_until_ready", lambda: x)()  # (JAX: the input is there)
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets the peak (VmHWM) to the current size
 y = fn(x)
 getattr(y, "block_until_ready", lambda: y)()
-print(json.dumps({"call": status("VmHWM:") - before, "input": n * 8}))
+call = status("VmHWM:") - before
+y = keras.ops.convert_to_numpy(y)
+print(json.dumps({"call": call, "extra": status("VmHWM:") - before,
+                  "input": n * 8}))
 """
 
 _WIDEST_CHILD = r"""
@@ -164,11 +137,12 @@ if shape[0] == 1:
 specs = {"tf.function": None,
          "any length": [(None, None) + shape[2:], (None, None), (None, None)],
          "any batch": [(None,) + shape[1:], (None, shape[1]),
-                       (None, shape[1])]}
+                       (None, shape[1])],
+         "XLA": None}
 result = {}
 for path, fn in paths.items():
     for mode, spec in specs.items():
-        function = tf.function(fn)
+        function = tf.function(fn, jit_compile=mode == "XLA")
         if spec is not None:
             function = function.get_concrete_function(*[
                 tf.TensorSpec(s, d) for s, d in zip(spec, (dtype, tf.bool,
@@ -187,14 +161,15 @@ print(json.dumps(result))
 def section_speed(shape, dtype):
     print(f"\n15c. Time of a later call on {shape} {dtype} in graphs "
           "(order 2, accuracy 4; median of 5, with the result's .numpy()): "
-          "traced for the shape, for None sizes (any length) and for a None "
-          "batch (any batch); each as a multiple of x * 2.0's in the same "
-          "mode, the milliseconds in brackets (one fresh process)")
+          "traced for the shape, for None sizes (any length), for a None "
+          "batch (any batch) and compiled whole (XLA); each as a multiple "
+          "of x * 2.0's in the same mode, the milliseconds in brackets "
+          "(one fresh process)")
     data = _child(_SPEED_CHILD, json.dumps(shape), dtype)
     if data is None:
         print("failed")
         return
-    modes = ("tf.function", "any length", "any batch")
+    modes = ("tf.function", "any length", "any batch", "XLA")
     print(f"{'path':<20}" + "".join(f" {mode:>18}" for mode in modes))
     for path in dict.fromkeys(key.split("|")[0] for key in data):
         cells = [f"{data[f'{path}|{m}'] / data[f'x * 2.0|{m}']:.1f}x "
@@ -225,9 +200,10 @@ WIDEST = [
 ]
 
 
-def _child(code, *args):
+def _child(code, *args, backend="tensorflow"):
     run = subprocess.run([sys.executable, "-c", code, *args],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True,
+                         env=dict(os.environ, KERAS_BACKEND=backend))
     if run.returncode:
         return None
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -268,16 +244,10 @@ def section_backends(n):
                  "time stamps"):
         cells = []
         for backend, mode in runs:
-            run = subprocess.run(
-                [sys.executable, "-c", _BACKEND_MEMORY_CHILD, str(n), path,
-                 mode], capture_output=True, text=True,
-                env=dict(os.environ, KERAS_BACKEND=backend))
-            if run.returncode:
-                cells.append("failed" if "No module" not in run.stderr
-                             else "absent")
-                continue
-            data = json.loads(run.stdout.strip().splitlines()[-1])
-            cells.append(f"{data['call'] / data['input']:.1f}x")
+            data = _child(_MEMORY_CHILD, str(n), path, mode,
+                          backend=backend)
+            cells.append("failed or absent" if data is None else
+                         f"{data['call'] / data['input']:.1f}x")
         print(f"{path:<20}" + "".join(f" {cell:>15}" for cell in cells),
               flush=True)
 

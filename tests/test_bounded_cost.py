@@ -273,14 +273,6 @@ def test_static_grids_of_deleted_layers_are_not_kept(monkeypatch):
     ops._static_fn.cache_clear()
 
 
-def _memory(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow"
                     or not MEASURES_MEMORY,
                     reason="TensorFlow's conversion, measured through "
@@ -294,6 +286,7 @@ def test_long_arrays_become_tensors_in_one_size_of_memory():
     tensor)."""
     import gc
 
+    from bounded_child import _reset_peak, _status
     from fdlayers import dispatch
 
     rng = np.random.default_rng(3)
@@ -301,11 +294,10 @@ def test_long_arrays_become_tensors_in_one_size_of_memory():
     parts = [rng.standard_normal((n, 4)) for n in (3, rows, 5)]
     expected = np.concatenate(parts).astype("float32")
     gc.collect()
-    before = _memory("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak
+    before = _status("VmRSS:")
+    _reset_peak()
     tensor = dispatch.captured(*parts, dtype="float32", shared=True)
-    grown = _memory("VmHWM:") - before
+    grown = _status("VmHWM:") - before
     del parts
     gc.collect()
     assert tensor.dtype == "float32" and tensor.shape == expected.shape
