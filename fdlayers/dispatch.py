@@ -758,13 +758,22 @@ def bucketed_on_host(x):
     """
     if not is_concrete(x):
         return False
-    return _static_size(x) < _FUSION_MIN_SIZE or _on_host(x)
+    return _static_size(x) < _FUSION_MIN_SIZE or on_host(x)
 
 
-def _on_host(x):
-    """Whether `x` (a JAX array, or a NumPy one) lives in the host's memory."""
+def on_host(x):
+    """Whether `x` (a tensor of any backend, or a NumPy array) lives in the
+    host's memory: a JAX array on CPU devices, a PyTorch tensor on the CPU,
+    a TensorFlow tensor where no GPU is (or placed on a CPU)."""
     devices = getattr(x, "devices", None)
-    return devices is None or all(d.platform == "cpu" for d in devices())
+    if callable(devices):  # JAX
+        return all(d.platform == "cpu" for d in devices())
+    device = getattr(x, "device", None)
+    if device is None or isinstance(x, np.ndarray):
+        return True
+    if hasattr(device, "type"):  # PyTorch
+        return device.type == "cpu"
+    return _host_tensors() or "CPU" in str(device)
 
 
 def _static_bucket(steps):

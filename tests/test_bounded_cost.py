@@ -409,7 +409,9 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
         mask[row, start:start + length] = False
     op = (fdlayers.derivative if "accuracy" in kwargs
           else ops.savitzky_golay)
-    spacing = (t if "stamps" in how else t[0] if "coordinates" in how
+    # (A grid in units far from 1: its weights are computed on it scaled
+    # by a power of two, and scaled back, chunk by chunk too.)
+    spacing = (t if "stamps" in how else t[0] * 3e-4 if "coordinates" in how
                else 0.5)
     masked = "masked" in how
 
@@ -454,7 +456,7 @@ def test_long_inputs_in_chunks_have_the_gradients_of_short_ones(
                            for _ in range(3))
     grid = np.cumsum(rng.uniform(0.5, 1.5, n))
     mask = tensor(np.arange(n)[None] % 40 < [[35], [30]])
-    spacing = {"coordinates": grid,
+    spacing = {"coordinates": grid * 3e-4,  # in units far from 1
                "stamps": tensor(np.stack([grid, 2 * grid]).astype("float32")),
                "masked": 0.5}[how]
     wrap = _wrap(mode, monkeypatch)
