@@ -179,8 +179,13 @@ def captured(*arrays, dtype=None, shared=False):
             joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             return tf.constant(joined.astype(dtype, copy=False))
         if shared and _host_tensors():
-            joined = _aligned_empty((length,) + arrays[0].shape[1:], dtype)
-            np.concatenate(arrays, out=joined, casting="same_kind")
+            joined = arrays[0]
+            if (len(arrays) > 1 or joined.dtype != dtype
+                    or not joined.flags.c_contiguous
+                    or joined.ctypes.data % _ALIGNMENT):
+                joined = aligned_empty((length,) + arrays[0].shape[1:],
+                                       dtype)
+                np.concatenate(arrays, out=joined, casting="same_kind")
             return tf.experimental.dlpack.from_dlpack(joined.__dlpack__())
         return tf.concat([tf.constant(array[start:start + _BLOCK]
                                       .astype(dtype, copy=False))
@@ -201,7 +206,7 @@ def _host_tensors():
 _ALIGNMENT = 64
 
 
-def _aligned_empty(shape, dtype):
+def aligned_empty(shape, dtype):
     """An empty C-ordered array of `shape` and `dtype` whose data starts at
     a multiple of `_ALIGNMENT` bytes."""
     size = int(np.prod(shape)) * dtype.itemsize

@@ -10,6 +10,7 @@ sequences, `fdlayers.masking`); the weights in `fdlayers.stencils` and
 
 import contextlib
 import functools
+import itertools
 import math
 import numbers
 import reprlib
@@ -1352,11 +1353,12 @@ def _scaling(spec, spacing, order, dtype):
     return _fold(weights, mantissa ** -order, -exponent * order, dtype)
 
 
-def _fold(weights, scale, exponent, dtype):
+def _fold(weights, scale, exponent, dtype, extremes=None):
     """`(folded, rest)` with `folded · 2**rest = scale · 2**exponent`, where
     `folded = scale · 2**k` with `k` as close to `exponent` as keeps every
-    nonzero finite |weight|·folded a normal number of `dtype`."""
-    largest, smallest = _extremes(weights)
+    nonzero finite |weight|·folded a normal number of `dtype`. `extremes`:
+    `_extremes(weights)`, where already known."""
+    largest, smallest = extremes or _extremes(weights)
     # One binade of margin each side for the rounding of log2; the folded
     # factor itself is a float64.
     high, low = math.inf, -math.inf
@@ -1376,6 +1378,12 @@ def _extremes(weights):
     of a list of arrays, (1, 1) if none; a block at a time: a static
     grid's weights are a window per point, whose copies would be several
     times a long input's size."""
+    largest, smallest = _nonzero_extremes(weights)
+    return (largest, smallest) if largest else (1.0, 1.0)
+
+
+def _nonzero_extremes(weights):
+    """`_extremes`, but (0, inf) where no weight is nonzero and finite."""
     if not isinstance(weights, list):
         weights = [weights]
     largest, smallest = 0.0, math.inf
@@ -1387,7 +1395,7 @@ def _extremes(weights):
             if block.size:
                 largest = max(largest, float(block.max()))
                 smallest = min(smallest, float(block.min()))
-    return (largest, smallest) if largest else (1.0, 1.0)
+    return largest, smallest
 
 
 def _times_power_of_two(y, exponent):
@@ -1815,6 +1823,48 @@ def _grouped(padding, layout, head, interior, tail, axis, rank, dtype):
     return head, interior, [_columns(tail, axis, rank, dtype)]
 
 
+def _rows_in_place(spec, dtype, coordinates):
+    """`(layout, exponent, rows)` of a difference stencil on the grid
+    `coordinates` (bytes of float64), as `_folded_weights` gives them, each
+    output's window a row of `rows`, in `dtype`, in memory that a tensor can
+    share (`dispatch.captured`): each block of rows written there as it is
+    computed, not a float64 array of them all and its copy (the rows of a
+    long grid are a window per point: 2**21 points took 15.4× a float64
+    input's size at a first call, 23.5× a float32 one's, that way). Cast
+    before it is scaled, which gives the same numbers where every weight is
+    a normal number of `dtype` (rounding commutes with a power of two
+    there); None otherwise, and for Savitzky–Golay."""
+    if (spec[0] != "difference" or spec[-1] not in ("same", "valid")
+            or dtype not in ("float32", "float64")):
+        return None
+    grid = np.frombuffer(coordinates, dtype=np.float64)
+    unit, scaled = _grid_units(grid)
+    layout, head, blocks, tail = stencils.window_weight_blocks(scaled,
+                                                               *spec[1:])
+    width = layout.width
+    head = np.reshape(head, (-1, width))
+    rows = dispatch.aligned_empty(
+        (len(head) + blocks.rows + len(tail), width), np.dtype(dtype))
+    info = np.finfo(dtype)
+    high, low = float(info.max), float(info.tiny)
+    largest, smallest = 0.0, math.inf
+    # (Computed block by block: not a list of every block.)
+    for start, block in itertools.chain([(-len(head), head),
+                                         (blocks.rows, tail)], blocks):
+        block_largest, block_smallest = _nonzero_extremes(block)
+        if block_largest > high or block_smallest < low:
+            return None  # not all normal numbers of `dtype`
+        largest = max(largest, block_largest)
+        smallest = min(smallest, block_smallest)
+        rows[len(head) + start:len(head) + start + len(block)] = block
+    if not largest:
+        largest = smallest = 1.0  # (as `_extremes`)
+    factor, exponent = _fold(None, 1.0, -unit * spec[1], dtype,
+                             (largest, smallest))
+    rows *= factor  # (a power of two: exact)
+    return layout, exponent, rows
+
+
 @dispatch.plain_python
 @caches.bytes_cache(lambda: dispatch.STATIC_CACHE_BYTES,
                     lambda spec, dtype, coordinates:
@@ -1824,13 +1874,18 @@ def _static_rows(spec, dtype, coordinates):
     (`dispatch.captured`): each output's window of weights, `(outputs,
     width)` in `dtype`, and the step where its window starts (padding
     "same": flush with the edges; "valid")."""
-    layout, head, interior, tail, exponent = _folded_weights(
-        spec, dtype, coordinates)
+    rows = _rows_in_place(spec, dtype, coordinates)
+    if rows is None:
+        layout, head, interior, tail, exponent = _folded_weights(
+            spec, dtype, coordinates)
+        rows = dispatch.captured(*(np.reshape(part, (-1, layout.width))
+                                   for part in (head, interior, tail)),
+                                 dtype=dtype, shared=True)
+    else:
+        layout, exponent, rows = rows
+        rows = dispatch.captured(rows, shared=True)
     width = layout.width
     steps = len(coordinates) // 8  # bytes of float64
-    rows = dispatch.captured(*(np.reshape(part, (-1, width))
-                               for part in (head, interior, tail)),
-                             dtype=dtype, shared=True)
     starts = (np.clip(np.arange(steps) - layout.left, 0, steps - width)
               if spec[-1] == "same" else np.arange(steps - width + 1))
     return layout, exponent, rows, dispatch.captured(starts.astype("int32"))

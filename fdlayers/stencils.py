@@ -568,27 +568,51 @@ def window_weights(coordinates, order, accuracy=2, padding="same"):
         `(len(windows.tail), m)` array (window `x[n-m:]`). Row `i` of the derivative is
         `Σ_k weights[k] · x[start + k]` over its window (see `Windows`).
     """
+    layout, head, blocks, tail = window_weight_blocks(coordinates, order,
+                                                      accuracy, padding)
+    interior = np.empty((blocks.rows, layout.width))
+    for start, rows in blocks:
+        interior[start:start + len(rows)] = rows
+    return layout, head, interior, tail
+
+
+class _Blocks:
+    """The interior rows of `window_weight_blocks`, an iterable of `(start,
+    rows)`: `rows` an `(k, m)` float64 array of rows `start` to
+    `start + k - 1`, each computed as it is reached. `rows`: how many in
+    all."""
+
+    def __init__(self, t, order, layout):
+        self.t, self.order, self.layout = t, order, layout
+        self.rows = len(t) - layout.width + 1
+
+    def __iter__(self):
+        t, order = self.t, self.order
+        m, left = self.layout.width, self.layout.left
+        # Row r: samples r..r+m-1 around point r+left; relative offsets
+        # first, so that large absolute coordinates do not cost digits.
+        nodes = np.lib.stride_tricks.sliding_window_view(t, m)
+        # The recurrence holds m·(order + 1) arrays of the points it runs on
+        # at once (≈ 32 KB a point at order 62): in chunks of points, that
+        # working set stays near WORKING_BYTES whatever the grid's length.
+        chunk = max(256, WORKING_BYTES // (8 * m * (order + 1)))
+        for start in range(0, self.rows, chunk):
+            stop = min(start + chunk, self.rows)
+            offsets = nodes[start:stop] - t[left + start:left + stop, None]
+            yield start, np.stack(fornberg(order, list(offsets.T)), axis=1)
+
+
+def window_weight_blocks(coordinates, order, accuracy=2, padding="same"):
+    """`window_weights` with its interior as blocks of rows, computed one at
+    a time as they are iterated (see `_Blocks`): a caller can write them
+    where they are kept, without a float64 array of them all."""
     layout = windows(order, accuracy, padding)
-    m, left = layout.width, layout.left
+    m = layout.width
     t = check_coordinates(coordinates, layout.min_length)
     n = len(t)
-    count = n - m + 1
-    # Row r: samples r..r+m-1 around point r+left; relative offsets first,
-    # so that large absolute coordinates do not cost digits.
-    nodes = np.lib.stride_tricks.sliding_window_view(t, m)
-    interior = np.empty((count, m))
-    # The recurrence holds m·(order + 1) arrays of the points it runs on at
-    # once (≈ 32 KB a point at order 62): in chunks of points, that working
-    # set stays near WORKING_BYTES whatever the grid's length.
-    chunk = max(256, WORKING_BYTES // (8 * m * (order + 1)))
-    for start in range(0, count, chunk):
-        stop = min(start + chunk, count)
-        offsets = nodes[start:stop] - t[left + start:left + stop, None]
-        interior[start:stop] = np.stack(fornberg(order, list(offsets.T)),
-                                        axis=1)
     head = [np.asarray(fornberg(order, list(t[:size] - t[point])))
             if size else np.zeros(0) for point, size in layout.head]
     window = t[n - m:]
     tail = np.array([fornberg(order, list(window - window[point]))
                      for point in layout.tail]).reshape(-1, m)
-    return layout, head, interior, tail
+    return layout, head, _Blocks(t, order, layout), tail

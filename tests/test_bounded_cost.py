@@ -308,6 +308,66 @@ def test_long_arrays_become_tensors_in_one_size_of_memory():
     np.testing.assert_array_equal(starts.numpy(), np.arange(rows))
 
 
+@pytest.mark.parametrize("spec, scale, dtype", [
+    (("difference", 2, 4, "same"), 1.0, "float32"),
+    (("difference", 2, 4, "same"), 3e-4, "float64"),
+    (("difference", 3, 6, "valid"), 1e-200, "float32"),  # folded: 2**1877
+    (("difference", 30, 4, "same"), 1e5, "float32"),
+    (("difference", 1, 62, "same"), 1.0, "float64"),
+    # Weights beyond float32's range before they are folded: not in place.
+    (("difference", 62, 2, "same"), 1.0, "float32"),
+])
+def test_static_rows_written_in_place_are_the_float64_rows_cast(
+        spec, scale, dtype, monkeypatch):
+    """A static grid's kept rows of weights, written block by block into
+    the memory their tensor shares, cast before they are scaled by a power
+    of two, are those computed in float64 at once, scaled and cast."""
+    from fdlayers import ops
+
+    monkeypatch.setattr(stencils, "WORKING_BYTES", 1)  # 256 points a block
+    grid = np.cumsum(np.random.default_rng(5).uniform(0.1, 2.0, 900)) * scale
+    layout, head, interior, tail, exponent = ops._folded_weights(
+        spec, dtype, grid.tobytes())
+    expected = np.concatenate([np.reshape(part, (-1, layout.width))
+                               for part in (head, interior, tail)])
+    in_place = ops._rows_in_place(spec, dtype, grid.tobytes())
+    if spec[1] == 62:
+        raw = stencils.window_weights(ops._grid_units(grid)[1], *spec[1:])
+        assert np.abs(raw[2]).max() > np.finfo("float32").max
+        assert in_place is None
+        return
+    assert in_place[0] == layout and in_place[1] == exponent
+    assert in_place[2].dtype == dtype
+    np.testing.assert_array_equal(in_place[2], expected.astype(dtype))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow"
+                    or not MEASURES_MEMORY,
+                    reason="TensorFlow's tensors, measured through Linux's "
+                           "/proc")
+def test_static_rows_take_about_one_size_of_them(monkeypatch):
+    """The kept rows of a long static grid cost about their own size to
+    make (a float64 array of them and its cast copy took 3× and more)."""
+    import gc
+
+    from bounded_child import _reset_peak, _status
+    from fdlayers import ops
+
+    monkeypatch.setattr(stencils, "WORKING_BYTES", 1 << 22)
+    grid = np.cumsum(np.random.default_rng(6).uniform(0.5, 1.5, 1 << 21))
+    ops._static_rows.cache_clear()
+    gc.collect()
+    before = _status("VmRSS:")
+    _reset_peak()
+    layout, _, rows, _ = ops._static_rows(
+        ("difference", 2, 4, "same"), "float32", grid.tobytes())
+    grown = _status("VmHWM:") - before
+    ops._static_rows.cache_clear()
+    size = len(grid) * layout.width * 4
+    assert rows.shape == (len(grid), layout.width)
+    assert grown < 2 * size, grown / size
+
+
 @pytest.mark.parametrize("order, accuracy, padding", [
     (1, 2, "same"), (3, 4, "causal"), (62, 2, "same")])
 def test_static_weights_in_chunks_equal_those_at_once(order, accuracy,
