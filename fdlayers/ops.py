@@ -1886,6 +1886,10 @@ def _static_rows(spec, dtype, coordinates):
         rows = dispatch.captured(rows, shared=True)
     width = layout.width
     steps = len(coordinates) // 8  # bytes of float64
-    starts = (np.clip(np.arange(steps) - layout.left, 0, steps - width)
-              if spec[-1] == "same" else np.arange(steps - width + 1))
-    return layout, exponent, rows, dispatch.captured(starts.astype("int32"))
+    # (int32 from the start: a point's index, not arrays of int64.)
+    if spec[-1] == "same":
+        starts = np.arange(-layout.left, steps - layout.left, dtype=np.int32)
+        np.clip(starts, 0, steps - width, out=starts)
+    else:
+        starts = np.arange(steps - width + 1, dtype=np.int32)
+    return layout, exponent, rows, dispatch.captured(starts)

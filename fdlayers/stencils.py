@@ -550,8 +550,10 @@ def check_coordinates(coordinates, min_length=1):
     return values
 
 
-# Bytes of float64 work arrays that `window_weights` keeps at once.
-WORKING_BYTES = 32 * 2**20
+# Bytes of float64 work arrays that `window_weights` keeps at once. (On
+# 2**21 points, order 2, accuracy 4, blocks of 8 MB took 0.28 s, of 32 MB
+# 0.43-0.60 s: the smaller stay in the caches.)
+WORKING_BYTES = 8 * 2**20
 
 
 def window_weights(coordinates, order, accuracy=2, padding="same"):
