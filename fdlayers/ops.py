@@ -434,6 +434,13 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
     axis = check_axis(axis, len(x.shape))
     x = _check_length(x, plan, padding, axis, coordinates)
     x = ops.cast(x, compute_dtype)
+    if mask is None and _moved_for_chunks(x, axis, times, coordinates):
+        # Chunks run along axis 1, where the points of the weights are:
+        # the steps axis moved there and back (a copy each way), where a
+        # long series differentiated whole would hold dozens of its size.
+        y = _irregular(ops.moveaxis(x, axis, 1), compute_dtype, spec, times,
+                       coordinates, 1, None)
+        return ops.cast(ops.moveaxis(y, 1, axis), dtype)
     if mask is not None:
         mask = _check_mask(mask, x)
     if mask is not None and axis == 1 and padding in ("same", "causal"):
@@ -470,6 +477,22 @@ def _irregular(x, dtype, spec, times, coordinates, axis, mask):
     else:
         y = _static_coordinates(x, coordinates, spec, axis)
     return ops.cast(_mask_output(y, mask, plan, padding, axis), dtype)
+
+
+def _moved_for_chunks(x, axis, times, coordinates):
+    """Whether a stencil on coordinates along `axis` (not the steps axis) of
+    `x` runs with that axis moved to the steps: where its points, along
+    that axis and the batch, are enough for chunks (`_in_chunks`; a static
+    grid: `_long_grid`), all static."""
+    if axis == 1:
+        return False
+    batch = dispatch.static_length(x.shape[0])
+    steps = dispatch.static_length(x.shape[axis])
+    if not batch or not steps:
+        return False
+    if coordinates is not None:
+        return steps >= 4 * CHUNK_POINTS
+    return batch * steps >= 4 * SMALL_CHUNK_POINTS
 
 
 def _long_grid(x, coordinates, padding, axis):

@@ -492,6 +492,45 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
 
 
 @pytest.mark.parametrize("how, mode", [
+    (how, mode) for how in ("stamps", "coordinates", "stamps, valid")
+    for mode in per_backend.MODES])
+def test_long_series_along_another_axis_run_in_chunks(how, mode,
+                                                      monkeypatch):
+    """Coordinates along an axis other than the steps: the axis is moved to
+    the steps, where the chunks run, and back; the values are the whole
+    input's."""
+    from fdlayers import ops
+
+    rng = np.random.default_rng(9)
+    n = 700
+    x = rng.standard_normal((2, 3, n))
+    grid = np.cumsum(rng.uniform(0.5, 1.5, n)) * 3e-4
+    spacing = tensor(grid) if "stamps" in how else grid
+    padding = "valid" if "valid" in how else "same"
+    routes = []
+    route = ops._chunk_route
+    monkeypatch.setattr(ops, "_chunk_route", lambda *a, **k: routes.append(
+        route(*a, **k)) or routes[-1])
+
+    def run(v):
+        return fdlayers.derivative(v, 2, spacing, accuracy=4,
+                                   padding=padding, axis=-1)
+
+    whole = numpy(per_backend.compiled(run, mode)(tensor(x)))
+    assert set(map(str, routes)) <= {"whole"}
+    for points in ("CHUNK_POINTS", "SMALL_CHUNK_POINTS"):
+        monkeypatch.setattr(ops, points, 16)
+    per_backend.clear_caches()
+    # (A function of its own: `jax.jit` keeps the trace of `run`.)
+    chunked = numpy(per_backend.compiled(lambda v: run(v), mode)(tensor(x)))
+    assert any(r != "whole" for r in routes)
+    assert chunked.shape == whole.shape == x.shape[:2] + (
+        n - 5 if padding == "valid" else n,)  # windows of 6
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12,
+                               atol=1e-12 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("how, mode", [
     pytest.param(how, mode, marks=(
         # The loop over chunks of a length known at run time differentiates
         # alike whatever its chunks compute: the default run takes it masked.
