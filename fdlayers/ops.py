@@ -483,16 +483,18 @@ def _moved_for_chunks(x, axis, times, coordinates):
     """Whether a stencil on coordinates along `axis` (not the steps axis) of
     `x` runs with that axis moved to the steps: where its points, along
     that axis and the batch, are enough for chunks (`_in_chunks`; a static
-    grid: `_long_grid`), all static."""
+    grid: `_long_grid`), or, in a TensorFlow graph, sizes known at run time
+    only, where the loop over chunks finds them then."""
     if axis == 1:
         return False
     batch = dispatch.static_length(x.shape[0])
     steps = dispatch.static_length(x.shape[axis])
-    if not batch or not steps:
-        return False
     if coordinates is not None:
-        return steps >= 4 * CHUNK_POINTS
-    return batch * steps >= 4 * SMALL_CHUNK_POINTS
+        return (len(coordinates) >= 4 * CHUNK_POINTS
+                and (bool(batch) or _graph_not_compiled()))
+    if batch and steps:
+        return batch * steps >= 4 * SMALL_CHUNK_POINTS
+    return _graph_not_compiled()
 
 
 def _long_grid(x, coordinates, padding, axis):
