@@ -5,7 +5,8 @@ widest accepted windows cost on a first call.
 
 1. Peak memory of one call on a long series `(1, n, 1)` float64, as a
    multiple of the input's size, for every path (uniform, masked, static
-   coordinates, per-sample time stamps) eagerly and in `tf.function`,
+   coordinates, per-sample time stamps; the last two also along the last
+   axis of `(1, 1, n)`) eagerly and in `tf.function`,
    beside the floor `x * 2.0`; each in a fresh process, whose peak resident
    memory is reset just before the call (Linux only). The output itself is
    one input size. A `tf.function`'s first call includes its tracing;
@@ -45,11 +46,15 @@ def status(field):
 
 n, path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(0)
-x = keras.ops.convert_to_tensor(rng.standard_normal((1, n, 1)))
-kw = dict(order=2, accuracy=4)
+# ", last axis": the series along the last axis of (1, 1, n), not the steps.
+last = path.endswith(", last axis")
+path = path.removesuffix(", last axis")
+shape = (1, 1, n) if last else (1, n, 1)
+x = keras.ops.convert_to_tensor(rng.standard_normal(shape))
+kw = dict(order=2, accuracy=4, axis=2 if last else 1)
 grid = np.cumsum(rng.uniform(0.5, 1.5, n))
 mask = keras.ops.convert_to_tensor(np.arange(n)[None] < n - 10)
-t = keras.ops.convert_to_tensor(grid[None])
+t = keras.ops.convert_to_tensor(grid if last else grid[None])
 fn = {"x * 2.0": lambda x: x * 2.0,
       "uniform": lambda x: fdlayers.derivative(x, **kw),
       "masked": lambda x: fdlayers.derivative(x, mask=mask, **kw),
@@ -63,11 +68,11 @@ elif mode != "eager":
     if mode == "tf.function":
         fn = tf.function(fn)
     elif mode == "any length":  # as `predict` and a served model trace it
-        fn = tf.function(fn, input_signature=[
-            tf.TensorSpec((None, None, 1), tf.float64)])
+        fn = tf.function(fn, input_signature=[tf.TensorSpec(
+            (None, 1, None) if last else (None, None, 1), tf.float64)])
     elif mode == "any batch":  # as `predict` traces a model of a fixed length
-        fn = tf.function(fn, input_signature=[
-            tf.TensorSpec((None, n, 1), tf.float64)])
+        fn = tf.function(fn, input_signature=[tf.TensorSpec(
+            (None, 1, n) if last else (None, n, 1), tf.float64)])
     elif mode == "XLA":  # compiled whole
         fn = tf.function(fn, jit_compile=True)
 getattr(x, "block_until_ready", lambda: x)()  # (JAX: the input is there)
@@ -209,6 +214,12 @@ def _child(code, *args, backend="tensorflow"):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+# The paths of 15a and 15d; ", last axis": along the last axis of
+# `(1, 1, n)`, which runs in chunks with that axis moved to the steps.
+PATHS = ("x * 2.0", "uniform", "masked", "static coordinates", "time stamps",
+         "static coordinates, last axis", "time stamps, last axis")
+
+
 def section_memory(n):
     print(f"\n15a. Peak extra memory of one call on (1, {n}, 1) float64, "
           "as a multiple of the input (order 2, accuracy 4; fresh process "
@@ -218,16 +229,15 @@ def section_memory(n):
         print("(needs Linux's /proc: skipped)")
         return
     modes = ("eager", "tf.function", "any length", "any batch", "XLA")
-    print(f"{'path':<20}" + "".join(f" {mode:>14}" for mode in modes))
-    for path in ("x * 2.0", "uniform", "masked", "static coordinates",
-                 "time stamps"):
+    print(f"{'path':<29}" + "".join(f" {mode:>14}" for mode in modes))
+    for path in PATHS:
         cells = []
         for mode in modes:
             data = _child(_MEMORY_CHILD, str(n), path, mode)
             cells.append("failed" if data is None else
                          f"{data['call'] / data['input']:.1f}x, "
                          f"{data['extra'] / data['input']:.1f}x")
-        print(f"{path:<20}" + "".join(f" {cell:>14}" for cell in cells),
+        print(f"{path:<29}" + "".join(f" {cell:>14}" for cell in cells),
               flush=True)
 
 
@@ -239,16 +249,15 @@ def section_backends(n):
         print("(needs Linux's /proc: skipped)")
         return
     runs = [("jax", "eager"), ("jax", "jax.jit"), ("torch", "eager")]
-    print(f"{'path':<20}" + "".join(f" {b + ' ' + m:>15}" for b, m in runs))
-    for path in ("x * 2.0", "uniform", "masked", "static coordinates",
-                 "time stamps"):
+    print(f"{'path':<29}" + "".join(f" {b + ' ' + m:>15}" for b, m in runs))
+    for path in PATHS:
         cells = []
         for backend, mode in runs:
             data = _child(_MEMORY_CHILD, str(n), path, mode,
                           backend=backend)
             cells.append("failed or absent" if data is None else
                          f"{data['call'] / data['input']:.1f}x")
-        print(f"{path:<20}" + "".join(f" {cell:>15}" for cell in cells),
+        print(f"{path:<29}" + "".join(f" {cell:>15}" for cell in cells),
               flush=True)
 
 
