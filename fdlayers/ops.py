@@ -522,6 +522,9 @@ def _static_in_chunks(x, coordinates, spec, plan):
     """
     unit = _grid_unit(coordinates)
     exponent = -unit * spec[1]
+    # 2**-unit in two factors: alone, it may overflow a float.
+    half = -unit // 2
+    factors = (2.0 ** half, 2.0 ** (-unit - half))
 
     def chunk(spec):
         def fn(x, t):
@@ -531,9 +534,7 @@ def _static_in_chunks(x, coordinates, spec, plan):
             # input's size at 2**24 points), and constants 14.4×. Scaled
             # chunk by chunk, not as a copy of the whole grid (exactly:
             # by a power of two, which `_grid_unit` checked).
-            # (In two factors: 2**-unit alone may overflow a float.)
-            t = (t * 2.0 ** (-unit // 2) * 2.0 ** (-unit - -unit // 2)
-                 if ops.is_tensor(t)
+            t = (t * factors[0] * factors[1] if ops.is_tensor(t)
                  else dispatch.captured(np.ldexp(t, -unit)))
             y = _per_sample(ops.cast(x, "float64"), t, spec, 1)
             return ops.cast(_times_power_of_two(y, exponent), x.dtype)
@@ -1873,7 +1874,9 @@ def _rows_in_place(spec, dtype, coordinates):
     info = np.finfo(dtype)
     high, low = float(info.max), float(info.tiny)
     largest, smallest = 0.0, math.inf
-    # (Computed block by block: not a list of every block.)
+    # (Computed block by block: not a list of every block. The edge rows
+    # first: where weights leave the dtype's range, they do at once, and
+    # the float64 array is computed with little work lost.)
     for start, block in itertools.chain([(-len(head), head),
                                          (blocks.rows, tail)], blocks):
         block_largest, block_smallest = _nonzero_extremes(block)
