@@ -466,15 +466,30 @@ def _wrap(mode, monkeypatch):
         or (mode in ANY_LENGTH and "Savitzky" in case[0])]])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
-    from fdlayers import ops
+    from fdlayers import dispatch, ops
 
+    # Chunks of `step` outputs, from `width` samples more on either side
+    # (ops._chunk_route, with chunks of 16 points over a batch of 2):
+    # four chunks and a part, and masked runs across their bounds and
+    # within a window of them, on either side.
+    spec = (("savgol", kwargs["order"], kwargs["window"], kwargs["polyorder"])
+            if "window" in kwargs else
+            ("difference", kwargs["order"], kwargs["accuracy"]))
+    spec += ("same" if padding == "valid" else padding,)
+    plan = (dispatch.plan_of(spec) if how == "masked"
+            else ops._windows_of(spec))
+    width = plan.width + plan.min_length
+    step = 4 * width
     rng = np.random.default_rng(7)
-    n = 1100  # more than three chunks of the widest windows here
+    n = 4 * step + 2 * width + 7
     x = rng.standard_normal((2, n, 3))
     t = np.cumsum(rng.uniform(0.5, 1.5, (2, n)), axis=1)
     mask = np.ones((2, n), bool)
-    for row, start, length in ((0, 40, 3), (1, 333, 8), (0, 690, 10),
-                               (1, 0, 2), (0, 200, 1)):
+    for row, start, length in ((0, step - 2, 3), (1, 2 * step - 4, 8),
+                               (0, 3 * step - 5, 10), (1, 0, 2),
+                               (0, step // 2, 1), (1, n - 3, 3),
+                               (1, step - 6, 4), (0, 2 * step - 3, 2),
+                               (1, 3 * step + 2, 3), (0, 4 * step + 1, 1)):
         mask[row, start:start + length] = False
     op = (fdlayers.derivative if "accuracy" in kwargs
           else ops.savitzky_golay)
