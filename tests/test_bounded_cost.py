@@ -436,6 +436,18 @@ ANY_LENGTH = (["any length", "any batch"] if per_backend.BACKEND == "tensorflow"
               else [])
 
 
+def _chunk_reach(spec, per_point):
+    """`(width, step)` of the chunks of a stencil of `spec` in these tests
+    (ops._chunk_route): `width` samples more on either side of `step`
+    outputs, chunks of 16 points over a batch of 2 being shorter than four
+    widths. `per_point`: weights per point (time stamps, coordinates)."""
+    from fdlayers import dispatch, ops
+
+    plan = ops._windows_of(spec) if per_point else dispatch.plan_of(spec)
+    width = plan.width + plan.min_length
+    return width, 4 * width
+
+
 def _wrap(mode, monkeypatch):
     """`per_backend.on_path`, and "any batch": a tf.function traced for
     inputs of any size along their first axis."""
@@ -466,7 +478,7 @@ def _wrap(mode, monkeypatch):
         or (mode in ANY_LENGTH and "Savitzky" in case[0])]])
 def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
                                                mode, monkeypatch):
-    from fdlayers import dispatch, ops
+    from fdlayers import ops
 
     # Chunks of `step` outputs, from `width` samples more on either side
     # (ops._chunk_route, with chunks of 16 points over a batch of 2):
@@ -476,10 +488,7 @@ def test_long_inputs_in_chunks_equal_the_whole(name, kwargs, padding, how,
             if "window" in kwargs else
             ("difference", kwargs["order"], kwargs["accuracy"]))
     spec += ("same" if padding == "valid" else padding,)
-    plan = (dispatch.plan_of(spec) if how == "masked"
-            else ops._windows_of(spec))
-    width = plan.width + plan.min_length
-    step = 4 * width
+    width, step = _chunk_reach(spec, per_point=how != "masked")
     rng = np.random.default_rng(7)
     n = 4 * step + 2 * width + 7
     x = rng.standard_normal((2, n, 3))
@@ -635,13 +644,10 @@ def test_inputs_about_one_chunk_long_equal_the_whole(how, monkeypatch):
     """Every chunk's input has one size (fdlayers.ops._in_chunks): where
     that size reaches the input's length, whether in one chunk or two, the
     input is not cut, and the result is the whole input's."""
-    from fdlayers import dispatch, ops
+    from fdlayers import ops
 
-    spec = ("difference", 2, 4, "same")
-    plan = (ops._windows_of(spec) if how == "stamps"
-            else dispatch.plan_of(spec))
-    width = plan.width + plan.min_length
-    step = 4 * width  # chunks of 16 points over a batch of 2 are shorter
+    width, step = _chunk_reach(("difference", 2, 4, "same"),
+                               per_point=how == "stamps")
     rng = np.random.default_rng(9)
     for n in (step - 1, step + width - 1, step + width, step + 2 * width - 1,
               step + 2 * width, step + 2 * width + 1, 2 * step + width):
