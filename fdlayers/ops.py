@@ -642,11 +642,11 @@ def _chunk_route(x, plan, padding, key, share, weights=True):
     # export included, is not static.)
     batch, steps = map(dispatch.static_length, x.shape[:2])
     looped = _graph_not_compiled()
-    # (A uniform masked stencil's chunks, light, ran 1.4-2.3× slower in
-    # TensorFlow's XLA loop than unrolled, which took 6.5× the input's
-    # size; under `jax.jit`, unrolled, they took up to 131 s to compile.)
-    program = _compiled_whole(x) and (
-        weights or keras.backend.backend() == "jax")
+    # (A uniform masked stencil's chunks, light, ran unrolled in
+    # TensorFlow's XLA: 8.5× the input's size at 2**24 points, 1.8× in
+    # the loop, whose pieces are written in place, at 1.0-1.3× the time;
+    # under `jax.jit`, unrolled, they took up to 131 s to compile.)
+    program = _compiled_whole(x)
     eager = (not looped and keras.backend.backend() == "tensorflow"
              and dispatch.executing_eagerly()
              and plan.width <= dispatch.FUSED_WEIGHTS_MAX_WIDTH)
@@ -726,9 +726,8 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
     (its few edge rows are extra work); whole, `fn` runs.
 
     `weights`: whether `fn` computes weights per point (time stamps, a
-    static grid), many buffers of a chunk's size, which a program compiled
-    whole runs in a loop (`_program_loop`); a uniform masked stencil's are
-    few.
+    static grid), many buffers of a chunk's size, which chunks called one
+    by one on the host run small; a uniform masked stencil's are few.
     """
     if padding == "valid" and same is not None:
         if _chunk_route(x, plan, "same", key, share, weights) == "whole":
@@ -758,8 +757,7 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
     size = step + 2 * width
     lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
     if how == "graph":
-        return _looped(fn, parts, list(zip(*bounds)) + [lows], size,
-                       len(bounds), compiled)
+        return _looped(fn, parts, step, size, -(-steps // step), compiled)
     unrolled = functools.partial(_unrolled, fn, bounds=bounds, lows=lows,
                                  size=size, eager=how == "eager")
     if how == "program":
@@ -880,7 +878,10 @@ def _jax_loop(fn, parts, steps, step, width):
 
 def _xla_loop(fn, parts, steps, step, width):
     """`_program_loop` in a TensorFlow graph that XLA compiles: a
-    `tf.while_loop`, its pieces in a `TensorArray`."""
+    `tf.while_loop`, each piece scattered into the output where it goes,
+    which XLA updates in place. (Pieces in a `TensorArray`, stacked and
+    joined, were two more sizes of the output: time stamps on `(1, 2**24,
+    1)` float64 took 3.4× the input.)"""
     import tensorflow as tf
 
     count = -(-steps // step)
@@ -895,27 +896,25 @@ def _xla_loop(fn, parts, steps, step, width):
         shape[axis] = length
         return tf.slice(value, tf.stack(begin), shape)
 
-    def body(i, pieces):
+    # (batch, step, 2): where each of a piece's (series, step) goes.
+    series = tf.broadcast_to(tf.range(x.shape[0])[:, None], (x.shape[0], step))
+
+    def body(i, out):
         start, low = _chunk_start(i, steps, step, width, tf.minimum,
                                   tf.clip_by_value)
         y = fn(*(cut(value, axis, low, step + 2 * width)
                  for value, axis in parts))
-        return i + 1, pieces.write(i, cut(y, 1, start - low, step))
+        where = tf.stack([series, tf.broadcast_to(
+            start + tf.range(step), (x.shape[0], step))], -1)
+        # (The last piece, flush with the end, gives again outputs of the
+        # one before it: the same values.)
+        return i + 1, tf.tensor_scatter_nd_update(
+            out, where, cut(y, 1, start - low, step))
 
-    pieces = tf.TensorArray(x.dtype, size=count,
-                            element_shape=(x.shape[0], step) + x.shape[2:])
-    _, pieces = tf.while_loop(lambda i, _: i < count, body,
-                              (tf.constant(0), pieces),
-                              parallel_iterations=1)
-    # (count, batch, step, ...) to (batch, count · step, ...), then the
-    # last piece's outputs that the one before it did not give.
-    stacked = pieces.stack()
-    order = [1, 0] + list(range(2, len(x.shape) + 1))
-    joined = tf.reshape(tf.transpose(stacked, order),
-                        (x.shape[0], count * step) + tuple(x.shape[2:]))
-    kept = (count - 1) * step
-    return tf.concat([joined[:, :kept],
-                      stacked[-1][:, step - (steps - kept):]], 1)
+    _, out = tf.while_loop(lambda i, _: i < count, body,
+                           (tf.constant(0), tf.zeros(x.shape, x.dtype)),
+                           parallel_iterations=1)
+    return out
 
 
 def _graph_not_compiled():
@@ -926,29 +925,40 @@ def _graph_not_compiled():
             and not dispatch._in_xla_program())
 
 
-def _looped(fn, parts, bounds, size, count, compiled):
+def _looped(fn, parts, step, size, count, compiled):
     """`_in_chunks`'s pieces in a TensorFlow graph, in a loop, one at a time
     (`parallel_iterations=1`). Unrolled, a graph's chunks cost more memory
     the more there are (6.0× the input's size in 16 chunks, 7.0× in 64, on
     2**24 float64 time stamps), and its size and its first run's
     optimisation grow with them (in 64: 10.6 s, looped 1.2 s).
 
-    `bounds` are the chunks' first and last-but-one outputs and their
-    inputs' first steps, `(starts, stops, lows)`, `count` of each; every
-    chunk's input is `size` steps long. Python ints, or (for lengths known
-    at run time only) int64 tensors. Where `compiled` and `size` is an
-    int, each chunk runs through XLA (`dispatch.chunks_placed`): one kernel
-    for every chunk, 1.7-3.4× faster than op by op (masks and time stamps on
-    `(64, 65536, 4)` and `(1, 2**21, 1)`); a size known at run time only
-    runs op by op.
+    Chunk `i` gives the outputs from `start = i·step` to `min(start + step,
+    steps)`, from the `size` samples from `low = clip(start - width, 0,
+    steps - size)`, `width = (size - step) // 2` (the last chunk flush with
+    the end). Each piece is written where it goes in one buffer of `count ·
+    step` outputs per series (`_write_rows`); a series is its first
+    `steps`. (Pieces gathered in a `TensorArray` and concatenated were two
+    sizes of the output at once: time stamps on `(1, 2**24, 1)` float64 in
+    a `tf.function` took 3.5× the input, 2.5× so.) `step`, `size` and
+    `count` are Python ints, or (for lengths known at run time only) int64
+    tensors. Where `compiled` and `size` is an int, each chunk runs
+    through XLA (`dispatch.chunks_placed`): one kernel for every chunk,
+    1.7-3.4× faster than op by op (masks and time stamps on `(64, 65536,
+    4)` and `(1, 2**21, 1)`); a size known at run time only runs op by op.
     """
     import tensorflow as tf
 
     parts = [(value if ops.is_tensor(value) else dispatch.captured(value),
               axis) for value, axis in parts]
-    starts, stops, lows = (tf.cast(column, "int32") for column in bounds)
     static_size = size if isinstance(size, int) else None
-    size = tf.cast(size, "int32")
+    step, size, count = (tf.cast(value, "int32")
+                         for value in (step, size, count))
+    width = (size - step) // 2
+    # (Every stencil here gives x's dtype and shape: "same" or "causal".)
+    x = parts[0][0]
+    shape = tf.shape(x, out_type="int32")
+    batch, steps = shape[0], shape[1]
+    trailing = shape[2:]
 
     def cut(value, axis, low):
         begin = [0] * len(value.shape)
@@ -960,47 +970,73 @@ def _looped(fn, parts, bounds, size, count, compiled):
         return tf.ensure_shape(
             tf.slice(value, tf.stack(begin), tf.stack(sizes)), shape)
 
-    def body(i, pieces):
-        low = lows[i]
+    def body(i, out):
+        start = i * step
+        low = tf.minimum(tf.maximum(start - width, 0), steps - size)
         where = ("ops" if static_size is None else "xla" if compiled
                  else None)
         with (dispatch.chunks_placed(where) if where
               else contextlib.nullcontext()):
             y = fn(*(cut(value, axis, low) for value, axis in parts))
         begin = [0] * len(y.shape)
-        begin[1] = starts[i] - low
+        begin[1] = start - low
         sizes = [-1] * len(y.shape)
-        sizes[1] = stops[i] - starts[i]
-        # Along the steps first, for `concat`: a transpose of a batch of
-        # one is a reshape. (Where the count is known at run time only, a
-        # whole input's one piece is kept as it is: two transposes took
-        # 10-25 % of a small call.)
+        length = tf.minimum(step, steps - start)
+        sizes[1] = length
         piece = tf.slice(y, tf.stack(begin), tf.stack(sizes))
-        if static_count:
-            return i + 1, pieces.write(i, _steps_first(piece))
-        return i + 1, pieces.write(i, tf.cond(
-            count > 1, lambda: _steps_first(piece), lambda: piece))
+        # The last piece padded to `step` (what the buffer holds past the
+        # series' end is never read).
+        padding = [[0, 0]] * len(y.shape)
+        padding[1] = [0, step - length]
+        piece = tf.pad(piece, padding)
+        rows = tf.range(batch) * count + i
+        return i + 1, _write_rows(out, rows, tf.reshape(piece, [batch, -1]))
 
-    # (Every stencil here gives x's dtype and shape: "same" or "causal".)
-    x = parts[0][0]
-    trailing = tuple(x.shape[2:])
-    static_count = isinstance(count, int)
-    count = tf.cast(count, "int32")
-    pieces = tf.TensorArray(
-        x.dtype, size=count, infer_shape=False,
-        element_shape=((None, x.shape[0]) if static_count else (None, None))
-        + trailing)
-    _, pieces = tf.while_loop(lambda i, _: i < count, body,
-                              (tf.constant(0), pieces),
-                              parallel_iterations=1)
+    # Row `b · count + i` holds series b's piece i: the buffer is the
+    # outputs, `count · step` per series.
+    out = tf.raw_ops.Empty(
+        shape=tf.stack([batch * count, step * tf.reduce_prod(trailing)]),
+        dtype=x.dtype, init=False)
+    _, out = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), out),
+                           parallel_iterations=1)
+    padded = tf.reshape(out, tf.concat([[batch, count * step], trailing], 0))
 
-    def joined():
-        return _steps_first(tf.ensure_shape(
-            pieces.concat(), (x.shape[1], x.shape[0]) + trailing))
+    def shared():
+        # A series' outputs, the front of the buffer as a vector: where
+        # they end on 64 bytes (or fill it), TensorFlow's slice shares the
+        # buffer's memory; elsewhere it copies them.
+        return tf.reshape(tf.slice(tf.reshape(out, [-1]), [0], tf.reshape(
+            steps * tf.reduce_prod(trailing), [1])), shape)
 
-    if static_count:
-        return joined()
-    return tf.cond(count > 1, joined, lambda: pieces.read(0))
+    def copied():
+        return padded[:, :steps]
+
+    batch_size = dispatch.static_length(x.shape[0])
+    if batch_size is not None:
+        y = shared() if batch_size == 1 else copied()
+    else:
+        y = tf.cond(batch == 1, shared, copied)
+    y.set_shape(x.shape)
+    return y
+
+
+def _write_rows(out, rows, values):
+    """`out` with its rows `rows` (along axis 0) set to `values`, written
+    into `out`'s own memory, which no one else holds (`_looped`'s
+    `Empty`: stateful, so never folded into a constant or shared). Its
+    gradient passes the upstream gradient to `out` whole, and its rows to
+    `values`: `_looped`'s pieces never share a row, so the rows a later
+    piece wrote hold no gradient of an earlier one's."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def write(out, values, rows):
+        def gradient(upstream):
+            return upstream, tf.gather(upstream, rows), None
+
+        return tf.raw_ops.InplaceUpdate(x=out, i=rows, v=values), gradient
+
+    return write(out, values, rows)
 
 
 def _shared_loop(fn, x, plan, parts, key, share=1):
@@ -1074,29 +1110,14 @@ def _looped_any_size(fn, x, plan, parts, share=1):
     step = tf.maximum(4 * width, points // tf.maximum(batch, 1))
     size = step + 2 * width
     chunked = tf.logical_and(batch * steps >= 4 * points, size < steps)
-    # Chunks of `step` outputs from every `step`-th; a last one shorter than
-    # a window joins the one before it.
-    count = -(-steps // step)
-    count -= tf.cast(
-        tf.logical_and(count > 1, steps - (count - 1) * step < width),
-        "int64")
-    count = tf.where(chunked, count, 1)
-    starts = tf.range(count) * step
-    stops = tf.concat([starts[1:], [steps]], 0)
-    lows = tf.where(chunked, tf.minimum(tf.maximum(starts - width, 0),
-                                        steps - size), 0)
-    y = _looped(fn, [(x, 1)] + list(parts), (starts, stops, lows),
+    # Chunks of `step` outputs from every `step`-th; one of the whole input
+    # where there are too few points for several.
+    step = tf.where(chunked, step, steps)
+    count = tf.where(chunked, -(-steps // tf.maximum(step, 1)), 1)
+    y = _looped(fn, [(x, 1)] + list(parts), step,
                 tf.where(chunked, size, steps), count, compiled=False)
     y.set_shape(x.shape)
     return y
-
-
-def _steps_first(y):
-    """`y` with its first two axes swapped (its own inverse)."""
-    shape = (y.shape[1], y.shape[0]) + tuple(y.shape[2:])
-    if 1 in shape[:2] and list(shape).count(None) <= 1:
-        return ops.reshape(y, tuple(-1 if n is None else n for n in shape))
-    return ops.swapaxes(y, 0, 1)
 
 
 def _after(previous):
