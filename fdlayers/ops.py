@@ -710,8 +710,10 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
     length: a window's reach, the edges' one-sided windows and what makes a
     masked run too short are within it, so every output kept is the one
     the whole input gives), all chunks from inputs of one size, and the
-    pieces are concatenated. `parts` are `(value, axis)`: what comes with
-    `x` (time stamps, a mask), cut along their `axis` alike.
+    pieces are joined (concatenated; in graphs and programs compiled whole,
+    each written where it goes in the output). `parts` are `(value,
+    axis)`: what comes with `x` (time stamps, a mask), cut along their
+    `axis` alike.
 
     Chunks of `CHUNK_POINTS`, or of `SMALL_CHUNK_POINTS` where each runs
     as one compiled kernel or one iteration of a graph's loop (`_looped`).
@@ -745,6 +747,9 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
         return _shared_loop(fn, x, plan, parts, key, share)
     how, compiled, steps, step, width = route
     parts = [(x, 1)] + list(parts)
+    if how == "graph":
+        return _looped(fn, parts, step, step + 2 * width, -(-steps // step),
+                       compiled)
     bounds = []
     start = 0
     while start < steps:
@@ -756,8 +761,6 @@ def _in_chunks(fn, x, plan, padding, parts, key=None, share=1, same=None,
     # Every chunk's input of one size, flush with the edges at the ends.
     size = step + 2 * width
     lows = [min(max(0, start - width), steps - size) for start, _ in bounds]
-    if how == "graph":
-        return _looped(fn, parts, step, size, -(-steps // step), compiled)
     unrolled = functools.partial(_unrolled, fn, bounds=bounds, lows=lows,
                                  size=size, eager=how == "eager")
     if how == "program":
